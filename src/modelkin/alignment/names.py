@@ -1,0 +1,118 @@
+"""First alignment: pair tensors of A and B by name, then by role.
+
+Names are compared after the family's wrapper prefixes are stripped (``model.``, ``language_model.``,
+``model.language_model.``, ``bert.``…), so the same weights packaged as a bare LM or inside a VLM line up.
+Tensors left over are paired by (component, role, parameter, layer, expert) when that key is unique on both
+sides, which covers renamings within a known family. Shapes must be equal, or transposed (GPT-2's Conv1D
+stores [in, out]). Everything that stays unpaired is listed with the reason, never dropped silently.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from ..inventory import Inventory, TensorEntry
+
+
+@dataclass(frozen=True, slots=True)
+class TensorPair:
+    a: TensorEntry
+    b: TensorEntry
+    transpose_b: bool  # B's stored matrix is the transpose of A's layout
+    matched_by: str  # "name" or "role"
+
+    @property
+    def component(self) -> str:
+        return self.a.component
+
+    @property
+    def evidence(self) -> bool:
+        return self.a.evidence and self.b.evidence
+
+    @property
+    def non_evidence_reason(self) -> str | None:
+        return self.a.non_evidence_reason or self.b.non_evidence_reason
+
+
+@dataclass(frozen=True, slots=True)
+class Unmatched:
+    side: str  # "a" or "b"
+    name: str
+    component: str
+    role: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Alignment:
+    pairs: tuple[TensorPair, ...]
+    unmatched: tuple[Unmatched, ...]
+
+
+def logical_shape(e: TensorEntry) -> tuple[int, ...]:
+    """Shape in nn.Linear's [out, in] convention."""
+    return tuple(reversed(e.shape)) if e.transposed and len(e.shape) == 2 else e.shape
+
+
+def _shape_fit(a: TensorEntry, b: TensorEntry) -> bool | None:
+    """None if shapes cannot be compared, else whether B must be transposed."""
+    la, lb = logical_shape(a), logical_shape(b)
+    if la == lb:
+        return a.transposed != b.transposed
+    return None
+
+
+def _role_key(e: TensorEntry) -> tuple:
+    return (e.component, e.role, e.param, e.layer, e.expert)
+
+
+def align_by_name(inv_a: Inventory, inv_b: Inventory) -> Alignment:
+    pairs: list[TensorPair] = []
+    unmatched: list[Unmatched] = []
+    b_by_key = {}
+    for e in inv_b.tensors:
+        b_by_key.setdefault(e.key, e)
+    used_b: set[str] = set()
+    left_a: list[TensorEntry] = []
+    shape_conflicts: dict[str, str] = {}
+    for ea in inv_a.tensors:
+        eb = b_by_key.get(ea.key)
+        if eb is None or eb.name in used_b:
+            left_a.append(ea)
+            continue
+        fit = _shape_fit(ea, eb)
+        if fit is None:
+            shape_conflicts[ea.name] = f"shape {list(ea.shape)} vs {list(eb.shape)} in B ({eb.name})"
+            shape_conflicts[eb.name] = f"shape {list(eb.shape)} vs {list(ea.shape)} in A ({ea.name})"
+            used_b.add(eb.name)
+            left_a.append(ea)
+            continue
+        used_b.add(eb.name)
+        pairs.append(TensorPair(ea, eb, fit, "name"))
+
+    # Second pass: unique role keys among the leftovers (renamed tensors of a known family).
+    left_b = [e for e in inv_b.tensors if e.name not in used_b]
+    count_a = Counter(_role_key(e) for e in left_a if e.family)
+    count_b = Counter(_role_key(e) for e in left_b if e.family)
+    b_by_role = {_role_key(e): e for e in left_b if e.family and count_b[_role_key(e)] == 1}
+    still_a = []
+    for ea in left_a:
+        k = _role_key(ea)
+        eb = b_by_role.get(k) if ea.family and count_a[k] == 1 else None
+        fit = None if eb is None else _shape_fit(ea, eb)
+        if eb is None or fit is None:
+            still_a.append(ea)
+            continue
+        used_b.add(eb.name)
+        pairs.append(TensorPair(ea, eb, fit, "role"))
+
+    for ea in still_a:
+        reason = shape_conflicts.get(ea.name, "no tensor of the same name or role in B")
+        unmatched.append(Unmatched("a", ea.name, ea.component, ea.role, reason))
+    paired_b = {p.b.name for p in pairs}
+    for eb in inv_b.tensors:
+        if eb.name not in paired_b:
+            reason = shape_conflicts.get(eb.name, "no tensor of the same name or role in A")
+            unmatched.append(Unmatched("b", eb.name, eb.component, eb.role, reason))
+    return Alignment(tuple(pairs), tuple(unmatched))

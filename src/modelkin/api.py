@@ -1,0 +1,129 @@
+"""The public entry point: ``compare(a, b)`` runs the pipeline
+
+    sources -> inventory -> alignment -> metrics -> statistics -> verdict -> ComparisonResult
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+from . import __version__
+from .alignment import align_by_name
+from .errors import UsageError
+from .inventory import COMPONENTS, Inventory, build_inventory
+from .metrics import stream_metrics
+from .options import CompareOptions
+from .results import ComparisonResult, ModelRef, TensorResult, UnmatchedTensor
+from .sources import ModelSource, open_model
+from .statistics import tensor_evidence
+from .verdict import judge_components, overall
+
+ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+def _ref(src: ModelSource, inv: Inventory, digests: dict[str, str] | None) -> ModelRef:
+    files = digests if digests is not None else {str(f.path.name): None for f in src.files}
+    return ModelRef(src.location, str(src.root), inv.family, len(src.tensors), src.n_bytes, files)
+
+
+def compare(
+    a: str | Path | ModelSource,
+    b: str | Path | ModelSource,
+    options: CompareOptions | None = None,
+    progress: ProgressFn | None = None,
+    **option_values,
+) -> ComparisonResult:
+    """Compare two models' weights. ``a``/``b``: a .safetensors file, a model folder, or an open source.
+
+    Keyword arguments are ``CompareOptions`` fields (``alpha``, ``min_effect``, ``threads``,
+    ``components``, ``hash_files``).
+    """
+    if options is None:
+        options = CompareOptions(**option_values)
+    elif option_values:
+        raise UsageError("give either options= or keyword options, not both")
+    if options.components:
+        bad = [c for c in options.components if c not in COMPONENTS]
+        if bad:
+            raise UsageError(f"unknown component(s) {bad}; choose from {list(COMPONENTS)}")
+    started = time.perf_counter()
+    src_a = a if isinstance(a, ModelSource) else open_model(a)
+    src_b = b if isinstance(b, ModelSource) else open_model(b)
+    try:
+        return _run(src_a, src_b, options, progress, started)
+    finally:
+        if src_a is not a:
+            src_a.close()
+        if src_b is not b:
+            src_b.close()
+
+
+def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progress, started: float) -> ComparisonResult:
+    inv_a, inv_b = build_inventory(src_a), build_inventory(src_b)
+    alignment = align_by_name(inv_a, inv_b)
+    pairs = list(alignment.pairs)
+    unmatched = list(alignment.unmatched)
+    if options.components:
+        keep = set(options.components)
+        pairs = [p for p in pairs if p.component in keep]
+        unmatched = [u for u in unmatched if u.component in keep]
+
+    total = sum(p.a.info.n_bytes + p.b.info.n_bytes for p in pairs)
+    done = 0
+
+    def on_bytes(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(min(done, total), total)
+
+    # Hash the files on a side thread: hashlib releases the GIL, so it overlaps the metric pass.
+    with ThreadPoolExecutor(max_workers=1) as side:
+        digests = [side.submit(s.file_digests) for s in (src_a, src_b)] if options.hash_files else None
+        metrics = stream_metrics(src_a, src_b, pairs, threads=options.threads, on_bytes=on_bytes)
+        evidence_pairs = [p for p in pairs if p.evidence]
+        with ThreadPoolExecutor(max_workers=options.threads) as pool:
+            found = dict(zip((id(p) for p in evidence_pairs), pool.map(lambda p: tensor_evidence(src_a, src_b, p), evidence_pairs)))
+        tests = [found.get(id(p)) for p in pairs]
+        digest_a, digest_b = (d.result() for d in digests) if digests else (None, None)
+
+    rows = []
+    for p, m, t in zip(pairs, metrics, tests):
+        reason = p.non_evidence_reason
+        if p.evidence and t is None:
+            reason = "too few exchangeable units to test (needs at least 16 on a unit axis)"
+        rows.append(TensorResult(
+            a=p.a.name, b=p.b.name, role=p.a.role, component=p.component,
+            layer_a=p.a.layer, layer_b=p.b.layer, shape=list(p.a.shape),
+            dtype_a=p.a.info.dtype.code, dtype_b=p.b.info.dtype.code, matched_by=p.matched_by,
+            cosine=m.cosine, pearson=m.pearson, rel_l2=m.rel_l2, identical=m.identical,
+            evidence=t is not None, non_evidence_reason=None if t is not None else reason,
+            unit_cosine=None if t is None else t.mean_cosine, z=None if t is None else t.z,
+            log10_p=None if t is None else t.log10_p, test_axis=None if t is None else t.axis,
+            mean_a=m.mean_a, std_a=m.std_a, mean_b=m.mean_b, std_b=m.std_b,
+        ))
+    components = judge_components(pairs, tests, rows, options.alpha, options.min_effect)
+    verdict, log10_p = overall(components)
+    notes = []
+    n_non = sum(1 for r in rows if not r.evidence)
+    if n_non:
+        notes.append(
+            f"{n_non} matched tensors are shown but not counted as evidence (norm gains, biases, fixed buffers, "
+            "tiny tensors): their similarity says nothing about lineage."
+        )
+    return ComparisonResult(
+        modelkin_version=__version__,
+        a=_ref(src_a, inv_a, digest_a),
+        b=_ref(src_b, inv_b, digest_b),
+        verdict=verdict,
+        log10_p=log10_p,
+        alpha=options.alpha,
+        components=components,
+        tensors=rows,
+        unmatched=[UnmatchedTensor(u.side, u.name, u.component, u.role, u.reason) for u in unmatched],
+        seconds=time.perf_counter() - started,
+        notes=notes,
+    )

@@ -1,0 +1,134 @@
+"""Inventory: give every tensor of a model a role, a component, a layer and an expert index.
+
+Knowledge comes from the family files (see ``families``); this module only applies it. The family is taken
+from ``config.json``'s ``model_type`` when there is one, otherwise from whichever family's rules match the
+most tensor names. Tensors no rule matches keep role ``other`` in component ``other`` and are listed as
+unassigned — they still take part in the comparison, under the most conservative null.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..sources import ModelSource, TensorInfo
+from .families import Family, Rule, by_model_type, families
+from .roles import PARAM_NON_EVIDENCE, ROLES
+
+MIN_EVIDENCE_ELEMENTS = 64  # fewer values than this cannot support a per-tensor test
+
+
+@dataclass(frozen=True, slots=True)
+class TensorEntry:
+    name: str  # as stored
+    key: str  # name without wrapper prefixes: what same-name alignment compares
+    info: TensorInfo
+    role: str
+    component: str
+    layer: int | None
+    expert: int | None
+    param: str  # last name segment after the rule's pattern ("weight", "bias", "running_var", ...)
+    family: str | None  # family whose rule matched; None when unassigned
+    transposed: bool
+    evidence: bool
+    non_evidence_reason: str | None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.info.shape
+
+
+@dataclass(frozen=True)
+class Inventory:
+    source: ModelSource
+    family: str | None
+    tensors: tuple[TensorEntry, ...]
+    unassigned: tuple[str, ...]
+    by_name: dict[str, TensorEntry] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_name", {t.name: t for t in self.tensors})
+
+    def components(self) -> list[str]:
+        return sorted({t.component for t in self.tensors})
+
+    def summary(self) -> dict:
+        """Parameter counts per component and role (what ``modelkin inspect`` prints)."""
+        per: dict[str, Counter] = {}
+        for t in self.tensors:
+            per.setdefault(t.component, Counter())[t.role] += t.info.numel
+        return {c: dict(sorted(r.items())) for c, r in sorted(per.items())}
+
+
+def detect_family(source: ModelSource) -> str | None:
+    config = source.config or {}
+    table = by_model_type()
+    for key in ("model_type",):
+        mt = config.get(key)
+        if isinstance(mt, str) and mt in table:
+            return table[mt]
+    scores = Counter()
+    for fam in families().values():
+        scores[fam.name] = sum(1 for name in source.tensors if _match(fam, name) is not None)
+    if not scores or scores.most_common(1)[0][1] == 0:
+        return None
+    return scores.most_common(1)[0][0]
+
+
+def _search_order(primary: str | None) -> list[Family]:
+    fams = families()
+    order: list[str] = []
+    if primary:
+        order.append(primary)
+        order.extend(fams[primary].includes)
+    order.extend(sorted(fams))  # any family's rules may still name a tensor (grafts, unusual packagings)
+    return [fams[n] for n in dict.fromkeys(order)]
+
+
+def _match(fam: Family, name: str) -> tuple[Rule, str, dict] | None:
+    for prefix in fam.strip_prefixes + ("",):
+        if prefix and not name.startswith(prefix):
+            continue
+        key = name[len(prefix) :]
+        for rule in fam.rules:
+            m = rule.regex.fullmatch(key)
+            if m:
+                return rule, key, m.groupdict()
+    return None
+
+
+def _entry(info: TensorInfo, order: list[Family]) -> TensorEntry:
+    for fam in order:
+        hit = _match(fam, info.name)
+        if hit is None:
+            continue
+        rule, key, groups = hit
+        param = groups.get("param") or ""
+        role = ROLES[rule.role]
+        reason = role.non_evidence_reason or PARAM_NON_EVIDENCE.get(param)
+        if reason is None and info.numel < MIN_EVIDENCE_ELEMENTS:
+            reason = f"only {info.numel} values: too few to discriminate"
+        if reason is None and len(info.shape) < 2:
+            reason = "a 1-D vector has no unit axis to test against"
+        layer = groups.get("layer")
+        expert = groups.get("expert")
+        return TensorEntry(
+            info.name, key, info, rule.role, rule.component,
+            None if layer is None else int(layer), None if expert is None else int(expert),
+            param, fam.name, rule.transposed, reason is None, reason,
+        )
+    if len(info.shape) >= 2 and info.numel >= MIN_EVIDENCE_ELEMENTS:
+        reason = None
+    elif len(info.shape) < 2:
+        reason = "1-D tensor of unknown role (bias, gain or buffer?)"
+    else:
+        reason = f"only {info.numel} values: too few to discriminate"
+    return TensorEntry(info.name, info.name, info, "other", "other", None, None, "", None, False, reason is None, reason)
+
+
+def build_inventory(source: ModelSource) -> Inventory:
+    family = detect_family(source)
+    order = _search_order(family)
+    entries = tuple(_entry(info, order) for info in source.tensors.values())
+    unassigned = tuple(e.name for e in entries if e.family is None)
+    return Inventory(source, family, entries, unassigned)

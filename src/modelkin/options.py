@@ -1,0 +1,28 @@
+"""Options for a comparison, in one frozen record (the CLI and the API fill the same one)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import UsageError
+
+
+@dataclass(frozen=True, slots=True)
+class CompareOptions:
+    # Family-wise error rate: the chance, for two independently trained models, that any component is
+    # called "related". Small by default because a false "related" is the costly mistake.
+    alpha: float = 1e-4
+    # The weakest relationship "independent" must be able to rule out: a matched-unit cosine of this size
+    # would have been detected (with 95 % power) by the evidence available, or the verdict is inconclusive.
+    min_effect: float = 0.1
+    threads: int = 2
+    components: tuple[str, ...] | None = None  # restrict to these components
+    hash_files: bool = True  # sha256 of every weights file in the report
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise UsageError(f"alpha must lie strictly between 0 and 1, got {self.alpha}")
+        if not 0 < self.min_effect < 1:
+            raise UsageError(f"min_effect must lie strictly between 0 and 1, got {self.min_effect}")
+        if self.threads < 1:
+            raise UsageError(f"threads must be at least 1, got {self.threads}")

@@ -1,0 +1,114 @@
+"""Result records: what a comparison returns, in the one shape the API, the CLI and the JSON report share.
+
+``to_json()`` is the documented schema (docs/schema.md). "Missing" and "different" are kept apart: an
+undefined number is ``null`` with the reason alongside, never a sentinel like 0 or -1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+RELATED, INDEPENDENT, INCONCLUSIVE = "related", "independent", "inconclusive"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    location: str
+    path: str
+    family: str | None
+    n_tensors: int
+    n_bytes: int
+    files: dict[str, str | None]  # weights file -> sha256 (None when hashing was switched off)
+
+
+@dataclass(frozen=True, slots=True)
+class TensorResult:
+    a: str
+    b: str
+    role: str
+    component: str
+    layer_a: int | None
+    layer_b: int | None
+    shape: list[int]
+    dtype_a: str
+    dtype_b: str
+    matched_by: str
+    cosine: float | None
+    pearson: float | None
+    rel_l2: float | None
+    identical: bool
+    evidence: bool
+    non_evidence_reason: str | None
+    unit_cosine: float | None  # matched-unit cosine of the evidence test
+    z: float | None
+    log10_p: float | None
+    test_axis: int | None
+    mean_a: float
+    std_a: float
+    mean_b: float
+    std_b: float
+
+
+@dataclass(frozen=True, slots=True)
+class UnmatchedTensor:
+    side: str
+    name: str
+    component: str
+    role: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentResult:
+    name: str
+    verdict: str
+    log10_p: float
+    n_tensors: int  # pairs compared in this component
+    n_evidence: int  # of which counted as evidence
+    median_pearson: float | None
+    median_cosine: float | None
+    median_unit_cosine: float | None
+    min_detectable_unit_cosine: float | None  # smallest matched-unit cosine the evidence would detect
+    decided_by: str  # the test behind the verdict
+    reason: str  # one sentence a reader can check
+    strongest: list[str]  # names (in A) of the strongest evidence tensors
+    layer_map: dict[str, int | None]  # layer of A -> layer of B
+
+
+@dataclass(frozen=True)
+class ComparisonResult:
+    modelkin_version: str
+    a: ModelRef
+    b: ModelRef
+    verdict: str
+    log10_p: float
+    alpha: float
+    components: dict[str, ComponentResult]
+    tensors: list[TensorResult]
+    unmatched: list[UnmatchedTensor]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return _finite(d)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+
+def _finite(x):
+    """JSON has no infinities: -inf log10 p (p = 0 exactly, e.g. identical tensors) becomes -1e308."""
+    if isinstance(x, float):
+        if math.isnan(x):
+            return None
+        if math.isinf(x):
+            return -1e308 if x < 0 else 1e308
+        return x
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x

@@ -1,0 +1,113 @@
+"""The per-tensor evidence test: do A's units line up with B's units more than chance allows?
+
+For an axis whose indices are exchangeable between independently trained models (hidden units, channels —
+see ``inventory.roles``), write each tensor as a matrix with one row per unit. Centre it, scale every unit
+row to length 1, and let G[i, j] be the cosine between unit i of A and unit j of B. The statistic is the
+trace of G: how well unit i of A matches unit i of B, summed over units.
+
+If the models were trained independently, B's units are in an order unrelated to A's, so the observed trace
+is one draw from the distribution of Σ_i G[i, π(i)] over random permutations π. That permutation
+distribution has an exact mean and variance (Hoeffding's combinatorial central limit theorem):
+
+    E = ΣG / n,   Var = Σ D² / (n − 1),   D = G double-centred (row and column means removed)
+
+so z = (trace − E) / √Var needs no Monte-Carlo. Scaling units to length 1 bounds every term by 1, so no
+single unit with huge weights (an "outlier dimension") can dominate the sum and break the normal
+approximation. Tensors are sampled (at most ``MAX_UNITS`` units × ``MAX_FEATURES`` features), with indices
+chosen by a fixed seed before any value is read, which keeps the test exact for the sample and cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..alignment import TensorPair, logical_shape
+from ..inventory import ROLES
+from ..sources import ModelSource
+from .pvalues import log10_p_two_sided
+
+MAX_UNITS = 384  # units per axis kept in the sample
+MAX_ROW_ELEMS = 1 << 16  # elements per sampled row after column sampling (other axes flattened)
+MIN_UNITS = 16  # fewer exchangeable units cannot give a trustworthy normal approximation
+MIN_FEATURES = 4
+
+
+@dataclass(frozen=True, slots=True)
+class UnitTest:
+    axis: int  # the permuted axis (logical [out, in, ...] orientation)
+    n_units: int
+    n_features: int
+    trace: float  # Σ_i cos(a_i, b_i)
+    mean_cosine: float  # trace / n_units: the matched-unit similarity
+    z: float
+    log10_p: float
+    null_sd_mean_cosine: float  # standard deviation of mean_cosine under the null (for power)
+
+
+def unit_permutation_test(xa: np.ndarray, xb: np.ndarray, axis: int = 0) -> UnitTest | None:
+    """xa, xb: (n_units, n_features) with row i of xa and row i of xb the same unit position."""
+    n, m = xa.shape
+    if n < MIN_UNITS or m < MIN_FEATURES:
+        return None
+    a = xa - xa.mean()
+    b = xb - xb.mean()
+    a /= np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-30)
+    b /= np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-30)
+    g = a @ b.T
+    trace = float(np.trace(g))
+    mean = float(g.sum()) / n
+    d = g - g.mean(axis=1, keepdims=True) - g.mean(axis=0, keepdims=True) + g.mean()
+    var = float((d * d).sum()) / (n - 1)
+    if var <= 0 or not math.isfinite(var):
+        return None
+    z = (trace - mean) / math.sqrt(var)
+    return UnitTest(axis, n, m, trace, trace / n, z, log10_p_two_sided(z), math.sqrt(var) / n)
+
+
+def _pick(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    return np.arange(n) if n <= k else np.sort(rng.choice(n, size=k, replace=False))
+
+
+def sample_pair(src_a: ModelSource, src_b: ModelSource, pair: TensorPair) -> tuple[np.ndarray, np.ndarray]:
+    """The same sub-tensor of A and B in logical orientation: ≤ MAX_UNITS indices on axes 0 and 1."""
+    shape = logical_shape(pair.a)
+    rng = np.random.default_rng(zlib.crc32(pair.a.key.encode()))  # fixed before any value is read
+    rows = _pick(shape[0], MAX_UNITS, rng)
+    cols = _pick(shape[1], MAX_UNITS, rng)
+    rest = int(np.prod(shape[2:], dtype=np.int64)) if len(shape) > 2 else 1
+    keep_rest = _pick(rest, max(1, MAX_ROW_ELEMS // max(len(cols), 1)), rng)
+
+    def take(src: ModelSource, entry, transposed: bool) -> np.ndarray:
+        info = entry.info
+        if transposed:  # stored [in, out] (2-D only): logical rows are stored columns
+            return src.read_rows(info, cols)[:, rows].T.astype(np.float64)[:, :, None]
+        data = src.read_rows(info, rows).reshape(len(rows), shape[1], rest)
+        return data[:, cols][:, :, keep_rest].astype(np.float64)
+
+    a = take(src_a, pair.a, pair.a.transposed)
+    b = take(src_b, pair.b, pair.b.transposed)
+    return a, b
+
+
+def tensor_evidence(src_a: ModelSource, src_b: ModelSource, pair: TensorPair) -> UnitTest | None:
+    """The most conservative unit test over the pair's exchangeable axes (smallest |z|)."""
+    if len(pair.a.shape) < 2:
+        return None
+    axes = tuple(ax for ax in ROLES[pair.a.role].unit_axes if ax in ROLES[pair.b.role].unit_axes) or ROLES[pair.a.role].unit_axes
+    if not axes:
+        return None
+    a, b = sample_pair(src_a, src_b, pair)
+    tests = []
+    for ax in axes:
+        xa = np.moveaxis(a, ax, 0).reshape(a.shape[ax], -1)
+        xb = np.moveaxis(b, ax, 0).reshape(b.shape[ax], -1)
+        t = unit_permutation_test(xa, xb, ax)
+        if t is not None:
+            tests.append(t)
+    if not tests:
+        return None
+    return min(tests, key=lambda t: abs(t.z))

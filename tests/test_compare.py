@@ -1,0 +1,104 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import modelkin
+from modelkin.errors import UsageError
+
+from builders import perturb, qwen2_tensors, write_model
+
+REQUIRED_TENSOR_KEYS = {"a", "b", "role", "component", "layer_a", "layer_b", "shape", "cosine", "pearson", "rel_l2", "identical", "evidence"}
+
+
+@pytest.fixture()
+def trio(tmp_path):
+    base = qwen2_tensors(1, hidden=96, ffn=192)
+    a = write_model(tmp_path / "a", base, {"model_type": "qwen2"})
+    child = write_model(tmp_path / "child", perturb(base, 1.5), {"model_type": "qwen2"})
+    other = write_model(tmp_path / "other", qwen2_tensors(2, hidden=96, ffn=192), {"model_type": "qwen2"})
+    return a, child, other
+
+
+def test_related_and_independent(trio):
+    a, child, other = trio
+    rel = modelkin.compare(a, child)
+    assert rel.verdict == "related"
+    assert rel.components["text"].verdict == "related"
+    assert rel.components["text"].log10_p < -50
+    ind = modelkin.compare(a, other)
+    assert ind.verdict == "independent"
+    assert ind.components["text"].log10_p > -4
+
+
+def test_norm_gain_cosine_is_never_evidence(tmp_path):
+    # The Solar/GLM situation: norm gains near 1 (cosine ~0.99) and even identical, every matrix unrelated.
+    ta, tb = qwen2_tensors(1), qwen2_tensors(2)
+    for k in ta:
+        if "layernorm" in k or k.endswith("norm.weight"):
+            tb[k] = ta[k].copy()
+    res = modelkin.compare(write_model(tmp_path / "a", ta, {"model_type": "qwen2"}), write_model(tmp_path / "b", tb, {"model_type": "qwen2"}))
+    norms = [t for t in res.tensors if t.role == "norm"]
+    assert norms and all(t.cosine > 0.99 and t.identical and not t.evidence for t in norms)
+    assert res.verdict != "related"
+
+
+def test_only_non_evidence_is_inconclusive_not_independent(tmp_path):
+    r = np.random.default_rng(0)
+    ta = {"model.norm.weight": (1 + 0.01 * r.normal(size=64)).astype(np.float32)}
+    tb = {"model.norm.weight": (1 + 0.01 * r.normal(size=64)).astype(np.float32)}
+    res = modelkin.compare(write_model(tmp_path / "a", ta, {"model_type": "qwen2"}), write_model(tmp_path / "b", tb, {"model_type": "qwen2"}))
+    assert res.components["text"].verdict == "inconclusive"
+    assert "no informative tensors" in res.components["text"].reason
+
+
+def test_tiny_models_are_inconclusive_rather_than_independent(tmp_path):
+    ta = qwen2_tensors(1, hidden=16, ffn=16, vocab=16, layers=1)
+    tb = qwen2_tensors(2, hidden=16, ffn=16, vocab=16, layers=1)
+    res = modelkin.compare(write_model(tmp_path / "a", ta, {"model_type": "qwen2"}), write_model(tmp_path / "b", tb, {"model_type": "qwen2"}))
+    assert res.components["text"].verdict == "inconclusive"
+
+
+def test_json_schema_and_thread_independence(trio):
+    a, child, _ = trio
+    r1 = modelkin.compare(a, child, threads=1)
+    r2 = modelkin.compare(a, child, threads=2)
+    d1, d2 = r1.to_dict(), r2.to_dict()
+    for d in (d1, d2):
+        d.pop("seconds")
+    assert d1 == d2  # deterministic whatever the thread count
+    doc = json.loads(r1.to_json())
+    assert {"modelkin_version", "a", "b", "verdict", "log10_p", "components", "tensors", "unmatched"} <= set(doc)
+    assert set(doc["a"]["files"]) == {"model.safetensors"} and len(doc["a"]["files"]["model.safetensors"]) == 64
+    comp = doc["components"]["text"]
+    assert {"verdict", "log10_p", "n_tensors", "median_pearson", "median_cosine"} <= set(comp)
+    assert all(REQUIRED_TENSOR_KEYS <= set(t) for t in doc["tensors"])
+
+
+def test_component_filter_and_bad_options(trio):
+    a, child, _ = trio
+    res = modelkin.compare(a, child, components=("vision",))
+    assert res.components == {} and res.verdict == "inconclusive"
+    with pytest.raises(UsageError):
+        modelkin.compare(a, child, components=("audio-tower",))
+    with pytest.raises(UsageError):
+        modelkin.compare(a, child, alpha=2.0)
+
+
+def test_cli_compare_json_to_stdout(trio):
+    a, child, _ = trio
+    out = subprocess.run([sys.executable, "-m", "modelkin", "compare", str(a), str(child), "--json", "-"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["verdict"] == "related"
+
+
+def test_cli_inspect_json(trio):
+    a, _, _ = trio
+    out = subprocess.run([sys.executable, "-m", "modelkin", "inspect", str(a), "--json", "-"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["family"] == "qwen2" and doc["unassigned"] == []
+    assert {"name", "role", "component", "layer", "expert", "shape", "dtype"} <= set(doc["tensors"][0])
