@@ -41,3 +41,36 @@ def write_model(folder: Path, tensors: dict[str, np.ndarray], config: dict | Non
     if config is not None:
         (folder / "config.json").write_text(json.dumps(config))
     return folder
+
+
+READS_RESIDUAL = ("embed_tokens", "q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "lm_head")
+WRITES_RESIDUAL = ("o_proj", "down_proj")
+
+
+def transform_residual(tensors: dict[str, np.ndarray], q: np.ndarray) -> dict[str, np.ndarray]:
+    """Apply an orthogonal (or permutation) matrix q to the residual stream; norm gains are folded first
+    so the transformed model computes the same function (RMSNorm commutes with orthogonal maps)."""
+    out = {}
+    gains = {}
+    for k, v in tensors.items():
+        if k.endswith("layernorm.weight") or k.endswith("model.norm.weight"):
+            gains[k] = v
+            out[k] = np.ones_like(v)
+    for k, v in tensors.items():
+        if k in out:
+            continue
+        if v.ndim == 2 and any(s in k for s in READS_RESIDUAL):
+            g = 1.0
+            layer = k.split(".layers.")[1].split(".")[0] if ".layers." in k else None
+            if layer is not None and any(s in k for s in ("q_proj", "k_proj", "v_proj")):
+                g = gains[f"model.layers.{layer}.input_layernorm.weight"]
+            elif layer is not None:
+                g = gains[f"model.layers.{layer}.post_attention_layernorm.weight"]
+            elif "lm_head" in k:
+                g = gains["model.norm.weight"]
+            out[k] = ((v * g) @ q.T).astype(np.float32)
+        elif v.ndim == 2 and any(s in k for s in WRITES_RESIDUAL):
+            out[k] = (q @ v).astype(np.float32)
+        else:
+            out[k] = v
+    return out

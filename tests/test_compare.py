@@ -102,3 +102,20 @@ def test_cli_inspect_json(trio):
     doc = json.loads(out.stdout)
     assert doc["family"] == "qwen2" and doc["unassigned"] == []
     assert {"name", "role", "component", "layer", "expert", "shape", "dtype"} <= set(doc["tensors"][0])
+
+
+@pytest.mark.parametrize("kind", ["rotation", "permutation"])
+def test_residual_rotation_or_permutation_does_not_hide_a_copy(tmp_path, kind):
+    from builders import transform_residual
+
+    base = qwen2_tensors(1, hidden=96, ffn=192)
+    r = np.random.default_rng(7)
+    q = np.linalg.qr(r.normal(size=(96, 96)))[0] if kind == "rotation" else np.eye(96)[r.permutation(96)]
+    child = perturb(transform_residual(base, q), 0.3)
+    res = modelkin.compare(write_model(tmp_path / "a", base, {"model_type": "qwen2"}), write_model(tmp_path / "b", child, {"model_type": "qwen2"}))
+    assert res.components["text"].verdict == "related"
+    anchored = [t for t in res.tensors if t.test == "anchored"]
+    assert anchored and min(t.log10_p for t in anchored) < -20
+    # An independent model gets no such evidence from the anchored test.
+    other = modelkin.compare(write_model(tmp_path / "a2", base, {"model_type": "qwen2"}), write_model(tmp_path / "c", qwen2_tensors(3, hidden=96, ffn=192), {"model_type": "qwen2"}))
+    assert other.verdict == "independent"

@@ -18,7 +18,7 @@ from .metrics import stream_metrics
 from .options import CompareOptions
 from .results import ComparisonResult, ModelRef, TensorResult, UnmatchedTensor
 from .sources import ModelSource, open_model
-from .statistics import tensor_evidence
+from .statistics import find_anchor, pair_evidence
 from .verdict import judge_components, overall
 
 ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -84,9 +84,13 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
     with ThreadPoolExecutor(max_workers=1) as side:
         digests = [side.submit(s.file_digests) for s in (src_a, src_b)] if options.hash_files else None
         metrics = stream_metrics(src_a, src_b, pairs, threads=options.threads, on_bytes=on_bytes)
+        anchors = {c: find_anchor(src_a, src_b, [p for p in pairs if p.component == c]) for c in {p.component for p in pairs}}
         evidence_pairs = [p for p in pairs if p.evidence]
         with ThreadPoolExecutor(max_workers=options.threads) as pool:
-            found = dict(zip((id(p) for p in evidence_pairs), pool.map(lambda p: tensor_evidence(src_a, src_b, p), evidence_pairs)))
+            found = dict(zip(
+                (id(p) for p in evidence_pairs),
+                pool.map(lambda p: pair_evidence(src_a, src_b, p, anchors[p.component]), evidence_pairs),
+            ))
         tests = [found.get(id(p)) for p in pairs]
         digest_a, digest_b = (d.result() for d in digests) if digests else (None, None)
 
@@ -103,6 +107,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
             evidence=t is not None, non_evidence_reason=None if t is not None else reason,
             unit_cosine=None if t is None else t.mean_cosine, z=None if t is None else t.z,
             log10_p=None if t is None else t.log10_p, test_axis=None if t is None else t.axis,
+            test=None if t is None else t.test,
             mean_a=m.mean_a, std_a=m.std_a, mean_b=m.mean_b, std_b=m.std_b,
         ))
     components = judge_components(pairs, tests, rows, options.alpha, options.min_effect)

@@ -45,6 +45,7 @@ class TensorResult:
     z: float | None
     log10_p: float | None
     test_axis: int | None
+    test: str | None  # "same-index" or "anchored" (docs/method.md)
     mean_a: float
     std_a: float
     mean_b: float

@@ -46,6 +46,7 @@ class UnitTest:
     z: float
     log10_p: float
     null_sd_mean_cosine: float  # standard deviation of mean_cosine under the null (for power)
+    test: str = "same-index"  # which test produced it (see statistics.evidence)
 
 
 def unit_permutation_test(xa: np.ndarray, xb: np.ndarray, axis: int = 0) -> UnitTest | None:

@@ -89,12 +89,21 @@ def judge_components(
             median_cosine=_median(r.cosine for r in comp_rows if r.evidence),
             median_unit_cosine=_median(tests[i].mean_cosine for i in ev),
             min_detectable_unit_cosine=detectable,
-            decided_by="unit-permutation test per tensor, Bonferroni-combined",
+            decided_by=_decided_by(tests, ev, verdict),
             reason=reason,
             strongest=strongest,
             layer_map=layer_map,
         )
     return out
+
+
+def _decided_by(tests, ev, verdict) -> str:
+    if not ev:
+        return "no evidence test applicable"
+    best = min((tests[i] for i in ev), key=lambda t: t.log10_p)
+    if verdict == RELATED:
+        return f"{best.test} unit-permutation test (strongest tensor), Bonferroni over {len(ev)} tensors"
+    return f"unit-permutation tests on {len(ev)} tensors, Bonferroni-combined"
 
 
 def overall(components: dict[str, ComponentResult]) -> tuple[str, float]:
