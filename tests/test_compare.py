@@ -119,3 +119,18 @@ def test_residual_rotation_or_permutation_does_not_hide_a_copy(tmp_path, kind):
     # An independent model gets no such evidence from the anchored test.
     other = modelkin.compare(write_model(tmp_path / "a2", base, {"model_type": "qwen2"}), write_model(tmp_path / "c", qwen2_tensors(3, hidden=96, ffn=192), {"model_type": "qwen2"}))
     assert other.verdict == "independent"
+
+
+def test_tied_duplicates_and_near_constant_tensors_are_labelled(tmp_path):
+    ta = qwen2_tensors(1)
+    ta["lm_head.weight"] = ta["model.embed_tokens.weight"].copy()  # tied embeddings
+    ta["model.layers.0.mlp.up_proj.weight"][:] = 0.5  # a constant matrix
+    tb = perturb(ta, 0.5)
+    tb["model.layers.0.mlp.up_proj.weight"][:] = 0.5
+    res = modelkin.compare(write_model(tmp_path / "a", ta, {"model_type": "qwen2"}), write_model(tmp_path / "b", tb, {"model_type": "qwen2"}))
+    rows = {t.a: t for t in res.tensors}
+    dup = [rows["lm_head.weight"], rows["model.embed_tokens.weight"]]
+    assert sorted(r.evidence for r in dup) == [False, True]
+    assert "tied duplicate" in next(r for r in dup if not r.evidence).non_evidence_reason
+    assert not rows["model.layers.0.mlp.up_proj.weight"].evidence
+    assert "near-constant" in rows["model.layers.0.mlp.up_proj.weight"].non_evidence_reason

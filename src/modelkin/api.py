@@ -19,6 +19,7 @@ from .options import CompareOptions
 from .results import ComparisonResult, ModelRef, TensorResult, UnmatchedTensor
 from .sources import ModelSource, open_model
 from .statistics import find_anchor, pair_evidence
+from .statistics.screening import screen
 from .verdict import judge_components, overall
 
 ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -85,7 +86,8 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         digests = [side.submit(s.file_digests) for s in (src_a, src_b)] if options.hash_files else None
         metrics = stream_metrics(src_a, src_b, pairs, threads=options.threads, on_bytes=on_bytes)
         anchors = {c: find_anchor(src_a, src_b, [p for p in pairs if p.component == c]) for c in {p.component for p in pairs}}
-        evidence_pairs = [p for p in pairs if p.evidence]
+        screened = screen(src_a, pairs, metrics)
+        evidence_pairs = [p for i, p in enumerate(pairs) if p.evidence and i not in screened]
         with ThreadPoolExecutor(max_workers=options.threads) as pool:
             found = dict(zip(
                 (id(p) for p in evidence_pairs),
@@ -95,8 +97,8 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         digest_a, digest_b = (d.result() for d in digests) if digests else (None, None)
 
     rows = []
-    for p, m, t in zip(pairs, metrics, tests):
-        reason = p.non_evidence_reason
+    for i, (p, m, t) in enumerate(zip(pairs, metrics, tests)):
+        reason = screened.get(i, p.non_evidence_reason)
         if p.evidence and t is None:
             reason = "too few exchangeable units to test (needs at least 16 on a unit axis)"
         rows.append(TensorResult(

@@ -1,0 +1,49 @@
+"""Screening after the metric pass: tensors that look informative by role but are not.
+
+* near-constant tensors (a gain stored as a matrix, a zero-initialised adapter never trained) have no
+  variation to match;
+* tied duplicates: the same bytes stored twice in one model (tied input/output embeddings, shared layers)
+  would count one piece of evidence twice. The first copy is kept, the rest are labelled.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from ..alignment import TensorPair
+from ..metrics import TensorMetrics
+from ..sources import ModelSource
+
+NEAR_CONSTANT_REL_STD = 1e-6
+
+
+def screen(src_a: ModelSource, pairs: list[TensorPair], metrics: list[TensorMetrics]) -> dict[int, str]:
+    """Index of pair -> reason it is not evidence after all."""
+    reasons: dict[int, str] = {}
+    for i, (p, m) in enumerate(zip(pairs, metrics)):
+        if not p.evidence:
+            continue
+        for side, std, mean in (("A", m.std_a, m.mean_a), ("B", m.std_b, m.mean_b)):
+            if std <= NEAR_CONSTANT_REL_STD * max(abs(mean), 1e-30) or std == 0.0:
+                reasons[i] = f"near-constant in {side} (std {std:.3g}): nothing to match"
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, (p, m) in enumerate(zip(pairs, metrics)):
+        if p.evidence and i not in reasons:
+            groups[(p.a.info.shape, p.a.info.dtype.code, m.mean_a, m.std_a)].append(i)
+    for idx in groups.values():
+        for j in idx[1:]:
+            first = pairs[idx[0]]
+            if _same_bytes(src_a, first, pairs[j]):
+                reasons[j] = f"tied duplicate of {first.a.name} (same bytes in A): counted once"
+    return reasons
+
+
+def _same_bytes(src: ModelSource, p: TensorPair, q: TensorPair) -> bool:
+    from ..metrics.streaming import CHUNK_ELEMS
+
+    ia, ib = p.a.info, q.a.info
+    for s in range(0, ia.numel, CHUNK_ELEMS):
+        c = min(CHUNK_ELEMS, ia.numel - s)
+        if src.read_raw(ia, s, c).tobytes() != src.read_raw(ib, s, c).tobytes():
+            return False
+    return True
