@@ -99,7 +99,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
     rows = []
     for i, (p, m, t) in enumerate(zip(pairs, metrics, tests)):
         reason = screened.get(i, p.non_evidence_reason)
-        if p.evidence and t is None:
+        if p.evidence and t is None and i not in screened:
             reason = "too few exchangeable units to test (needs at least 16 on a unit axis)"
         rows.append(TensorResult(
             a=p.a.name, b=p.b.name, role=p.a.role, component=p.component,
