@@ -74,3 +74,17 @@ def transform_residual(tensors: dict[str, np.ndarray], q: np.ndarray) -> dict[st
         else:
             out[k] = v
     return out
+
+
+def permute_ffn_units(tensors: dict[str, np.ndarray], seed: int = 5) -> dict[str, np.ndarray]:
+    """Reorder every layer's FFN units (rows of gate/up, columns of down): the function is unchanged."""
+    r = np.random.default_rng(seed)
+    out = dict(tensors)
+    layers = {k.split(".layers.")[1].split(".")[0] for k in tensors if ".layers." in k}
+    for layer in layers:
+        p = f"model.layers.{layer}.mlp."
+        perm = r.permutation(tensors[p + "up_proj.weight"].shape[0])
+        out[p + "gate_proj.weight"] = tensors[p + "gate_proj.weight"][perm]
+        out[p + "up_proj.weight"] = tensors[p + "up_proj.weight"][perm]
+        out[p + "down_proj.weight"] = tensors[p + "down_proj.weight"][:, perm]
+    return out

@@ -134,3 +134,15 @@ def test_tied_duplicates_and_near_constant_tensors_are_labelled(tmp_path):
     assert "tied duplicate" in next(r for r in dup if not r.evidence).non_evidence_reason
     assert not rows["model.layers.0.mlp.up_proj.weight"].evidence
     assert "near-constant" in rows["model.layers.0.mlp.up_proj.weight"].non_evidence_reason
+
+
+def test_permuted_ffn_and_residual_copy_is_found_by_realignment(tmp_path):
+    from builders import permute_ffn_units, transform_residual
+
+    base = qwen2_tensors(1, hidden=96, ffn=192)
+    q = np.eye(96)[np.random.default_rng(8).permutation(96)]
+    child = perturb(permute_ffn_units(transform_residual(base, q)), 0.3)
+    res = modelkin.compare(write_model(tmp_path / "a", base, {"model_type": "qwen2"}), write_model(tmp_path / "b", child, {"model_type": "qwen2"}))
+    assert res.components["text"].verdict == "related"
+    best = min((t for t in res.tensors if t.evidence), key=lambda t: t.log10_p)
+    assert best.test == "realigned" and best.unit_cosine > 0.8

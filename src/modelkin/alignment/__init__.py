@@ -1,5 +1,6 @@
 """Alignment: which tensor of A corresponds to which tensor of B."""
 
+from .units import UnitMatch, match_units, normalise_rows
 from .names import Alignment, TensorPair, Unmatched, align_by_name, logical_shape
 
-__all__ = ["Alignment", "TensorPair", "Unmatched", "align_by_name", "logical_shape"]
+__all__ = ["UnitMatch", "match_units", "normalise_rows", "Alignment", "TensorPair", "Unmatched", "align_by_name", "logical_shape"]

@@ -8,6 +8,7 @@ from dataclasses import replace
 from ..alignment import TensorPair
 from ..sources import ModelSource
 from .anchored import Anchor, anchored_evidence
+from .realigned import realigned_evidence
 from .unit_test import UnitTest, tensor_evidence
 
 
@@ -16,6 +17,7 @@ def pair_evidence(src_a: ModelSource, src_b: ModelSource, pair: TensorPair, anch
     tests = [t for t in (
         tensor_evidence(src_a, src_b, pair),
         None if anchor is None else replace_test(anchored_evidence(src_a, src_b, anchor, pair), "anchored"),
+        None if anchor is None else realigned_evidence(src_a, src_b, anchor, pair),
     ) if t is not None]
     if not tests:
         return None

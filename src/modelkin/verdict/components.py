@@ -13,8 +13,9 @@
 from __future__ import annotations
 
 import math
-import statistics as pystats
 from collections import defaultdict
+
+import numpy as np
 
 from ..alignment import TensorPair
 from ..results import INCONCLUSIVE, INDEPENDENT, RELATED, ComponentResult, TensorResult
@@ -26,7 +27,7 @@ N_STRONGEST = 5
 
 def _median(xs):
     xs = [x for x in xs if x is not None]
-    return pystats.median(xs) if xs else None
+    return float(np.median(xs)) if xs else None
 
 
 def judge_components(
@@ -60,9 +61,16 @@ def judge_components(
             verdict = RELATED
             best = min((tests[i] for i in ev), key=lambda t: t.log10_p)
             reason = (
-                f"{m} evidence tensors; the strongest matches unit for unit with mean cosine {best.mean_cosine:.3f} "
-                f"(z = {best.z:.1f}); combined log10 p = {log10_p:.1f} <= {log10_threshold:.1f}"
+                f"{m} evidence tensors; the strongest ({best.test} test) matches unit for unit with mean cosine "
+                f"{best.mean_cosine:.3f} (z = {best.z:.1f}); combined log10 p = {log10_p:.1f} <= {log10_threshold:.1f}"
             )
+            n_realigned = sum(1 for i in ev if tests[i].test == "realigned" and tests[i].log10_p <= log10_threshold)
+            n_same = sum(1 for i in ev if tests[i].test == "same-index" and tests[i].log10_p <= log10_threshold)
+            if n_realigned and not n_same:
+                reason += "; hidden units were permuted: they match only after realignment (a permuted copy)"
+            elif best.test == "anchored" and not n_same:
+                reason += "; the residual stream was rotated or permuted: units match only in the shared input basis"
+
         elif m == 0:
             verdict = INCONCLUSIVE
             reason = "no informative tensors to compare (only norm gains, biases, buffers or tiny tensors)"

@@ -1,0 +1,329 @@
+"""The bench: modelkin and the public baselines on every pair of a zoo, scored against the manifest's labels.
+
+Labels come only from ``manifest.json`` (``label`` per pair, ``components`` per component) — never from any
+score. Rows of the summary: one per derivation kind among pairs labelled related, one for all pairs labelled
+independent. A pair whose models cannot be opened is recorded with its error and counted as wrong for
+every method (a miss on a related pair, a false positive on an independent one); the bench goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import FormatError, SourceNotFoundError
+from ..inventory import build_inventory
+from ..sources import open_model
+from . import scoring
+from .baselines import BASELINES
+
+RELATED, INDEPENDENT = "related", "independent"
+METHODS = ("modelkin", *BASELINES)
+INDEPENDENT_ROW = "independent"
+ALPHAS = (0.05, 1e-3)
+KIND_ORDER = (
+    "finetune_short", "finetune_long", "continued_pretraining", "lora_merged", "quant_int8", "quant_4bit",
+    "cast_fp16", "cast_bf16", "depth_pruning", "depth_upscaling", "width_pruning", "vocab_extension",
+    "vocab_pruning", "permutation", "rotation", "rescaling", "merge", "moe_upcycling", "component_graft",
+    "shared_init",
+)
+NO_MANIFEST = "no manifest.json (build one with 'modelkin zoo build')"
+
+
+# -- manifest ---------------------------------------------------------------------------------------
+
+
+def load_manifest(zoo_dir: str | Path) -> tuple[Path, dict]:
+    root = Path(zoo_dir)
+    path = root / "manifest.json"
+    if not root.is_dir() or not path.is_file():
+        raise SourceNotFoundError(NO_MANIFEST, root)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(f"cannot read the zoo manifest: {e}", path) from None
+    if not isinstance(manifest, dict) or "modelkin_zoo" not in manifest:
+        raise FormatError("not a modelkin zoo manifest (no 'modelkin_zoo' key)", path)
+    pairs = manifest.get("pairs")
+    if not isinstance(pairs, list):
+        raise FormatError("'pairs' must be a list", path)
+    for i, p in enumerate(pairs):
+        if not isinstance(p, dict) or not all(isinstance(p.get(k), str) for k in ("a", "b")):
+            raise FormatError(f"pair {i}: needs string fields 'a' and 'b'", path)
+        if p.get("label") not in (RELATED, INDEPENDENT):
+            raise FormatError(f"pair {p.get('id', i)}: label must be 'related' or 'independent', got {p.get('label')!r}", path)
+        comps = p.get("components", {})
+        if not isinstance(comps, dict) or any(v not in (RELATED, INDEPENDENT) for v in comps.values()):
+            raise FormatError(f"pair {p.get('id', i)}: 'components' must map names to 'related'/'independent'", path)
+    return root, manifest
+
+
+def _resolve(root: Path, rel: str) -> Path:
+    p = Path(rel)
+    return p if p.is_absolute() else root / p
+
+
+def _err(e: BaseException) -> str:
+    msg = e.one_line() if hasattr(e, "one_line") else str(e)
+    return f"{type(e).__name__}: {msg}"
+
+
+# -- one pair ---------------------------------------------------------------------------------------
+
+
+def run_pair(root: Path, pair: dict, index: int, threads: int = 2) -> dict:
+    from .. import compare  # late: keeps ``modelkin.bench`` importable on its own
+
+    rec = {
+        "id": str(pair.get("id", index)),
+        "a": pair["a"],
+        "b": pair["b"],
+        "kind": pair.get("kind", "unknown"),
+        "label": pair["label"],
+        "strength": pair.get("strength"),
+        "family": pair.get("family"),
+        "component_labels": dict(pair.get("components", {})),
+        "modelkin": None,
+        "baselines": {},
+        "seconds": 0.0,
+    }
+    started = time.perf_counter()
+    path_a, path_b = _resolve(root, pair["a"]), _resolve(root, pair["b"])
+    try:
+        src_a = open_model(path_a)
+        try:
+            src_b = open_model(path_b)
+        except BaseException:
+            src_a.close()
+            raise
+    except Exception as e:  # a model that fails to load: record, count as wrong, go on
+        rec["error"] = _err(e)
+        rec["modelkin"] = {"verdict": "error", "log10_p": None, "components": {}, "seconds": 0.0, "error": rec["error"]}
+        rec["baselines"] = {m: {"score": None, "call": "error", "detail": "", "seconds": 0.0, "error": rec["error"]}
+                            for m in BASELINES}
+        rec["seconds"] = time.perf_counter() - started
+        return rec
+    try:
+        t0 = time.perf_counter()
+        try:
+            r = compare(path_a, path_b, threads=threads, hash_files=False)
+            rec["modelkin"] = {
+                "verdict": r.verdict,
+                "log10_p": r.log10_p,
+                "components": {n: {"verdict": c.verdict, "log10_p": c.log10_p} for n, c in r.components.items()},
+            }
+        except Exception as e:
+            rec["modelkin"] = {"verdict": "error", "log10_p": None, "components": {}, "error": _err(e)}
+        rec["modelkin"]["seconds"] = time.perf_counter() - t0
+        try:
+            inv_a, inv_b = build_inventory(src_a), build_inventory(src_b)
+        except Exception as e:
+            inv_a = inv_b = None
+            inv_error = _err(e)
+        for name, fn in BASELINES.items():
+            t0 = time.perf_counter()
+            try:
+                if inv_a is None:
+                    raise RuntimeError(inv_error)
+                d = fn(inv_a, inv_b).to_dict()
+            except Exception as e:
+                d = {"score": None, "call": "error", "detail": "", "error": _err(e)}
+            d["seconds"] = time.perf_counter() - t0
+            rec["baselines"][name] = d
+    finally:
+        src_a.close()
+        src_b.close()
+    rec["seconds"] = time.perf_counter() - started
+    return rec
+
+
+# -- scoring ----------------------------------------------------------------------------------------
+
+
+def _call(rec: dict, method: str) -> str | None:
+    if method == "modelkin":
+        return rec["modelkin"]["verdict"]
+    return rec["baselines"][method]["call"]
+
+
+def _score(rec: dict, method: str):
+    """Higher = more related. modelkin: -log10 p. A failed run on an independent pair ranks top (wrong)."""
+    if method == "modelkin":
+        lp = rec["modelkin"].get("log10_p")
+        s = None if lp is None else -lp
+        failed = rec["modelkin"]["verdict"] == "error"
+    else:
+        s = rec["baselines"][method]["score"]
+        failed = rec["baselines"][method]["call"] == "error"
+    if failed and rec["label"] == INDEPENDENT:
+        return scoring.TOP
+    return s
+
+
+def _component_outcomes(rec: dict) -> list[bool]:
+    got = rec["modelkin"].get("components", {})
+    return [got.get(name, {}).get("verdict") == label for name, label in rec["component_labels"].items()]
+
+
+def _row_key(rec: dict) -> str:
+    return INDEPENDENT_ROW if rec["label"] == INDEPENDENT else rec["kind"]
+
+
+def _kind_sort(kind: str) -> tuple[int, str]:
+    return (KIND_ORDER.index(kind), "") if kind in KIND_ORDER else (len(KIND_ORDER), kind)
+
+
+def _row_summary(recs: list[dict], negatives: list[dict], related: bool) -> dict:
+    out = {}
+    for m in METHODS:
+        calls = [_call(r, m) for r in recs]
+        d = {"tpr": scoring.tpr(calls)} if related else {"fpr": scoring.fpr(calls)}
+        d["auc"] = scoring.auc([_score(r, m) for r in recs], [_score(r, m) for r in negatives]) if related else None
+        d["n"] = len(recs)
+        d["seconds"] = sum((r["modelkin"] if m == "modelkin" else r["baselines"][m]).get("seconds", 0.0) for r in recs)
+        if m == "modelkin":
+            outcomes = [o for r in recs for o in _component_outcomes(r)]
+            d["component_accuracy"] = scoring.accuracy(outcomes)
+            d["n_components"] = len(outcomes)
+        out[m] = d
+    return out
+
+
+def summarize(records: list[dict]) -> dict:
+    rows: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        rows[_row_key(r)].append(r)
+    negatives = rows.get(INDEPENDENT_ROW, [])
+    kinds = sorted((k for k in rows if k != INDEPENDENT_ROW), key=_kind_sort)
+    summary = {k: _row_summary(rows[k], negatives, related=True) for k in kinds}
+    if negatives:
+        summary[INDEPENDENT_ROW] = _row_summary(negatives, negatives, related=False)
+    positives = [r for r in records if r["label"] == RELATED]
+    overall = {}
+    if positives:
+        overall[RELATED] = _row_summary(positives, negatives, related=True)
+    by_kind: dict[str, list[dict]] = defaultdict(list)
+    for r in negatives:
+        by_kind[r["kind"]].append(r)
+    overall["independent_by_kind"] = {k: _row_summary(v, v, related=False) for k, v in sorted(by_kind.items())}
+    timing = {k: {"n": len(rows[k]), "seconds": sum(r["seconds"] for r in rows[k]),
+                  "mean_seconds": sum(r["seconds"] for r in rows[k]) / len(rows[k])} for k in summary}
+    calibration = scoring.calibration([r["modelkin"].get("log10_p") if r["modelkin"]["verdict"] != "error" else None
+                                       for r in negatives], ALPHAS)
+    return {"summary": summary, "overall": overall, "timing": timing, "calibration": calibration}
+
+
+# -- output -----------------------------------------------------------------------------------------
+
+
+def _f(x, fmt=".2f") -> str:
+    return "—" if x is None else format(x, fmt)
+
+
+def render(result: dict, console: Console) -> None:
+    summary, timing = result["summary"], result["timing"]
+    t = Table(title=f"modelkin bench — {result['zoo']}", title_justify="left")
+    t.add_column("kind")
+    t.add_column("n", justify="right")
+    for m in METHODS:
+        t.add_column(f"{m}\nTPR/FPR", justify="right")
+        t.add_column("AUC", justify="right")
+    t.add_column("component\naccuracy", justify="right")
+    t.add_column("seconds", justify="right")
+    t.add_column("s / pair", justify="right")
+
+    def add(label: str, row: dict, tm: dict | None, end_section: bool = False) -> None:
+        cells = [label, str(row["modelkin"]["n"])]
+        for m in METHODS:
+            d = row[m]
+            rate = _f(d["tpr"]) if "tpr" in d else f"[italic]{_f(d['fpr'])}[/]"
+            cells += [rate, _f(d["auc"])]
+        mk = row["modelkin"]
+        acc = _f(mk["component_accuracy"])
+        cells += [f"{acc} ({mk['n_components']})" if mk["n_components"] else "—",
+                  _f(tm["seconds"], ".1f") if tm else "", _f(tm["mean_seconds"], ".2f") if tm else ""]
+        t.add_row(*cells, end_section=end_section)
+
+    keys = list(summary)
+    by_kind = result["overall"].get("independent_by_kind", {})
+    for k in keys:
+        last = k == keys[-1] and not (k == INDEPENDENT_ROW and len(by_kind) > 1)
+        add(f"{k} (FPR)" if k == INDEPENDENT_ROW else k, summary[k], timing.get(k), end_section=last)
+        if k == INDEPENDENT_ROW and len(by_kind) > 1:  # the independent row's breakdown, for reading only
+            for j, (kind, row) in enumerate(by_kind.items()):
+                add(f"[dim]  {kind}[/]", row, None, end_section=j == len(by_kind) - 1)
+    if RELATED in result["overall"]:
+        add("all related", result["overall"][RELATED], None)
+    console.print(t)
+    console.print(
+        "[dim]TPR: share of derived pairs called related; FPR (italic): share of independent pairs called "
+        "related (failures count as wrong). AUC: that kind's pairs vs all independent pairs (modelkin's score is "
+        "-log10 p; an undefined score ranks lowest). Component accuracy: component verdicts equal to the "
+        "manifest's labels (inconclusive = wrong; number of components in brackets).[/]"
+    )
+
+    c = Table(title="Calibration of modelkin on independent pairs", title_justify="left")
+    for col in ("nominal α", "independent pairs", "false positives", "observed FPR", "95 % upper bound"):
+        c.add_column(col, justify="right")
+    for row in result["calibration"]:
+        c.add_row(f"{row['alpha']:g}", str(row["n"]), str(row["false_positives"]), _f(row["observed_fpr"], ".3f"),
+                  _f(row["upper_95"], ".3f"))
+    console.print(c)
+    errors = [p for p in result["pairs"] if p.get("error") or p["modelkin"].get("error")
+              or any(b.get("error") for b in p["baselines"].values())]
+    for p in errors:
+        msg = p.get("error") or p["modelkin"].get("error") or next(b["error"] for b in p["baselines"].values() if b.get("error"))
+        console.print(f"[bold red]failed[/] {p['id']}: {msg}")
+    n = len(result["pairs"])
+    console.print(f"{n} pairs in {result['total_seconds']:.1f} s ({result['total_seconds'] / max(n, 1):.2f} s / pair)"
+                  + (f", [bold red]{len(errors)} failed[/]" if errors else ""))
+
+
+def _finite(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None if math.isnan(x) else (-1e308 if x < 0 else 1e308)
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def _console() -> Console:
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=220)
+    return console
+
+
+def run_bench(zoo_dir: str | Path, json_out: str | Path | None = None, threads: int = 2,
+              console: Console | None = None) -> int:
+    """Run the bench; print the tables; write JSON if asked. Exit code 0, or 1 when any pair failed."""
+    root, manifest = load_manifest(zoo_dir)
+    console = console or _console()
+    pairs = manifest["pairs"]
+    started = time.perf_counter()
+    records = []
+    for i, pair in enumerate(pairs):
+        rec = run_pair(root, pair, i, threads=threads)
+        records.append(rec)
+        status = rec.get("error") or rec["modelkin"]["verdict"]
+        print(f"[{i + 1}/{len(pairs)}] {rec['id']} ({rec['kind']}, {rec['label']}): modelkin {status}, "
+              f"{rec['seconds']:.1f} s", file=sys.stderr, flush=True)
+    result = {"zoo": str(root), "size": manifest.get("size"), "pairs": records}
+    result.update(summarize(records))
+    result["total_seconds"] = time.perf_counter() - started
+    render(result, console)
+    if json_out is not None:
+        Path(json_out).write_text(json.dumps(_finite(result), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    failed = any(r.get("error") or r["modelkin"].get("error") or any(b.get("error") for b in r["baselines"].values())
+                 for r in records)
+    return 1 if failed else 0

@@ -1,0 +1,277 @@
+"""Execute a zoo plan: train/derive every model, save it, and write ``manifest.json``.
+
+Resumable: a model folder that is complete (it was written to a temp folder and renamed) is
+loaded instead of rebuilt, and the manifest is regenerated from the model folders at the end.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import data as D
+from . import derive as X
+from . import tokenizer as T
+from .io import META_FILE, is_complete, load_model, save_model
+from .models import (BertConfig, BertMLM, CausalLM, DecoderConfig, ResNet, ResNetConfig, VLM,
+                     VisionClassifier, VisionConfig)
+from .recipes import COMPONENTS, PRESETS, family_of, plan
+from .train import CaptionTask, ImageTask, LMTask, MLMTask, train
+
+PRESERVE_TOL = 1e-3  # relative max-logit error allowed for function-preserving transforms
+Progress = Callable[[str], None] | None
+
+
+class Builder:
+    def __init__(self, out_dir: str | Path, size: str, progress: Progress = None):
+        self.out = Path(out_dir)
+        self.size = size
+        self.p = PRESETS[size]
+        self.plan = plan(size)
+        self.log = progress or (lambda msg: None)
+        self._models: dict[str, tuple] = {}
+        self._cache: dict[tuple, object] = {}
+
+    # ----------------------------------------------------------------- data (cached per build)
+
+    def tokenizer(self, key: str) -> T.Tokenizer:
+        """``"A:1024"`` -> BPE with 1024 tokens trained on corpus A."""
+        if ("tok", key) not in self._cache:
+            corpus, vocab = key.split(":")
+            self._cache[("tok", key)] = T.train_bpe(D.stdlib_text(corpus), int(vocab))
+        return self._cache[("tok", key)]
+
+    def stream(self, corpus: str, tok: T.Tokenizer) -> D.TokenStream:
+        key = ("stream", corpus, tok.to_str())
+        if key not in self._cache:
+            self._cache[key] = D.TokenStream(tok.encode(D.stdlib_text(corpus)).ids)
+        return self._cache[key]
+
+    def images(self, seed: int) -> D.ImageSet:
+        if ("img", seed) not in self._cache:
+            self._cache[("img", seed)] = D.make_images(self.p["images"], seed=seed)
+        return self._cache[("img", seed)]
+
+    def task(self, model, tok, data: str, images: int):
+        if isinstance(model, VLM):
+            return CaptionTask(self.images(images), tok, self.stream(data, tok))
+        if isinstance(model, (ResNet, VisionClassifier)):
+            return ImageTask(self.images(images))
+        if isinstance(model, BertMLM):
+            return MLMTask(self.stream(data, tok), model.config.vocab_size)
+        return LMTask(self.stream(data, tok))
+
+    def probe(self, model) -> dict:
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(3, 256, (2, 32), generator=g)
+        if isinstance(model, VLM):
+            return {"ids": ids, "images": self.images(0).images[:2]}
+        return {"ids": ids}
+
+    # ----------------------------------------------------------------- models
+
+    def get(self, model_id: str):
+        """(model, tokenizer, meta) for a recipe id: from memory, from disk, or built now."""
+        if model_id not in self._models:
+            path = self.out / "models" / model_id
+            if is_complete(path):
+                self._models[model_id] = load_model(path)
+            else:
+                recipe = self.plan.models[model_id]
+                t0 = time.time()
+                self.log(f"[zoo] building {model_id} ({recipe['op']})")
+                model, tok, meta = self._build(recipe)
+                meta.update(self._base_meta(recipe), build_seconds=round(time.time() - t0, 2))
+                save_model(path, model, tok, meta, dtype=meta.get("dtype", "float32"))
+                self._models[model_id] = (model, tok, meta)
+        return self._models[model_id]
+
+    def _base_meta(self, r: dict) -> dict:
+        fam = family_of(self.plan.models, r["id"])
+        parent = self.plan.models.get(r.get("parent"), {})
+        return {"path": f"models/{r['id']}", "family": fam, "seed": r.get("seed"),
+                "parent": r.get("parent"), "derivation": r.get("kind"),
+                "recipe": {k: v for k, v in r.items() if k not in ("id",)},
+                "parent_steps": parent.get("steps")}
+
+    def _fresh(self, family: str, seed: int, vocab: int):
+        """A newly initialised model of a family at this build's size, from ``seed``."""
+        p = self.p
+        torch.manual_seed(seed)
+        text = DecoderConfig(vocab_size=vocab, hidden_size=p["H"], num_hidden_layers=p["layers"],
+                             intermediate_size=2 * p["H"], num_attention_heads=4, num_key_value_heads=2)
+        vision = VisionConfig(out_hidden_size=p["H"], **p["vision"])
+        if family == "qwen2":
+            return CausalLM(text)
+        if family == "qwen3":
+            return CausalLM(DecoderConfig(**{**text.__dict__, "qk_norm": True, "qkv_bias": False}))
+        if family == "qwen3_moe":
+            return CausalLM(DecoderConfig(**{**text.__dict__, "qk_norm": True, "qkv_bias": False,
+                                             "num_experts": 4, "num_experts_per_tok": 2,
+                                             "moe_intermediate_size": p["H"]}))
+        if family == "bert":
+            return BertMLM(BertConfig(vocab_size=vocab, hidden_size=p["H"], num_hidden_layers=p["layers"],
+                                      intermediate_size=4 * p["H"], num_attention_heads=4))
+        if family == "qwen2_5_vl":
+            return VLM(text, vision)
+        if family == "qwen2_5_vl_vision":
+            return VisionClassifier(vision, D.NUM_CLASSES)
+        if family == "resnet":
+            return ResNet(ResNetConfig(num_classes=D.NUM_CLASSES, **p["resnet"]))
+        raise ValueError(family)
+
+    def _train(self, model, tok, r: dict, steps: int, lr: float, params=None) -> dict:
+        task = self.task(model, tok, r.get("data", "A"), r.get("images", 0))
+        stats = train(model, task, steps, seed=r.get("batch_seed") or r.get("seed") or 0, lr=lr,
+                      params=params, log=self.log)
+        return stats
+
+    def _data_tag(self, model, r: dict) -> str:
+        if isinstance(model, (ResNet, VisionClassifier)):
+            return f"synthetic-shapes:seed{r.get('images', 0)}"
+        text = D.corpus_name(r.get("data", "A"))
+        return text + (f"+synthetic-shapes:seed{r.get('images', 0)}" if isinstance(model, VLM) else "")
+
+    def _build(self, r: dict):  # noqa: C901  (one branch per op, each short)
+        op = r["op"]
+        if op == "base":
+            vocab = int(r["tok"].split(":")[1])
+            text_family = r["family"] not in ("resnet", "qwen2_5_vl_vision")
+            tok = self.tokenizer(r["tok"]) if text_family else None
+            model = self._fresh(r["family"], r["seed"], vocab)
+            stats = self._train(model, tok, r, r["steps"], lr=3e-3)
+            return model, tok, {**stats, "data": self._data_tag(model, r),
+                                "tokenizer": f"bpe:{D.corpus_name(r['tok'].split(':')[0])}:{vocab}" if tok else None}
+        if op == "graft":
+            donor, tok, _ = self.get(r["parent"])
+            fresh = self._fresh("qwen2_5_vl", r["seed"], donor.config.vocab_size)
+            model = X.graft_vision(donor, fresh, r["with_projector"])
+            stats = self._train(model, tok, r, r["steps"], lr=3e-3)
+            return model, tok, {**stats, "data": self._data_tag(model, r), "graft_with_projector": r["with_projector"]}
+
+        parent, ptok, pmeta = self.get(r["parent"])
+        meta: dict = {"data": pmeta.get("data"), "train_steps": 0}
+        model, tok = X.clone(parent), ptok
+        lr = 1e-3
+        if op == "finetune":
+            pass
+        elif op == "lora":
+            params = X.lora_wrap(model, r["rank"], r["seed"])
+            stats = self._train(model, tok, r, r["steps"], lr=3e-3, params=params)
+            X.lora_merge(model)
+            return model, tok, {**stats, "data": self._data_tag(model, r)}
+        elif op == "quant":
+            model = X.quantise(parent, r["bits"], r["group"])
+        elif op == "cast":
+            meta["dtype"] = r["dtype"]
+        elif op in ("permute", "rotate", "rescale"):
+            fn = {"permute": lambda m: X.permute(m, r["seed"]), "rotate": lambda m: X.rotate(m, r["seed"]),
+                  "rescale": lambda m: X.rescale(m, r["seed"], r["strength"])}[op]
+            model = fn(parent)
+            probe = self.probe(parent)
+            scale = parent(**probe).abs().max().item()
+            err = X.max_logit_diff(parent, model, probe) / scale
+            if err > PRESERVE_TOL:
+                raise AssertionError(f"{op} is not function-preserving: relative error {err:.2e}")
+            meta["preservation_error"] = err
+        elif op == "merge":
+            other, _, _ = self.get(r["other"])
+            model = X.merge(parent, other, r["weight"])
+            meta["data"] = f"merge of {r['parent']} and {r['other']}"
+        elif op == "drop_layers":
+            model = X.drop_layers(parent, r["n_drop"])
+        elif op == "upscale_depth":
+            model = X.upscale_depth(parent, r["overlap"])
+        elif op == "prune_ffn":
+            model = X.prune_ffn(parent, r["fraction"])
+        elif op == "upcycle":
+            model = X.upcycle(parent, r["experts"], r["top_k"], r["seed"])
+        elif op == "vocab_extend":
+            words = _new_words(D.stdlib_text(r["data"]), ptok, r["n_new"])
+            tok = T.extend(ptok, words)
+            model = X.resize_vocab(parent, None, tok.get_vocab_size() - ptok.get_vocab_size(), r["seed"])
+            meta["added_tokens"] = len(words)
+        elif op == "vocab_prune":
+            counts = collections.Counter(self.stream(r["data"], ptok).ids.tolist())
+            n_keep = int(ptok.get_vocab_size() * r["keep"])
+            tok, old_ids = T.prune(ptok, {i for i, _ in counts.most_common(n_keep)})
+            model = X.resize_vocab(parent, old_ids, 0, r["seed"])
+            meta["kept_old_ids"] = len(old_ids)
+        else:
+            raise ValueError(op)
+        if r.get("steps"):
+            meta.update(self._train(model, tok, r, r["steps"], lr=lr))
+            meta["data"] = self._data_tag(model, r)
+        return model, tok, meta
+
+
+def _new_words(text: str, tok: T.Tokenizer, n: int) -> list[str]:
+    """The ``n`` most frequent words of ``text`` that the tokenizer splits into several pieces."""
+    counts = collections.Counter(re.findall(r"[A-Za-z_]{5,}", text))
+    out = []
+    for word, _ in counts.most_common():
+        if len(tok.encode(word).ids) > 1:
+            out.append(word)
+        if len(out) == n:
+            break
+    return out
+
+
+# ------------------------------------------------------------------------------------ manifest
+
+
+def write_manifest(out_dir: str | Path, size: str) -> dict:
+    """(Re)build ``manifest.json`` from the model folders that exist and the plan's pairs."""
+    out = Path(out_dir)
+    P = plan(size)
+    models = {}
+    for model_id in P.models:
+        path = out / "models" / model_id
+        if is_complete(path):
+            models[model_id] = json.loads((path / META_FILE).read_text())
+    pairs = []
+    for pr in P.pairs:
+        if pr["a"] not in models or pr["b"] not in models:
+            continue
+        fa, fb = family_of(P.models, pr["a"]), family_of(P.models, pr["b"])
+        shared = [c for c in COMPONENTS[fa] if c in COMPONENTS[fb]]
+        pairs.append({
+            "id": f"{pr['kind']}--{pr['a']}--{pr['b']}", "a": f"models/{pr['a']}", "b": f"models/{pr['b']}",
+            "kind": pr["kind"], "label": pr["label"], "strength": pr["strength"],
+            "components": {c: pr["components"].get(c, pr["label"]) for c in shared},
+            "family": fa if fa == fb else f"{fa}+{fb}",
+        })
+    manifest = {"modelkin_zoo": 1, "size": size, "models": models, "pairs": pairs}
+    tmp = out / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp.replace(out / "manifest.json")
+    return manifest
+
+
+def build_zoo(out_dir: str | Path, size: str = "smoke", progress: Progress = None) -> dict:
+    """Build (or finish building) the zoo in ``out_dir``; returns the manifest."""
+    if size not in PRESETS:
+        raise ValueError(f"size must be one of {sorted(PRESETS)}")
+    torch.set_num_threads(2)
+    out = Path(out_dir)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    b = Builder(out, size, progress)
+    for model_id in b.plan.models:
+        b.get(model_id)
+        write_manifest(out, size)  # keep the manifest current, so an interrupted build is usable
+    return write_manifest(out, size)
+
+
+def zoo_build_command(out_dir: str, size: str = "smoke") -> int:
+    """Entry point for ``modelkin zoo build DIR [--size smoke|full]``; returns an exit code."""
+    t0 = time.time()
+    manifest = build_zoo(out_dir, size, progress=lambda msg: print(msg, flush=True))
+    print(f"[zoo] {len(manifest['models'])} models, {len(manifest['pairs'])} pairs in {out_dir} "
+          f"({time.time() - t0:.0f}s)", flush=True)
+    return 0

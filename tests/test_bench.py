@@ -1,0 +1,381 @@
+"""modelkin.bench: scoring functions on hand-checkable inputs, the baselines, and the harness on a fake zoo."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+from safetensors.numpy import save_file
+
+from modelkin.bench import run_bench, scoring
+from modelkin.bench.baselines import layernorm_cosine, raw_pearson, std_profile
+from modelkin.errors import FormatError, SourceNotFoundError
+from modelkin.sources import open_model
+
+HIDDEN, FFN, VOCAB, LAYERS = 64, 128, 96, 4
+METHODS = ("modelkin", "layernorm_cosine", "std_profile", "raw_pearson")
+
+
+# -- a fake zoo -------------------------------------------------------------------------------------
+
+
+def _qwen2(seed: int) -> dict[str, np.ndarray]:
+    """A small Qwen2-named model. Norm gains are 1 + small noise, and every layer's weight scale follows the
+    same depth trend, as training makes them in real models of one architecture."""
+    rng = np.random.default_rng(seed)
+
+    def mat(rows, cols, std):
+        return (rng.standard_normal((rows, cols)) * std).astype(np.float32)
+
+    def gain():
+        return (1.0 + 0.05 * rng.standard_normal(HIDDEN)).astype(np.float32)
+
+    t = {"model.embed_tokens.weight": mat(VOCAB, HIDDEN, 0.02)}
+    for i in range(LAYERS):
+        p, s = f"model.layers.{i}.", 0.02 * (1.0 + 0.25 * i)
+        t[p + "input_layernorm.weight"] = gain()
+        t[p + "self_attn.q_proj.weight"] = mat(HIDDEN, HIDDEN, s)
+        t[p + "self_attn.k_proj.weight"] = mat(HIDDEN, HIDDEN, 1.3 * s)
+        t[p + "self_attn.v_proj.weight"] = mat(HIDDEN, HIDDEN, 0.7 * s)
+        t[p + "self_attn.o_proj.weight"] = mat(HIDDEN, HIDDEN, 0.5 * s)
+        t[p + "post_attention_layernorm.weight"] = gain()
+        t[p + "mlp.gate_proj.weight"] = mat(FFN, HIDDEN, s)
+        t[p + "mlp.up_proj.weight"] = mat(FFN, HIDDEN, s)
+        t[p + "mlp.down_proj.weight"] = mat(HIDDEN, FFN, s)
+    t["model.norm.weight"] = gain()
+    t["lm_head.weight"] = mat(VOCAB, HIDDEN, 0.02)
+    return t
+
+
+def _finetune(parent: dict[str, np.ndarray], seed: int, strength: float) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {k: (v + strength * v.std() * rng.standard_normal(v.shape)).astype(np.float32) for k, v in parent.items()}
+
+
+def _save(root: Path, name: str, tensors: dict[str, np.ndarray]) -> str:
+    d = root / "models" / name
+    d.mkdir(parents=True)
+    save_file(tensors, str(d / "model.safetensors"), metadata={"format": "np"})
+    (d / "config.json").write_text(json.dumps({"model_type": "qwen2", "hidden_size": HIDDEN}))
+    return f"models/{name}"
+
+
+def make_fake_zoo(root: Path, broken: bool = False) -> Path:
+    parent = _qwen2(0)
+    a = _save(root, "parent", parent)
+    ft = _save(root, "finetune", _finetune(parent, 1, 0.1))
+    ft2 = _save(root, "finetune_far", _finetune(parent, 2, 0.5))
+    other = _save(root, "other_seed", _qwen2(7))
+    other2 = _save(root, "other_seed2", _qwen2(8))
+    pairs = [
+        {"id": "ft-near", "a": a, "b": ft, "kind": "finetune_short", "label": "related", "strength": 0.1,
+         "components": {"text": "related"}, "family": "qwen2"},
+        {"id": "ft-far", "a": a, "b": ft2, "kind": "finetune_long", "label": "related", "strength": 0.5,
+         "components": {"text": "related"}, "family": "qwen2"},
+        {"id": "indep-1", "a": a, "b": other, "kind": "independent_seed", "label": "independent", "strength": None,
+         "components": {"text": "independent"}, "family": "qwen2"},
+        {"id": "indep-2", "a": other, "b": other2, "kind": "independent_seed", "label": "independent",
+         "strength": None, "components": {"text": "independent"}, "family": "qwen2"},
+    ]
+    if broken:
+        pairs.append({"id": "broken", "a": a, "b": "models/does_not_exist", "kind": "finetune_short",
+                      "label": "related", "strength": 0.1, "components": {"text": "related"}, "family": "qwen2"})
+    models = {n: {"path": f"models/{n}", "family": "qwen2"}
+              for n in ("parent", "finetune", "finetune_far", "other_seed", "other_seed2")}
+    manifest = {"modelkin_zoo": 1, "size": "fake", "models": models, "pairs": pairs}
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return root
+
+
+@pytest.fixture(scope="module")
+def fake_zoo(tmp_path_factory) -> Path:
+    return make_fake_zoo(tmp_path_factory.mktemp("zoo"))
+
+
+@pytest.fixture(scope="module")
+def bench_run(fake_zoo, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "bench.json"
+    console = Console(record=True, width=220)
+    code = run_bench(fake_zoo, json_out=out, threads=2, console=console)
+    return code, json.loads(out.read_text()), console.export_text()
+
+
+def _manifest_from(fake_zoo: Path, dest: Path, edit) -> Path:
+    """A manifest in ``dest`` whose pairs point (by absolute path) at the fake zoo's models, edited."""
+    manifest = json.loads((fake_zoo / "manifest.json").read_text())
+    for p in manifest["pairs"]:
+        p["a"], p["b"] = str(fake_zoo / p["a"]), str(fake_zoo / p["b"])
+    edit(manifest)
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+# -- scoring on hand-checkable inputs ---------------------------------------------------------------
+
+
+def test_auc_hand_checked():
+    assert scoring.auc([3, 4], [1, 2]) == 1.0
+    assert scoring.auc([1, 2], [3, 4]) == 0.0
+    # positives 2 and 4 vs negatives 1, 3: (2>1) + (4>1) + (4>3) = 3 of 4
+    assert scoring.auc([2, 4], [1, 3]) == 0.75
+    # ties count 1/2: 2 vs {2, 1} -> 0.5 + 1
+    assert scoring.auc([2], [2, 1]) == 0.75
+    assert scoring.auc([5, 5], [5, 5]) == 0.5
+    assert scoring.auc([], [1]) is None and scoring.auc([1], []) is None
+
+
+def test_auc_none_ranks_lowest_and_top_highest():
+    assert scoring.auc([None], [-1e9]) == 0.0
+    assert scoring.auc([-1e9], [None]) == 1.0
+    assert scoring.auc([None], [None]) == 0.5
+    assert scoring.auc([math.inf], [scoring.TOP]) == 0.0
+    # 0.3 beats None, ties nothing, loses to 0.9: one of two
+    assert scoring.auc([0.3], [None, 0.9]) == 0.5
+
+
+def test_auc_matches_brute_force():
+    rng = np.random.default_rng(3)
+    pos = list(rng.integers(0, 5, 30).astype(float)) + [None]
+    neg = list(rng.integers(0, 5, 20).astype(float)) + [None, None]
+    key = lambda s: -1.0 if s is None else s  # noqa: E731
+    brute = sum((key(p) > key(n)) + 0.5 * (key(p) == key(n)) for p in pos for n in neg) / (len(pos) * len(neg))
+    assert scoring.auc(pos, neg) == pytest.approx(brute)
+
+
+def test_rates():
+    assert scoring.tpr(["related", "independent", "inconclusive", "related"]) == 0.5
+    assert scoring.tpr(["error", "related"]) == 0.5
+    assert scoring.fpr(["independent", "related", "inconclusive", "independent"]) == 0.25
+    assert scoring.fpr(["error", "independent"]) == 0.5  # a failure is wrong on an independent pair too
+    assert scoring.tpr([]) is None
+
+
+def test_calibration_counts():
+    lps = [-0.5, -1.4, -2.0, -3.5, None]  # p = 0.32, 0.04, 0.01, 3e-4, failed
+    rows = scoring.calibration(lps, (0.05, 1e-3))
+    assert [r["alpha"] for r in rows] == [0.05, 1e-3]
+    assert rows[0]["false_positives"] == 4 and rows[0]["observed_fpr"] == pytest.approx(0.8)
+    assert rows[1]["false_positives"] == 2 and rows[1]["observed_fpr"] == pytest.approx(0.4)
+    assert scoring.false_positive_at(math.log10(0.05), 0.05)  # p = α exactly is a positive
+    assert 0.4 < rows[1]["upper_95"] <= 1.0
+    assert scoring.calibration([], (0.05,))[0]["observed_fpr"] is None
+
+
+# -- baselines --------------------------------------------------------------------------------------
+
+
+def test_baselines_on_fake_models(fake_zoo):
+    m = lambda n: open_model(fake_zoo / "models" / n)  # noqa: E731
+    with m("parent") as p, m("finetune") as f, m("other_seed") as o:
+        ln_rel, ln_ind = layernorm_cosine(p, f), layernorm_cosine(p, o)
+        sp_rel, sp_ind = std_profile(p, f), std_profile(p, o)
+        rp_rel, rp_ind = raw_pearson(p, f), raw_pearson(p, o)
+    # The known failure of norm-gain cosine: gains near 1 make any two models look alike.
+    assert ln_ind.score > 0.99 and ln_ind.call == "related"
+    assert ln_rel.call == "related"
+    # The known failure of std profiles: a shared depth trend makes unrelated models correlate.
+    assert sp_ind.score > 0.9 and sp_ind.call == "related"
+    assert sp_rel.score > 0.99
+    # Raw Pearson separates plain fine-tunes from other seeds.
+    assert rp_rel.score > 0.9 and rp_rel.call == "related"
+    assert abs(rp_ind.score) < 0.05 and rp_ind.call == "independent"
+
+
+def test_std_profile_undefined_with_one_layer(tmp_path):
+    full = _qwen2(0)
+    one = {k: v for k, v in full.items() if not k.startswith("model.layers.") or k.startswith("model.layers.0.")}
+    _save(tmp_path, "one", one)
+    with open_model(tmp_path / "models" / "one") as a, open_model(tmp_path / "models" / "one") as b:
+        s = std_profile(a, b)
+    assert s.score is None and s.call == "inconclusive"
+
+
+def test_std_profile_splits_fused_qkv(tmp_path):
+    """A GPT-2 style model (fused c_attn, stored transposed): Q/K/V are split along the output columns."""
+    rng = np.random.default_rng(0)
+    t = {}
+    for i in range(3):
+        scale = np.array([1.0, 2.0, 3.0]) * (1 + i)
+        qkv = np.concatenate([rng.standard_normal((32, 32)) * s for s in scale], axis=1)  # [in, 3*out]
+        t[f"h.{i}.attn.c_attn.weight"] = qkv.astype(np.float32)
+        t[f"h.{i}.attn.c_proj.weight"] = (rng.standard_normal((32, 32)) * (1 + i)).astype(np.float32)
+    path = tmp_path / "g.safetensors"
+    save_file(t, str(path))
+    from modelkin.bench.baselines import _attn_stds
+    from modelkin.inventory import build_inventory
+
+    with open_model(path) as src:
+        stds = _attn_stds(build_inventory(src))
+    (comp,) = {c for c, _ in stds}
+    q, k, v = (stds[(comp, 0)][r] for r in ("attn.q", "attn.k", "attn.v"))
+    assert q == pytest.approx(1.0, rel=0.1) and k == pytest.approx(2.0, rel=0.1) and v == pytest.approx(3.0, rel=0.1)
+
+
+# -- the harness on the fake zoo --------------------------------------------------------------------
+
+
+def test_bench_json_structure(bench_run, fake_zoo):
+    code, out, _ = bench_run
+    assert code == 0
+    assert Path(out["zoo"]) == fake_zoo
+    assert [p["id"] for p in out["pairs"]] == ["ft-near", "ft-far", "indep-1", "indep-2"]
+    for p in out["pairs"]:
+        assert {"id", "a", "b", "kind", "label", "strength", "modelkin", "baselines", "seconds"} <= set(p)
+        assert set(p["modelkin"]) >= {"verdict", "log10_p", "components"}
+        assert set(p["modelkin"]["components"]) == {"text"}
+        assert set(p["modelkin"]["components"]["text"]) >= {"verdict", "log10_p"}
+        assert set(p["baselines"]) == {"layernorm_cosine", "std_profile", "raw_pearson"}
+        for b in p["baselines"].values():
+            assert {"score", "call"} <= set(b)
+        assert p["seconds"] > 0
+    s = out["summary"]
+    assert list(s) == ["finetune_short", "finetune_long", "independent"]
+    for kind in ("finetune_short", "finetune_long"):
+        for m in METHODS:
+            assert set(s[kind][m]) >= {"tpr", "auc", "n"} and s[kind][m]["n"] == 1
+    for m in METHODS:
+        assert set(s["independent"][m]) >= {"fpr", "auc", "n"} and s["independent"][m]["n"] == 2
+    assert [c["alpha"] for c in out["calibration"]] == [0.05, 1e-3]
+    assert all(c["n"] == 2 for c in out["calibration"])
+    assert out["total_seconds"] > 0
+
+
+def test_bench_scores(bench_run):
+    _, out, _ = bench_run
+    pairs = {p["id"]: p for p in out["pairs"]}
+    s = out["summary"]
+    # modelkin finds the fine-tunes; the norm-gain baseline calls every independent pair related.
+    assert pairs["ft-near"]["modelkin"]["verdict"] == "related"
+    assert s["finetune_short"]["modelkin"]["tpr"] == 1.0
+    assert s["finetune_short"]["modelkin"]["component_accuracy"] == 1.0
+    assert all(pairs[i]["baselines"]["layernorm_cosine"]["call"] == "related" for i in ("indep-1", "indep-2"))
+    assert s["independent"]["layernorm_cosine"]["fpr"] == 1.0
+    assert s["independent"]["raw_pearson"]["fpr"] == 0.0
+    assert s["finetune_short"]["raw_pearson"]["auc"] == 1.0
+    # Summary numbers are recomputed from the per-pair records with the scoring functions.
+    neg = [-p["modelkin"]["log10_p"] for p in out["pairs"] if p["label"] == "independent"]
+    pos = [-pairs["ft-far"]["modelkin"]["log10_p"]]
+    assert s["finetune_long"]["modelkin"]["auc"] == scoring.auc(pos, neg)
+    assert s["independent"]["modelkin"]["fpr"] == scoring.fpr([pairs[i]["modelkin"]["verdict"] for i in ("indep-1", "indep-2")])
+    for row in out["calibration"]:
+        k = sum(1 for lp in neg if -lp <= math.log10(row["alpha"]))
+        assert row["false_positives"] == k
+
+
+def test_bench_prints_tables(bench_run):
+    _, _, text = bench_run
+    for word in ("finetune_short", "finetune_long", "independent", "modelkin", "layernorm_cosine", "std_profile",
+                 "raw_pearson", "TPR/FPR", "AUC", "component", "s / pair", "Calibration", "0.05", "0.001"):
+        assert word in text
+
+
+def test_labels_come_from_manifest(fake_zoo, tmp_path):
+    def edit(m):
+        m["pairs"] = m["pairs"][:3]
+        m["pairs"][0]["label"] = "independent"  # a true fine-tune, labelled independent in the manifest
+        m["pairs"][2]["label"] = "related"  # an independent pair, labelled related
+        m["pairs"][2]["kind"] = "merge"
+
+    zoo = _manifest_from(fake_zoo, tmp_path, edit)
+    run_bench(zoo, json_out=tmp_path / "o.json")
+    out = json.loads((tmp_path / "o.json").read_text())
+    labels = {p["id"]: p["label"] for p in out["pairs"]}
+    assert labels == {"ft-near": "independent", "ft-far": "related", "indep-1": "related"}
+    assert set(out["summary"]) == {"finetune_long", "merge", "independent"}
+    assert out["summary"]["independent"]["modelkin"]["n"] == 1
+    # The mislabelled fine-tune is modelkin's false positive; the mislabelled independent pair its miss.
+    assert out["summary"]["independent"]["modelkin"]["fpr"] == 1.0
+    assert out["summary"]["merge"]["raw_pearson"]["tpr"] == 0.0
+    assert out["calibration"][0]["false_positives"] == 1
+
+
+def test_broken_pair_recorded_and_counted_wrong(fake_zoo, tmp_path):
+    def edit(m):
+        near, indep = m["pairs"][0], m["pairs"][2]
+        broken = dict(near, id="broken", b=str(fake_zoo / "models" / "does_not_exist"))
+        broken_indep = dict(indep, id="broken-indep", b=str(fake_zoo / "models" / "does_not_exist"))
+        m["pairs"] = [near, broken, indep, broken_indep]
+
+    zoo = _manifest_from(fake_zoo, tmp_path, edit)
+    code = run_bench(zoo, json_out=tmp_path / "o.json")
+    out = json.loads((tmp_path / "o.json").read_text())
+    broken = next(p for p in out["pairs"] if p["id"] == "broken")
+    assert code == 1
+    assert "does_not_exist" in broken["error"]
+    assert broken["modelkin"]["verdict"] == "error"
+    assert all(b["call"] == "error" and b["score"] is None for b in broken["baselines"].values())
+    s = out["summary"]
+    assert s["finetune_short"]["modelkin"]["n"] == 2
+    # Counted wrong: a miss among related pairs, a false positive among independent ones.
+    for m in METHODS:
+        assert s["finetune_short"][m]["tpr"] == 0.5
+    assert s["independent"]["raw_pearson"]["fpr"] == 0.5
+    assert s["independent"]["modelkin"]["fpr"] == 0.5
+    assert s["finetune_short"]["modelkin"]["component_accuracy"] == 0.5
+    assert out["calibration"][0]["false_positives"] >= 1
+
+
+def test_missing_manifest(tmp_path):
+    with pytest.raises(SourceNotFoundError, match="no manifest.json"):
+        run_bench(tmp_path)
+    with pytest.raises(SourceNotFoundError):
+        run_bench(tmp_path / "nowhere")
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(FormatError):
+        run_bench(tmp_path)
+
+
+def test_cli(fake_zoo, tmp_path):
+    def edit(m):
+        m["pairs"] = [m["pairs"][0], m["pairs"][2]]
+
+    zoo = _manifest_from(fake_zoo, tmp_path, edit)
+    out = tmp_path / "out.json"
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}  # pytest sets COLUMNS=80; the table is wider
+    r = subprocess.run([sys.executable, "-m", "modelkin", "bench", str(zoo), "--json", str(out)],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "raw_pearson" in r.stdout and "Calibration" in r.stdout
+    res = json.loads(out.read_text())
+    assert set(res["summary"]) == {"finetune_short", "independent"}
+    assert [p["id"] for p in res["pairs"]] == ["ft-near", "indep-1"]
+
+
+def test_cli_missing_manifest(tmp_path, capsys):
+    from modelkin.cli import main
+
+    assert main(["bench", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "no manifest.json" in err and "Traceback" not in err
+
+
+# -- the real smoke zoo (built by tests/conftest.py with torch) -------------------------------------
+
+
+@pytest.mark.zoo
+def test_bench_on_smoke_zoo(request, tmp_path):
+    if importlib.util.find_spec("torch") is None:  # checked without importing torch (slow)
+        pytest.skip("torch is not installed")
+    try:
+        zoo = request.getfixturevalue("smoke_zoo")
+    except pytest.FixtureLookupError:
+        pytest.skip("no smoke_zoo fixture in tests/conftest.py")
+    out = tmp_path / "smoke.json"
+    run_bench(zoo, json_out=out)
+    res = json.loads(out.read_text())
+    manifest = json.loads((Path(zoo) / "manifest.json").read_text())
+    assert [p["id"] for p in res["pairs"]] == [str(p.get("id", i)) for i, p in enumerate(manifest["pairs"])]
+    assert [p["label"] for p in res["pairs"]] == [p["label"] for p in manifest["pairs"]]
+    for kind, row in res["summary"].items():
+        for m in METHODS:
+            assert ("fpr" if kind == "independent" else "tpr") in row[m]
+            assert {"auc", "n"} <= set(row[m])
+    assert [c["alpha"] for c in res["calibration"]] == [0.05, 1e-3]
