@@ -146,3 +146,30 @@ def test_permuted_ffn_and_residual_copy_is_found_by_realignment(tmp_path):
     assert res.components["text"].verdict == "related"
     best = min((t for t in res.tensors if t.evidence), key=lambda t: t.log10_p)
     assert best.test == "realigned" and best.unit_cosine > 0.8
+
+
+def test_depth_pruning_and_upscaling_give_a_layer_map(tmp_path):
+    base = qwen2_tensors(1, hidden=64, ffn=128, layers=4)
+    a = write_model(tmp_path / "a", base, {"model_type": "qwen2"})
+
+    def relayer(order):  # B's layer j is A's layer order[j], lightly trained
+        out = {k: v for k, v in base.items() if ".layers." not in k}
+        for j, i in enumerate(order):
+            for k, v in base.items():
+                if f".layers.{i}." in k:
+                    out[k.replace(f".layers.{i}.", f".layers.{j}.")] = v
+        return perturb(out, 0.3)
+
+    pruned = modelkin.compare(a, write_model(tmp_path / "p", relayer([0, 1, 3]), {"model_type": "qwen2"}))
+    lm = pruned.components["text"].layer_map
+    assert pruned.verdict == "related"
+    assert lm["method"] == "similarity" and lm["pairs"] == [[0, 0], [1, 1], [3, 2]] and lm["dropped_a"] == [2]
+    assert any(u.reason.startswith("layer dropped") for u in pruned.unmatched)
+
+    upscaled = modelkin.compare(a, write_model(tmp_path / "u", relayer([0, 1, 2, 1, 2, 3]), {"model_type": "qwen2"}))
+    lm = upscaled.components["text"].layer_map
+    assert lm["pairs"] == [[0, 0], [1, 1], [2, 2], [1, 3], [2, 4], [3, 5]]
+    assert lm["duplicated_a"] == [1, 2] and lm["reordered"] is True and lm["dropped_a"] == []
+    # Every B layer was compared with its true origin: all layered evidence is strong.
+    layered = [t for t in upscaled.tensors if t.evidence and t.layer_b is not None]
+    assert all(t.pearson > 0.9 for t in layered)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import __version__
-from .alignment import align_by_name
+from .alignment import align_by_name, map_layers, repair_by_layers
 from .errors import UsageError
 from .inventory import COMPONENTS, Inventory, build_inventory
 from .metrics import stream_metrics
@@ -65,6 +65,11 @@ def compare(
 def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progress, started: float) -> ComparisonResult:
     inv_a, inv_b = build_inventory(src_a), build_inventory(src_b)
     alignment = align_by_name(inv_a, inv_b)
+    shared = sorted(set(inv_a.components()) & set(inv_b.components()))
+    if options.components:
+        shared = [c for c in shared if c in options.components]
+    layer_maps = {c: m for c in shared if (m := map_layers(src_a, src_b, inv_a, inv_b, c)) is not None}
+    alignment = repair_by_layers(alignment, inv_a, inv_b, layer_maps)
     pairs = list(alignment.pairs)
     unmatched = list(alignment.unmatched)
     if options.components:
@@ -112,7 +117,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
             test=None if t is None else t.test,
             mean_a=m.mean_a, std_a=m.std_a, mean_b=m.mean_b, std_b=m.std_b,
         ))
-    components = judge_components(pairs, tests, rows, options.alpha, options.min_effect)
+    components = judge_components(pairs, tests, rows, options.alpha, options.min_effect, layer_maps)
     verdict, log10_p = overall(components)
     notes = []
     n_non = sum(1 for r in rows if not r.evidence)

@@ -75,7 +75,7 @@ class ComponentResult:
     decided_by: str  # the test behind the verdict
     reason: str  # one sentence a reader can check
     strongest: list[str]  # names (in A) of the strongest evidence tensors
-    layer_map: dict[str, int | None]  # layer of A -> layer of B
+    layer_map: dict  # method, pairs [[layer of A, layer of B]], dropped_a, unmatched_b, duplicated_a, reordered
 
 
 @dataclass(frozen=True)

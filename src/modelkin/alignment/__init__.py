@@ -1,6 +1,7 @@
 """Alignment: which tensor of A corresponds to which tensor of B."""
 
 from .units import UnitMatch, match_units, normalise_rows
+from .layers import LayerMap, map_layers, repair_by_layers
 from .names import Alignment, TensorPair, Unmatched, align_by_name, logical_shape
 
-__all__ = ["UnitMatch", "match_units", "normalise_rows", "Alignment", "TensorPair", "Unmatched", "align_by_name", "logical_shape"]
+__all__ = ["LayerMap", "map_layers", "repair_by_layers", "UnitMatch", "match_units", "normalise_rows", "Alignment", "TensorPair", "Unmatched", "align_by_name", "logical_shape"]

@@ -29,6 +29,8 @@ class TensorEntry:
     expert: int | None
     param: str  # last name segment after the rule's pattern ("weight", "bias", "running_var", ...)
     family: str | None  # family whose rule matched; None when unassigned
+    template: str | None  # the rule's pattern + param: the same tensor in every layer shares it
+    slot: tuple  # values of placeholders other than {layer} (expert, block, ...)
     transposed: bool
     evidence: bool
     non_evidence_reason: str | None
@@ -115,7 +117,9 @@ def _entry(info: TensorInfo, order: list[Family]) -> TensorEntry:
         return TensorEntry(
             info.name, key, info, rule.role, rule.component,
             None if layer is None else int(layer), None if expert is None else int(expert),
-            param, fam.name, rule.transposed, reason is None, reason,
+            param, fam.name, f"{rule.pattern}.{param}",
+            tuple(sorted((k, v) for k, v in groups.items() if k not in ("layer", "param"))),
+            rule.transposed, reason is None, reason,
         )
     if len(info.shape) >= 2 and info.numel >= MIN_EVIDENCE_ELEMENTS:
         reason = None
@@ -123,7 +127,7 @@ def _entry(info: TensorInfo, order: list[Family]) -> TensorEntry:
         reason = "1-D tensor of unknown role (bias, gain or buffer?)"
     else:
         reason = f"only {info.numel} values: too few to discriminate"
-    return TensorEntry(info.name, info.name, info, "other", "other", None, None, "", None, False, reason is None, reason)
+    return TensorEntry(info.name, info.name, info, "other", "other", None, None, "", None, None, (), False, reason is None, reason)
 
 
 def build_inventory(source: ModelSource) -> Inventory:

@@ -36,6 +36,14 @@ def render(result: ComparisonResult, console: Console) -> None:
     console.print(t)
     for c in result.components.values():
         console.print(f"  [bold]{c.name}[/]: {c.reason}")
+        lm = c.layer_map
+        if lm.get("method") == "similarity":
+            pairs = ", ".join(f"{a}→{b}" for a, b in lm["pairs"])
+            extra = [f"dropped from A: {lm['dropped_a']}" if lm["dropped_a"] else "",
+                     f"duplicated: {lm['duplicated_a']}" if lm["duplicated_a"] else "",
+                     f"B layers without origin: {lm['unmatched_b']}" if lm["unmatched_b"] else "",
+                     "order changed" if lm["reordered"] else ""]
+            console.print(f"    layer map (A→B, by similarity): {pairs}" + "".join(f"; {e}" for e in extra if e))
 
     ev = sorted((r for r in result.tensors if r.evidence), key=lambda r: r.log10_p)[:8]
     if ev:

@@ -36,6 +36,7 @@ def judge_components(
     rows: list[TensorResult],
     alpha: float,
     min_effect: float,
+    layer_maps: dict | None = None,
 ) -> dict[str, ComponentResult]:
     by_comp: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(pairs):
@@ -52,11 +53,11 @@ def judge_components(
         if m:
             z_needed = z_for_log10_p(log10_threshold - math.log10(m)) + POWER_Z
             detectable = min(z_needed * tests[i].null_sd_mean_cosine for i in ev)
-        layer_map: dict[str, int | None] = {}
-        for i in idx:
-            la, lb = pairs[i].a.layer, pairs[i].b.layer
-            if la is not None:
-                layer_map.setdefault(str(la), lb)
+        if layer_maps and comp in layer_maps:
+            layer_map = layer_maps[comp].to_dict()
+        else:
+            layered = sorted({(pairs[i].a.layer, pairs[i].b.layer) for i in idx if pairs[i].a.layer is not None and pairs[i].b.layer is not None})
+            layer_map = {"method": "name", "pairs": [list(p) for p in layered], "dropped_a": [], "unmatched_b": [], "duplicated_a": [], "reordered": False}
         if m and log10_p <= log10_threshold:
             verdict = RELATED
             best = min((tests[i] for i in ev), key=lambda t: t.log10_p)
