@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
+from threadpoolctl import threadpool_limits
+
 from . import __version__
 from .alignment import align_by_name, map_layers, repair_by_layers
 from .errors import UsageError
@@ -54,7 +56,9 @@ def compare(
     src_a = a if isinstance(a, ModelSource) else open_model(a)
     src_b = b if isinstance(b, ModelSource) else open_model(b)
     try:
-        return _run(src_a, src_b, options, progress, started)
+        # modelkin parallelises over tensors itself; BLAS threads on top of that only fight for the cores.
+        with threadpool_limits(limits=1, user_api="blas"):
+            return _run(src_a, src_b, options, progress, started)
     finally:
         if src_a is not a:
             src_a.close()
@@ -88,7 +92,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
 
     # Hash the files on a side thread: hashlib releases the GIL, so it overlaps the metric pass.
     with ThreadPoolExecutor(max_workers=1) as side:
-        digests = [side.submit(s.file_digests) for s in (src_a, src_b)] if options.hash_files else None
+        digests = [side.submit(s.file_digests, options.digest_cache) for s in (src_a, src_b)] if options.hash_files else None
         metrics = stream_metrics(src_a, src_b, pairs, threads=options.threads, on_bytes=on_bytes)
         anchors = {c: find_anchor(src_a, src_b, [p for p in pairs if p.component == c]) for c in {p.component for p in pairs}}
         screened = screen(src_a, pairs, metrics)

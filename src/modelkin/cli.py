@@ -42,12 +42,13 @@ def compare(
     alpha: float = typer.Option(1e-4, "--alpha", help="Family-wise false-positive rate for 'related'."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table or progress bar."),
     no_hash: bool = typer.Option(False, "--no-hash", help="Skip the sha256 of the weights files."),
+    rehash: bool = typer.Option(False, "--rehash", help="Hash every weights file again instead of trusting the digest cache."),
 ) -> None:
     """Compare two models and judge, per component, whether their weights are related."""
     from .api import compare as run_compare
     from .options import CompareOptions
 
-    options = CompareOptions(alpha=alpha, threads=threads, components=tuple(component) if component else None, hash_files=not no_hash)
+    options = CompareOptions(alpha=alpha, threads=threads, components=tuple(component) if component else None, hash_files=not no_hash, digest_cache=not rehash)
     console = Console(stderr=json_out == "-")
     show = not quiet and json_out != "-"
     if show:

@@ -18,6 +18,7 @@ class CompareOptions:
     threads: int = 2
     components: tuple[str, ...] | None = None  # restrict to these components
     hash_files: bool = True  # sha256 of every weights file in the report
+    digest_cache: bool = True  # remember digests per (path, size, mtime, inode); False re-hashes every file
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:

@@ -2,7 +2,10 @@
 
 Each pair is read in chunks of ``CHUNK_ELEMS`` elements from both files at once; six sums are kept in
 float64 (Σa, Σb, Σa², Σb², Σab, Σ(a−b)²) from which cosine, Pearson, relative L2 distance and per-tensor
-mean/std/norm follow. Σ(a−b)² is accumulated directly rather than derived from the others, because
+mean/std/norm follow. Within a chunk, values stored in 32 bits or fewer are multiplied in float32 by BLAS
+(every such value is exact in float32; BLAS keeps many partial sums, so a 64 Ki-element dot carries a
+relative error near 1e-7) and the chunk totals are accumulated in float64; float64 tensors stay in float64.
+This keeps the pass memory-bound: a float64 conversion of every chunk costs ten times more. Σ(a−b)² is accumulated directly rather than derived from the others, because
 ‖a‖² + ‖b‖² − 2a·b cancels catastrophically exactly when a ≈ b, the case that matters most.
 
 Large tensors are split into ranges processed by a thread pool (numpy releases the GIL while it reads and
@@ -22,7 +25,7 @@ import numpy as np
 from ..alignment import TensorPair
 from ..sources import ModelSource
 
-CHUNK_ELEMS = 1 << 18  # 256 Ki elements: two decoded chunks stay in a core's L2 cache
+CHUNK_ELEMS = 1 << 16  # 64 Ki elements: decoded chunks stay in cache; bounds float32 rounding per chunk
 RANGE_ELEMS = 1 << 23  # a unit of parallel work
 TILE = 512  # tile edge for transposed pairs, whose element orders differ
 
@@ -45,10 +48,14 @@ class Moments:
 
 
 def chunk_moments(a: np.ndarray, b: np.ndarray) -> Moments:
-    a = a.astype(np.float64, copy=False).ravel()
-    b = b.astype(np.float64, copy=False).ravel()
+    a, b = a.ravel(), b.ravel()
+    if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
+        a, b = a.astype(np.float64), b.astype(np.float64)
     d = a - b
-    return Moments(a.size, float(a.sum()), float(b.sum()), float(a @ a), float(b @ b), float(a @ b), float(d @ d))
+    return Moments(
+        a.size, float(a.sum(dtype=np.float64)), float(b.sum(dtype=np.float64)),
+        float(a @ a), float(b @ b), float(a @ b), float(d @ d),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,9 +13,8 @@ from typing import Iterator
 
 import numpy as np
 
+from .digests import sha256_file
 from .safetensors_format import SafetensorsFile, TensorInfo
-
-HASH_BLOCK_BYTES = 8 << 20
 
 
 def decode(raw: np.ndarray, info: TensorInfo) -> np.ndarray:
@@ -86,17 +84,10 @@ class ModelSource:
             yield start, self.read(info, start, min(chunk_elems, info.numel - start))
 
     # -- identity -------------------------------------------------------------------------------
-    def file_digests(self) -> dict[str, str]:
-        """sha256 of every weights file, by path relative to the root (computed once, streamed)."""
+    def file_digests(self, use_cache: bool = True) -> dict[str, str]:
+        """sha256 of every weights file, by path relative to the root (see ``digests`` for the cache)."""
         if self._digests is None:
-            digests = {}
-            for f in self.files:
-                h = hashlib.sha256()
-                with open(f.path, "rb") as fh:
-                    while block := fh.read(HASH_BLOCK_BYTES):
-                        h.update(block)
-                digests[self._relative(f.path)] = h.hexdigest()
-            self._digests = digests
+            self._digests = {self._relative(f.path): sha256_file(f.path, use_cache) for f in self.files}
         return self._digests
 
     def _relative(self, path: Path) -> str:

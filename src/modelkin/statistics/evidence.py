@@ -12,17 +12,31 @@ from .realigned import realigned_evidence
 from .unit_test import UnitTest, tensor_evidence
 
 
+# Once a test has found this much, the costlier tests after it cannot change the verdict: they are skipped.
+DECISIVE_LOG10_P = -30.0
+N_TESTS = 3  # same-index, anchored, realigned: the Bonferroni factor is fixed, whichever ran
+
+
 def pair_evidence(src_a: ModelSource, src_b: ModelSource, pair: TensorPair, anchor: Anchor | None) -> UnitTest | None:
-    """Run every applicable test; keep the most significant, its p multiplied by the number run (Bonferroni)."""
-    tests = [t for t in (
-        tensor_evidence(src_a, src_b, pair),
-        None if anchor is None else replace_test(anchored_evidence(src_a, src_b, anchor, pair), "anchored"),
-        None if anchor is None else realigned_evidence(src_a, src_b, anchor, pair),
-    ) if t is not None]
-    if not tests:
+    """The most significant of the applicable tests, its p multiplied by the number of tests (Bonferroni).
+
+    Tests run cheapest first; a decisive result stops the sequence. The correction factor is always
+    ``N_TESTS``, so skipping never makes a p-value smaller than running everything would.
+    """
+    runners = [lambda: tensor_evidence(src_a, src_b, pair)]
+    if anchor is not None:
+        runners.append(lambda: replace_test(anchored_evidence(src_a, src_b, anchor, pair), "anchored"))
+        runners.append(lambda: realigned_evidence(src_a, src_b, anchor, pair))
+    best = None
+    for run in runners:
+        t = run()
+        if t is not None and (best is None or t.log10_p < best.log10_p):
+            best = t
+        if best is not None and best.log10_p <= DECISIVE_LOG10_P:
+            break
+    if best is None:
         return None
-    best = min(tests, key=lambda t: t.log10_p)
-    return replace(best, log10_p=min(0.0, best.log10_p + math.log10(len(tests))))
+    return replace(best, log10_p=min(0.0, best.log10_p + math.log10(N_TESTS)))
 
 
 def replace_test(t: UnitTest | None, name: str) -> UnitTest | None:
