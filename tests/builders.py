@@ -88,3 +88,11 @@ def permute_ffn_units(tensors: dict[str, np.ndarray], seed: int = 5) -> dict[str
         out[p + "up_proj.weight"] = tensors[p + "up_proj.weight"][perm]
         out[p + "down_proj.weight"] = tensors[p + "down_proj.weight"][:, perm]
     return out
+
+
+def write_tokenizer(folder: Path, tokens: list[str]) -> None:
+    """A word-level tokenizer.json whose id i is tokens[i]."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    Tokenizer(WordLevel({t: i for i, t in enumerate(tokens)}, unk_token=tokens[0])).save(str(folder / "tokenizer.json"))

@@ -173,3 +173,38 @@ def test_depth_pruning_and_upscaling_give_a_layer_map(tmp_path):
     # Every B layer was compared with its true origin: all layered evidence is strong.
     layered = [t for t in upscaled.tensors if t.evidence and t.layer_b is not None]
     assert all(t.pearson > 0.9 for t in layered)
+
+
+def test_pruned_and_reindexed_vocabulary_is_aligned_by_token_string(tmp_path):
+    from builders import write_tokenizer
+
+    vocab = 256
+    base = qwen2_tensors(1, hidden=64, ffn=128, vocab=vocab)
+    tokens = ["<unk>"] + [f"tok{i}" for i in range(1, vocab)]
+    a = write_model(tmp_path / "a", base, {"model_type": "qwen2"})
+    write_tokenizer(a, tokens)
+
+    r = np.random.default_rng(3)
+    kept = np.sort(r.choice(vocab, 180, replace=False))  # prune 76 tokens...
+    order = r.permutation(kept)  # ...and re-index the rest
+    new_rows = r.normal(size=(20, 64)).astype(np.float32)  # then extend with 20 new tokens
+    child = dict(base)
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        child[name] = np.concatenate([base[name][order], new_rows])
+    child = perturb(child, 0.3)
+    b = write_model(tmp_path / "b", child, {"model_type": "qwen2"})
+    write_tokenizer(b, [tokens[i] for i in order] + [f"new{i}" for i in range(20)])
+
+    res = modelkin.compare(a, b)
+    assert res.vocabulary == {"source": "tokenizer", "n_a": 256, "n_b": 200, "n_shared": 180, "remapped": True}
+    emb = next(t for t in res.tensors if t.role == "embedding")
+    assert emb.matched_by == "name+vocab" and emb.compared_shape == [180, 64]
+    assert emb.pearson > 0.9 and emb.evidence and emb.log10_p < -20
+    assert not any(u.name == "model.embed_tokens.weight" for u in res.unmatched)
+
+    # Without the tokenizer files the rows cannot be matched: the embedding shows nothing, and says why.
+    (b / "tokenizer.json").unlink()
+    res2 = modelkin.compare(a, b)
+    emb2 = next(t for t in res2.tensors if t.role == "embedding")
+    assert abs(emb2.pearson) < 0.2
+    assert any("leading ids" in n for n in res2.notes)

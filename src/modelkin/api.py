@@ -13,7 +13,7 @@ from typing import Callable
 from threadpoolctl import threadpool_limits
 
 from . import __version__
-from .alignment import align_by_name, map_layers, repair_by_layers
+from .alignment import VocabMap, align_by_name, map_layers, map_vocab, repair_by_layers
 from .errors import UsageError
 from .inventory import COMPONENTS, Inventory, build_inventory
 from .metrics import stream_metrics
@@ -30,6 +30,15 @@ ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
 def _ref(src: ModelSource, inv: Inventory, digests: dict[str, str] | None) -> ModelRef:
     files = digests if digests is not None else {str(f.path.name): None for f in src.files}
     return ModelRef(src.location, str(src.root), inv.family, len(src.tensors), src.n_bytes, files)
+
+
+def _vocabulary(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: Inventory) -> VocabMap | None:
+    """Token-row correspondence, when both models have token embeddings."""
+    emb_a = [e for e in inv_a.tensors if e.role == "embedding" and len(e.shape) == 2]
+    emb_b = [e for e in inv_b.tensors if e.role == "embedding" and len(e.shape) == 2]
+    if not emb_a or not emb_b:
+        return None
+    return map_vocab(src_a, src_b, emb_a[0].shape[0], emb_b[0].shape[0])
 
 
 def compare(
@@ -68,7 +77,8 @@ def compare(
 
 def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progress, started: float) -> ComparisonResult:
     inv_a, inv_b = build_inventory(src_a), build_inventory(src_b)
-    alignment = align_by_name(inv_a, inv_b)
+    vocab = _vocabulary(src_a, src_b, inv_a, inv_b)
+    alignment = align_by_name(inv_a, inv_b, vocab)
     shared = sorted(set(inv_a.components()) & set(inv_b.components()))
     if options.components:
         shared = [c for c in shared if c in options.components]
@@ -112,7 +122,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
             reason = "too few exchangeable units to test (needs at least 16 on a unit axis)"
         rows.append(TensorResult(
             a=p.a.name, b=p.b.name, role=p.a.role, component=p.component,
-            layer_a=p.a.layer, layer_b=p.b.layer, shape=list(p.a.shape),
+            layer_a=p.a.layer, layer_b=p.b.layer, shape=list(p.a.shape), compared_shape=list(p.shape),
             dtype_a=p.a.info.dtype.code, dtype_b=p.b.info.dtype.code, matched_by=p.matched_by,
             cosine=m.cosine, pearson=m.pearson, rel_l2=m.rel_l2, identical=m.identical,
             evidence=t is not None, non_evidence_reason=None if t is not None else reason,
@@ -124,6 +134,11 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
     components = judge_components(pairs, tests, rows, options.alpha, options.min_effect, layer_maps)
     verdict, log10_p = overall(components)
     notes = []
+    if vocab is not None and vocab.source == "leading-ids" and not vocab.identity:
+        notes.append(
+            "No tokenizer files on both sides: token rows were compared on their common leading ids, assuming "
+            "the same id means the same token there."
+        )
     n_non = sum(1 for r in rows if not r.evidence)
     if n_non:
         notes.append(
@@ -142,4 +157,5 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         unmatched=[UnmatchedTensor(u.side, u.name, u.component, u.role, u.reason) for u in unmatched],
         seconds=time.perf_counter() - started,
         notes=notes,
+        vocabulary=None if vocab is None else vocab.to_dict(),
     )

@@ -32,6 +32,7 @@ class TensorResult:
     layer_a: int | None
     layer_b: int | None
     shape: list[int]
+    compared_shape: list[int]  # logical shape compared (shared tokens only, for a re-mapped vocabulary)
     dtype_a: str
     dtype_b: str
     matched_by: str
@@ -91,6 +92,7 @@ class ComparisonResult:
     unmatched: list[UnmatchedTensor]
     seconds: float
     notes: list[str] = field(default_factory=list)
+    vocabulary: dict | None = None  # source, n_a, n_b, n_shared, remapped
 
     def to_dict(self) -> dict:
         d = asdict(self)

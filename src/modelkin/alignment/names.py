@@ -12,15 +12,34 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..inventory import Inventory, TensorEntry
+from .vocab import TOKEN_ROW_ROLES, VocabMap
+
+MIN_SHARED_ROWS = 16
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class TensorPair:
     a: TensorEntry
     b: TensorEntry
     transpose_b: bool  # B's stored matrix is the transpose of A's layout
-    matched_by: str  # "name" or "role"
+    matched_by: str  # "name", "role", "layer-map"
+    rows: tuple[np.ndarray, np.ndarray] | None = None  # token rows of A and B holding the same tokens
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Logical shape of what is compared (shared token rows only, for a re-mapped vocabulary)."""
+        s = logical_shape(self.a)
+        return (len(self.rows[0]),) + s[1:] if self.rows is not None else s
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
 
     @property
     def component(self) -> str:
@@ -67,7 +86,19 @@ def _role_key(e: TensorEntry) -> tuple:
     return (e.component, e.role, e.param, e.layer, e.expert)
 
 
-def align_by_name(inv_a: Inventory, inv_b: Inventory) -> Alignment:
+def _token_rows(ea: TensorEntry, eb: TensorEntry, vocab: VocabMap | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Row maps for a token-row tensor pair whose vocabularies differ; None when rows already agree."""
+    if vocab is None or ea.role not in TOKEN_ROW_ROLES or eb.role not in TOKEN_ROW_ROLES:
+        return None
+    if ea.transposed or eb.transposed or len(ea.shape) != 2 or ea.shape[1:] != eb.shape[1:]:
+        return None
+    if vocab.identity and ea.shape == eb.shape:
+        return None
+    rows = vocab.for_rows(ea.shape[0], eb.shape[0])
+    return rows if rows[0].size >= MIN_SHARED_ROWS else None
+
+
+def align_by_name(inv_a: Inventory, inv_b: Inventory, vocab: VocabMap | None = None) -> Alignment:
     pairs: list[TensorPair] = []
     unmatched: list[Unmatched] = []
     b_by_key = {}
@@ -80,6 +111,11 @@ def align_by_name(inv_a: Inventory, inv_b: Inventory) -> Alignment:
         eb = b_by_key.get(ea.key)
         if eb is None or eb.name in used_b:
             left_a.append(ea)
+            continue
+        rows = _token_rows(ea, eb, vocab)
+        if rows is not None:
+            used_b.add(eb.name)
+            pairs.append(TensorPair(ea, eb, False, "name+vocab", rows))
             continue
         fit = _shape_fit(ea, eb)
         if fit is None:

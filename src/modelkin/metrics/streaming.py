@@ -127,9 +127,21 @@ def _transposed_moments(src_a: ModelSource, src_b: ModelSource, pair: TensorPair
     return total
 
 
+def _row_mapped_moments(src_a: ModelSource, src_b: ModelSource, pair: TensorPair, start: int, count: int) -> Moments:
+    """Token rows start..start+count of the shared-token list, gathered from each side."""
+    rows_a, rows_b = pair.rows
+    row_len = pair.a.info.numel // pair.a.info.shape[0]
+    step = max(1, CHUNK_ELEMS // max(row_len, 1))
+    total = Moments()
+    for r in range(start, start + count, step):
+        sl = slice(r, min(start + count, r + step))
+        total = total + chunk_moments(src_a.read_rows(pair.a.info, rows_a[sl]), src_b.read_rows(pair.b.info, rows_b[sl]))
+    return total
+
+
 def _bytes_identical(src_a: ModelSource, src_b: ModelSource, pair: TensorPair) -> bool:
     ia, ib = pair.a.info, pair.b.info
-    if ia.dtype.code != ib.dtype.code or ia.shape != ib.shape:
+    if ia.dtype.code != ib.dtype.code or ia.shape != ib.shape or pair.rows is not None:
         return False
     for s in range(0, ia.numel, CHUNK_ELEMS):
         c = min(CHUNK_ELEMS, ia.numel - s)
@@ -149,7 +161,11 @@ def stream_metrics(
     pairs = list(pairs)
     units: list[tuple[int, int, int]] = []  # (pair index, start, count); count -1 = transposed pair
     for i, p in enumerate(pairs):
-        if p.transpose_b and len(p.a.shape) == 2:
+        if p.rows is not None:  # start/count in shared token rows
+            n_rows = len(p.rows[0])
+            per = max(1, RANGE_ELEMS // max(p.numel // max(n_rows, 1), 1))
+            units.extend((i, s, min(per, n_rows - s)) for s in range(0, n_rows, per))
+        elif p.transpose_b and len(p.a.shape) == 2:
             units.append((i, 0, -1))
         else:
             n = p.a.info.numel
@@ -160,15 +176,20 @@ def stream_metrics(
     def work(unit: tuple[int, int, int]) -> tuple[int, Moments]:
         i, start, count = unit
         p = pairs[i]
-        m = _transposed_moments(src_a, src_b, p) if count < 0 else _range_moments(src_a, src_b, p, start, count)
+        if p.rows is not None:
+            m = _row_mapped_moments(src_a, src_b, p, start, count)
+            fraction = count / max(len(p.rows[0]), 1)
+        elif count < 0:
+            m, fraction = _transposed_moments(src_a, src_b, p), 1.0
+        else:
+            m, fraction = _range_moments(src_a, src_b, p, start, count), count / max(p.a.info.numel, 1)
         if on_bytes:
-            size = p.a.info.n_bytes + p.b.info.n_bytes
-            on_bytes(size if count < 0 else size * count // max(p.a.info.numel, 1))
+            on_bytes(int((p.a.info.n_bytes + p.b.info.n_bytes) * fraction))
         return i, m
 
     sums = [Moments() for _ in pairs]
     # Largest units first so the pool does not end waiting on one big tensor.
-    units.sort(key=lambda u: -(pairs[u[0]].a.info.numel if u[2] < 0 else u[2]))
+    units.sort(key=lambda u: -(pairs[u[0]].numel if u[2] < 0 or pairs[u[0]].rows is not None else u[2]))
     if threads <= 1:
         results = map(work, units)
     else:

@@ -35,13 +35,14 @@ class Anchor:
 
     def __init__(self, src_a: ModelSource, src_b: ModelSource, pair: TensorPair):
         self.pair = pair
-        shape = logical_shape(pair.a)
+        shape = pair.shape
         rng = np.random.default_rng(zlib.crc32(pair.a.key.encode()) ^ 0x5EED)
-        if pair.a.role == "embedding":  # [vocab, hidden]: rows are token ids
+        if pair.a.role == "embedding":  # [vocab, hidden]: rows are token ids (shared tokens if re-mapped)
             n = shape[0]
             rows = np.arange(n) if n <= MAX_ANCHOR_INPUTS else np.sort(rng.choice(n, MAX_ANCHOR_INPUTS, replace=False))
-            self.a = src_a.read_rows(pair.a.info, rows).astype(np.float64)
-            self.b = src_b.read_rows(pair.b.info, rows).astype(np.float64)
+            rows_a, rows_b = (pair.rows[0][rows], pair.rows[1][rows]) if pair.rows is not None else (rows, rows)
+            self.a = src_a.read_rows(pair.a.info, rows_a).astype(np.float64)
+            self.b = src_b.read_rows(pair.b.info, rows_b).astype(np.float64)
         else:  # patch embedding [hidden, channels x pixels]: its input axis is the shared basis
             self.a = src_a.read(pair.a.info).reshape(shape[0], -1).T.astype(np.float64)
             self.b = src_b.read(pair.b.info).reshape(shape[0], -1).T.astype(np.float64)

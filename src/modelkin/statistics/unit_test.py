@@ -74,24 +74,26 @@ def _pick(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def sample_pair(src_a: ModelSource, src_b: ModelSource, pair: TensorPair) -> tuple[np.ndarray, np.ndarray]:
-    """The same sub-tensor of A and B in logical orientation: ≤ MAX_UNITS indices on axes 0 and 1."""
-    shape = logical_shape(pair.a)
+    """The same sub-tensor of A and B in logical orientation: ≤ MAX_UNITS indices on axes 0 and 1.
+
+    For a re-mapped vocabulary, axis 0 indexes the shared tokens, so A and B read different stored rows.
+    """
+    shape = pair.shape
     rng = np.random.default_rng(zlib.crc32(pair.a.key.encode()))  # fixed before any value is read
     rows = _pick(shape[0], MAX_UNITS, rng)
     cols = _pick(shape[1], MAX_UNITS, rng)
     rest = int(np.prod(shape[2:], dtype=np.int64)) if len(shape) > 2 else 1
     keep_rest = _pick(rest, max(1, MAX_ROW_ELEMS // max(len(cols), 1)), rng)
+    rows_a, rows_b = (pair.rows[0][rows], pair.rows[1][rows]) if pair.rows is not None else (rows, rows)
 
-    def take(src: ModelSource, entry, transposed: bool) -> np.ndarray:
+    def take(src: ModelSource, entry, stored_rows: np.ndarray) -> np.ndarray:
         info = entry.info
-        if transposed:  # stored [in, out] (2-D only): logical rows are stored columns
-            return src.read_rows(info, cols)[:, rows].T.astype(np.float64)[:, :, None]
-        data = src.read_rows(info, rows).reshape(len(rows), shape[1], rest)
+        if entry.transposed:  # stored [in, out] (2-D only): logical rows are stored columns
+            return src.read_rows(info, cols)[:, stored_rows].T.astype(np.float64)[:, :, None]
+        data = src.read_rows(info, stored_rows).reshape(len(stored_rows), shape[1], rest)
         return data[:, cols][:, :, keep_rest].astype(np.float64)
 
-    a = take(src_a, pair.a, pair.a.transposed)
-    b = take(src_b, pair.b, pair.b.transposed)
-    return a, b
+    return take(src_a, pair.a, rows_a), take(src_b, pair.b, rows_b)
 
 
 def tensor_evidence(src_a: ModelSource, src_b: ModelSource, pair: TensorPair) -> UnitTest | None:
