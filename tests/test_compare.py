@@ -208,3 +208,36 @@ def test_pruned_and_reindexed_vocabulary_is_aligned_by_token_string(tmp_path):
     emb2 = next(t for t in res2.tensors if t.role == "embedding")
     assert abs(emb2.pearson) < 0.2
     assert any("leading ids" in n for n in res2.notes)
+
+
+def test_width_pruning_is_matched_and_reports_kept_units(tmp_path):
+    base = qwen2_tensors(1, hidden=96, ffn=192)
+    keep = np.sort(np.random.default_rng(4).choice(192, 144, replace=False))  # 75 % of FFN units
+    child = dict(base)
+    for layer in range(2):
+        p = f"model.layers.{layer}.mlp."
+        child[p + "gate_proj.weight"] = base[p + "gate_proj.weight"][keep]
+        child[p + "up_proj.weight"] = base[p + "up_proj.weight"][keep]
+        child[p + "down_proj.weight"] = base[p + "down_proj.weight"][:, keep]
+    res = modelkin.compare(write_model(tmp_path / "a", base, {"model_type": "qwen2"}), write_model(tmp_path / "b", perturb(child, 0.3), {"model_type": "qwen2"}))
+    assert res.verdict == "related"
+    up = next(t for t in res.tensors if t.a == "model.layers.0.mlp.up_proj.weight")
+    assert up.matched_by == "name (width differs)" and up.kept_unit_fraction == pytest.approx(0.75)
+    assert up.evidence and up.test == "realigned" and up.log10_p < -10 and up.pearson is None
+    down = next(t for t in res.tensors if t.a == "model.layers.0.mlp.down_proj.weight")
+    assert not down.evidence and "widths differ" in down.non_evidence_reason
+
+
+def test_moe_upcycling_pairs_every_expert_with_the_dense_mlp(tmp_path):
+    dense = qwen2_tensors(1, hidden=64, ffn=128)
+    moe = {k: v for k, v in dense.items() if ".mlp." not in k}
+    r = np.random.default_rng(5)
+    for layer in range(2):
+        moe[f"model.layers.{layer}.mlp.gate.weight"] = (0.02 * r.normal(size=(4, 64))).astype(np.float32)
+        for e in range(4):
+            for proj in ("gate_proj", "up_proj", "down_proj"):
+                moe[f"model.layers.{layer}.mlp.experts.{e}.{proj}.weight"] = dense[f"model.layers.{layer}.mlp.{proj}.weight"]
+    res = modelkin.compare(write_model(tmp_path / "a", dense, {"model_type": "qwen2"}), write_model(tmp_path / "b", perturb(moe, 0.3), {"model_type": "qwen3_moe"}))
+    assert res.verdict == "related"
+    upcycled = [t for t in res.tensors if t.matched_by == "expert~dense"]
+    assert len(upcycled) == 2 * 4 * 3 and all(t.pearson > 0.9 for t in upcycled)

@@ -13,7 +13,8 @@ from typing import Callable
 from threadpoolctl import threadpool_limits
 
 from . import __version__
-from .alignment import VocabMap, align_by_name, map_layers, map_vocab, repair_by_layers
+from .alignment import VocabMap, align_by_name, logical_shape, map_layers, map_vocab, repair_by_layers
+from .alignment.names import WIDTH_AXIS
 from .errors import UsageError
 from .inventory import COMPONENTS, Inventory, build_inventory
 from .metrics import stream_metrics
@@ -30,6 +31,14 @@ ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
 def _ref(src: ModelSource, inv: Inventory, digests: dict[str, str] | None) -> ModelRef:
     files = digests if digests is not None else {str(f.path.name): None for f in src.files}
     return ModelRef(src.location, str(src.root), inv.family, len(src.tensors), src.n_bytes, files)
+
+
+def _kept_fraction(p) -> float | None:
+    """Width pruning: units of B / units of A on the pruned axis."""
+    if not p.width_differs:
+        return None
+    axis = WIDTH_AXIS[p.a.role]
+    return logical_shape(p.b)[axis] / logical_shape(p.a)[axis]
 
 
 def _vocabulary(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: Inventory) -> VocabMap | None:
@@ -119,10 +128,15 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
     for i, (p, m, t) in enumerate(zip(pairs, metrics, tests)):
         reason = screened.get(i, p.non_evidence_reason)
         if p.evidence and t is None and i not in screened:
-            reason = "too few exchangeable units to test (needs at least 16 on a unit axis)"
+            reason = (
+                "widths differ and no unit-matching test applies to this role" if p.width_differs
+                else "too few exchangeable units to test (needs at least 16 on a unit axis)"
+            )
         rows.append(TensorResult(
             a=p.a.name, b=p.b.name, role=p.a.role, component=p.component,
-            layer_a=p.a.layer, layer_b=p.b.layer, shape=list(p.a.shape), compared_shape=list(p.shape),
+            layer_a=p.a.layer, layer_b=p.b.layer, shape=list(p.a.shape),
+            compared_shape=list(logical_shape(p.b)) if p.width_differs else list(p.shape),
+            kept_unit_fraction=_kept_fraction(p),
             dtype_a=p.a.info.dtype.code, dtype_b=p.b.info.dtype.code, matched_by=p.matched_by,
             cosine=m.cosine, pearson=m.pearson, rel_l2=m.rel_l2, identical=m.identical,
             evidence=t is not None, non_evidence_reason=None if t is not None else reason,

@@ -33,6 +33,7 @@ class TensorResult:
     layer_b: int | None
     shape: list[int]
     compared_shape: list[int]  # logical shape compared (shared tokens only, for a re-mapped vocabulary)
+    kept_unit_fraction: float | None  # width pruning: units of B / units of A (None when widths agree)
     dtype_a: str
     dtype_b: str
     matched_by: str

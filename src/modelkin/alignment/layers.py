@@ -150,7 +150,7 @@ def repair_by_layers(alignment: Alignment, inv_a: Inventory, inv_b: Inventory, m
                 ea = la.get(layer_a, {}).get(slot)
                 if ea is None or logical_shape(ea) != logical_shape(eb):
                     continue
-                pairs.append(TensorPair(ea, eb, ea.transposed != eb.transposed, "layer-map"))
+                pairs.append(TensorPair(ea, eb, ea.transposed != eb.transposed, "layer-map", selection_factor=len(m.similarity)))
                 used_a.add(ea.name)
                 used_b.add(eb.name)
         for e in inv_a.tensors:

@@ -27,6 +27,10 @@ class TensorPair:
     transpose_b: bool  # B's stored matrix is the transpose of A's layout
     matched_by: str  # "name", "role", "layer-map"
     rows: tuple[np.ndarray, np.ndarray] | None = None  # token rows of A and B holding the same tokens
+    # Pairs chosen among k candidates by similarity (layer or expert maps) carry k: their p-values are
+    # multiplied by it, so picking the best-looking partner cannot manufacture evidence.
+    selection_factor: int = 1
+    width_differs: bool = False  # unit counts differ (width pruning): only unit-matching tests apply
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -82,6 +86,19 @@ def _shape_fit(a: TensorEntry, b: TensorEntry) -> bool | None:
     return None
 
 
+# Roles whose unit axis (logical) may shrink under width pruning; the other axes must agree.
+WIDTH_AXIS = {"mlp.gate": 0, "mlp.up": 0, "mlp.down": 1}
+
+
+def _width_differs(a: TensorEntry, b: TensorEntry) -> bool:
+    axis = WIDTH_AXIS.get(a.role)
+    la, lb = logical_shape(a), logical_shape(b)
+    if axis is None or a.role != b.role or len(la) != 2 or len(lb) != 2:
+        return False
+    other = 1 - axis
+    return la[other] == lb[other] and la[axis] != lb[axis]
+
+
 def _role_key(e: TensorEntry) -> tuple:
     return (e.component, e.role, e.param, e.layer, e.expert)
 
@@ -96,6 +113,27 @@ def _token_rows(ea: TensorEntry, eb: TensorEntry, vocab: VocabMap | None) -> tup
         return None
     rows = vocab.for_rows(ea.shape[0], eb.shape[0])
     return rows if rows[0].size >= MIN_SHARED_ROWS else None
+
+
+def _pair_experts_with_dense(left_a: list[TensorEntry], left_b: list[TensorEntry], used_b: set[str], pairs: list) -> list[TensorEntry]:
+    """MoE upcycling: every expert of one model is compared with the dense MLP of the other."""
+    dense_key = lambda e: (e.component, e.role, e.param, e.layer)
+    dense_a = {dense_key(e): e for e in left_a if e.expert is None and e.layer is not None}
+    dense_b = {dense_key(e): e for e in left_b if e.expert is None and e.layer is not None and e.name not in used_b}
+    used_a: set[str] = set()
+    for eb in left_b:
+        ea = dense_a.get(dense_key(eb)) if eb.expert is not None and eb.name not in used_b else None
+        if ea is not None and _shape_fit(ea, eb) is not None:
+            pairs.append(TensorPair(ea, eb, ea.transposed != eb.transposed, "expert~dense"))
+            used_b.add(eb.name)
+            used_a.add(ea.name)
+    for ea in left_a:
+        eb = dense_b.get(dense_key(ea)) if ea.expert is not None else None
+        if eb is not None and _shape_fit(ea, eb) is not None:
+            pairs.append(TensorPair(ea, eb, ea.transposed != eb.transposed, "expert~dense"))
+            used_a.add(ea.name)
+            used_b.add(eb.name)
+    return [e for e in left_a if e.name not in used_a]
 
 
 def align_by_name(inv_a: Inventory, inv_b: Inventory, vocab: VocabMap | None = None) -> Alignment:
@@ -118,6 +156,10 @@ def align_by_name(inv_a: Inventory, inv_b: Inventory, vocab: VocabMap | None = N
             pairs.append(TensorPair(ea, eb, False, "name+vocab", rows))
             continue
         fit = _shape_fit(ea, eb)
+        if fit is None and _width_differs(ea, eb):
+            used_b.add(eb.name)
+            pairs.append(TensorPair(ea, eb, ea.transposed != eb.transposed, "name (width differs)", width_differs=True))
+            continue
         if fit is None:
             shape_conflicts[ea.name] = f"shape {list(ea.shape)} vs {list(eb.shape)} in B ({eb.name})"
             shape_conflicts[eb.name] = f"shape {list(eb.shape)} vs {list(ea.shape)} in A ({ea.name})"
@@ -142,6 +184,8 @@ def align_by_name(inv_a: Inventory, inv_b: Inventory, vocab: VocabMap | None = N
             continue
         used_b.add(eb.name)
         pairs.append(TensorPair(ea, eb, fit, "role"))
+
+    still_a = _pair_experts_with_dense(still_a, left_b, used_b, pairs)
 
     for ea in still_a:
         reason = shape_conflicts.get(ea.name, "no tensor of the same name or role in B")

@@ -161,6 +161,8 @@ def stream_metrics(
     pairs = list(pairs)
     units: list[tuple[int, int, int]] = []  # (pair index, start, count); count -1 = transposed pair
     for i, p in enumerate(pairs):
+        if p.width_differs:  # no element-wise correspondence: effect sizes stay undefined
+            continue
         if p.rows is not None:  # start/count in shared token rows
             n_rows = len(p.rows[0])
             per = max(1, RANGE_ELEMS // max(p.numel // max(n_rows, 1), 1))
@@ -172,6 +174,7 @@ def stream_metrics(
             units.extend((i, s, min(RANGE_ELEMS, n - s)) for s in range(0, n, RANGE_ELEMS))
             if n == 0:
                 units.append((i, 0, 0))
+    units = [u for u in units if not pairs[u[0]].width_differs]
 
     def work(unit: tuple[int, int, int]) -> tuple[int, Moments]:
         i, start, count = unit

@@ -23,9 +23,12 @@ def pair_evidence(src_a: ModelSource, src_b: ModelSource, pair: TensorPair, anch
     Tests run cheapest first; a decisive result stops the sequence. The correction factor is always
     ``N_TESTS``, so skipping never makes a p-value smaller than running everything would.
     """
-    runners = [lambda: tensor_evidence(src_a, src_b, pair)]
+    runners = []
+    if not pair.width_differs:  # same-index tests need equal shapes
+        runners.append(lambda: tensor_evidence(src_a, src_b, pair))
+        if anchor is not None:
+            runners.append(lambda: replace_test(anchored_evidence(src_a, src_b, anchor, pair), "anchored"))
     if anchor is not None:
-        runners.append(lambda: replace_test(anchored_evidence(src_a, src_b, anchor, pair), "anchored"))
         runners.append(lambda: realigned_evidence(src_a, src_b, anchor, pair))
     best = None
     for run in runners:
@@ -36,7 +39,7 @@ def pair_evidence(src_a: ModelSource, src_b: ModelSource, pair: TensorPair, anch
             break
     if best is None:
         return None
-    return replace(best, log10_p=min(0.0, best.log10_p + math.log10(N_TESTS)))
+    return replace(best, log10_p=min(0.0, best.log10_p + math.log10(N_TESTS * pair.selection_factor)))
 
 
 def replace_test(t: UnitTest | None, name: str) -> UnitTest | None:

@@ -38,11 +38,9 @@ MIN_HELD_OUT = 16  # anchor inputs on each side of the split
 def _held_out_match(fa: np.ndarray, fb: np.ndarray, fit: np.ndarray, score: np.ndarray):
     """Match rows of fa to rows of fb on columns ``fit``; return partner index and cosine on ``score``."""
     g = normalise_rows(fa[:, fit]) @ normalise_rows(fb[:, fit]).T
-    rows, cols = linear_sum_assignment(g, maximize=True)
-    order = np.argsort(rows)
-    rows, cols = rows[order], cols[order]
+    rows, cols = linear_sum_assignment(g, maximize=True)  # sorted by row; partial if B has fewer units
     held = np.sum(normalise_rows(fa[rows][:, score]) * normalise_rows(fb[cols][:, score]), axis=1)
-    return cols, held
+    return rows, cols, held
 
 
 def _rows(src: ModelSource, info, idx: np.ndarray) -> np.ndarray:
@@ -69,7 +67,8 @@ def realigned_evidence(src_a: ModelSource, src_b: ModelSource, anchor: Anchor, p
     fa = _rows(src_a, pair.a.info, cand_a) @ anchor.a.T  # [units, anchor inputs]
     fb = _rows(src_b, pair.b.info, cand_b) @ anchor.b.T
     sample = pick(len(cand_a), MAX_UNITS)  # the A units scored
-    partner, cross = _held_out_match(fa[sample], fb, fit, score)
+    matched, partner, cross = _held_out_match(fa[sample], fb, fit, score)
+    sample = sample[matched]
     # Sibling baselines: each sampled A unit against A's other units; each partner against B's other units.
     g_a = normalise_rows(fa[:, fit]) @ normalise_rows(fa[:, fit]).T
     np.fill_diagonal(g_a, -np.inf)

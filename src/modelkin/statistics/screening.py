@@ -21,14 +21,14 @@ def screen(src_a: ModelSource, pairs: list[TensorPair], metrics: list[TensorMetr
     """Index of pair -> reason it is not evidence after all."""
     reasons: dict[int, str] = {}
     for i, (p, m) in enumerate(zip(pairs, metrics)):
-        if not p.evidence:
+        if not p.evidence or p.width_differs:  # width-pruned pairs have no element-wise statistics
             continue
         for side, std, mean in (("A", m.std_a, m.mean_a), ("B", m.std_b, m.mean_b)):
             if std <= NEAR_CONSTANT_REL_STD * max(abs(mean), 1e-30) or std == 0.0:
                 reasons[i] = f"near-constant in {side} (std {std:.3g}): nothing to match"
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, (p, m) in enumerate(zip(pairs, metrics)):
-        if p.evidence and i not in reasons:
+        if p.evidence and not p.width_differs and i not in reasons:
             groups[(p.a.info.shape, p.a.info.dtype.code, m.mean_a, m.std_a)].append(i)
     for idx in groups.values():
         for j in idx[1:]:
