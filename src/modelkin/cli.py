@@ -21,6 +21,12 @@ zoo_app = typer.Typer(no_args_is_help=True, help="Build the ground-truth model z
 app.add_typer(zoo_app, name="zoo")
 
 
+def _console(stderr: bool = False) -> Console:
+    """A terminal keeps its width; piped or captured output gets room for the tables."""
+    probe = Console(stderr=stderr)
+    return probe if probe.is_terminal else Console(stderr=stderr, width=150)
+
+
 def _write_json(text: str, dest: str) -> None:
     if dest == "-":
         sys.stdout.write(text + "\n")
@@ -49,7 +55,7 @@ def compare(
     from .options import CompareOptions
 
     options = CompareOptions(alpha=alpha, threads=threads, components=tuple(component) if component else None, hash_files=not no_hash, digest_cache=not rehash)
-    console = Console(stderr=json_out == "-")
+    console = _console(stderr=json_out == "-")
     show = not quiet and json_out != "-"
     if show:
         from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
@@ -96,7 +102,7 @@ def inspect(
         if json_out != "-":
             from .report import render_inventory
 
-            render_inventory(inv.summary(), inv.family, list(inv.unassigned), src.location, Console())
+            render_inventory(inv.summary(), inv.family, list(inv.unassigned), src.location, _console())
 
 
 @zoo_app.command("build")

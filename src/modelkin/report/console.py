@@ -25,8 +25,8 @@ def render(result: ComparisonResult, console: Console) -> None:
     style = STYLE.get(result.verdict, "bold yellow")
     console.print(f"Verdict: [{style}]{result.verdict}[/]   log10 p = {_p(result.log10_p)}   (α = {result.alpha:g}, family-wise)")
 
-    t = Table(title="Components", title_justify="left")
-    for col in ("component", "verdict", "log10 p", "tensors", "evidence", "median Pearson", "median cosine", "unit cosine"):
+    t = Table(title="Components (medians over evidence tensors)", title_justify="left")
+    for col in ("component", "verdict", "log10 p", "tensors", "evidence", "Pearson", "cosine", "unit cos"):
         t.add_column(col, justify="left" if col in ("component", "verdict") else "right")
     for c in result.components.values():
         t.add_row(
@@ -48,13 +48,13 @@ def render(result: ComparisonResult, console: Console) -> None:
     ev = sorted((r for r in result.tensors if r.evidence), key=lambda r: r.log10_p)[:8]
     if ev:
         t = Table(title="Strongest evidence", title_justify="left")
-        for col in ("tensor (A)", "role", "layers", "Pearson", "cosine", "rel-L2", "unit cos", "z", "log10 p", "identical"):
-            t.add_column(col, justify="left" if col in ("tensor (A)", "role") else "right")
+        for col in ("tensor (A)", "layers", "Pearson", "cosine", "rel-L2", "unit cos", "z", "log10 p", "test", "same bytes"):
+            t.add_column(col, justify="left" if col in ("tensor (A)", "test") else "right", overflow="fold")
         for r in ev:
             layers = "—" if r.layer_a is None else f"{r.layer_a}→{r.layer_b}"
             t.add_row(
-                r.a, r.role, layers, _f(r.pearson), _f(r.cosine), _f(r.rel_l2), _f(r.unit_cosine),
-                _f(r.z, ".1f"), _p(r.log10_p), "yes" if r.identical else "",
+                r.a, layers, _f(r.pearson), _f(r.cosine), _f(r.rel_l2), _f(r.unit_cosine),
+                _f(r.z, ".1f"), _p(r.log10_p), r.test or "", "yes" if r.identical else "",
             )
         console.print(t)
 
