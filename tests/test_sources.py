@@ -300,13 +300,44 @@ def test_file_digests_sharded(tmp_path):
 
 
 def test_file_digests_multi_block(tmp_path, monkeypatch):
-    import modelkin.sources.model as model_mod
+    import modelkin.sources.digests as digests_mod
 
-    monkeypatch.setattr(model_mod, "HASH_BLOCK_BYTES", 1000)  # force several blocks
+    monkeypatch.setattr(digests_mod, "HASH_BLOCK_BYTES", 1000)  # force several blocks
     path = tmp_path / "model.safetensors"
     save_file({"x": _rng().standard_normal(5000).astype(np.float32)}, str(path))
     with open_model(tmp_path) as m:
-        assert m.file_digests() == {"model.safetensors": _sha(path)}
+        assert m.file_digests(use_cache=False) == {"model.safetensors": _sha(path)}
+
+
+def test_file_digest_cache_is_keyed_by_stat(tmp_path, monkeypatch):
+    import os
+
+    import modelkin.sources.digests as digests_mod
+
+    monkeypatch.setenv("MODELKIN_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "w.safetensors"
+    save_file({"x": np.zeros(10, np.float32)}, str(path))
+    first = digests_mod.sha256_file(path)
+    assert first == _sha(path) and (tmp_path / "cache" / "sha256.json").is_file()
+    import hashlib
+    from types import SimpleNamespace
+
+    calls = []
+    monkeypatch.setattr(digests_mod, "hashlib", SimpleNamespace(sha256=lambda: calls.append(1) or hashlib.sha256()))
+    assert digests_mod.sha256_file(path) == first and calls == []  # served from the cache
+    save_file({"x": np.ones(10, np.float32)}, str(path))  # same size, new content and mtime
+    os.utime(path, ns=(1, 10**18))
+    assert digests_mod.sha256_file(path) == _sha(path) != first and calls == [1]  # re-hashed
+    assert digests_mod.sha256_file(path, use_cache=False) == _sha(path) and calls == [1, 1]
+
+
+def test_hub_blob_named_by_sha256_needs_no_hashing(tmp_path):
+    from modelkin.sources.digests import sha256_file
+
+    blob = tmp_path / "blobs" / ("ab" * 32)
+    blob.parent.mkdir()
+    blob.write_bytes(b"not hashed")
+    assert sha256_file(blob, use_cache=False) == "ab" * 32
 
 
 def test_errors_are_modelkin_errors(tmp_path):

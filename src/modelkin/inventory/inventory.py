@@ -69,12 +69,18 @@ def detect_family(source: ModelSource) -> str | None:
         mt = config.get(key)
         if isinstance(mt, str) and mt in table:
             return table[mt]
-    scores = Counter()
-    for fam in families().values():
-        scores[fam.name] = sum(1 for name in source.tensors if _match(fam, name) is not None)
-    if not scores or scores.most_common(1)[0][1] == 0:
-        return None
-    return scores.most_common(1)[0][0]
+    # Score each family with the rules it includes; ties go to the family with fewer rules (the most
+    # specific explanation), then to the name, so the choice never depends on file order.
+    fams = families()
+    best: tuple | None = None
+    for fam in fams.values():
+        members = [fam] + [fams[i] for i in fam.includes]
+        hits = sum(1 for name in source.tensors if any(_match(m, name) is not None for m in members))
+        n_rules = sum(len(m.rules) for m in members)
+        key = (-hits, n_rules, fam.name)
+        if hits and (best is None or key < best):
+            best = key
+    return None if best is None else best[2]
 
 
 def _search_order(primary: str | None) -> list[Family]:

@@ -66,6 +66,9 @@ PARAM_NON_EVIDENCE: dict[str, str] = {
     "running_var": "BatchNorm running statistics describe the data, not the weights' origin",
     "num_batches_tracked": "a step counter",
     "bias": "biases are short and start at 0 in every model: too little to discriminate",
+    "weight_scale_inv": "a quantisation scale derived from the weight it scales: no evidence of its own",
+    "weight_scale": "a quantisation scale derived from the weight it scales: no evidence of its own",
+    "scales": "a quantisation scale derived from the weight it scales: no evidence of its own",
 }
 
 
