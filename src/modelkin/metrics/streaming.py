@@ -1,14 +1,15 @@
 """Metrics in one streaming pass per tensor pair, with float64 accumulation.
 
 Each pair is read in chunks of ``CHUNK_ELEMS`` elements from both files at once; six sums are kept in
-float64 (Σa, Σb, Σa², Σb², Σab, Σ(a−b)²) from which cosine, Pearson, relative L2 distance and per-tensor
+float64 (Σa, Σb, Σa², Σb², Σab) from which cosine, Pearson, relative L2 distance and per-tensor
 mean/std/norm follow. Within a chunk, values stored in 32 bits or fewer are multiplied in float32 by BLAS
 (every such value is exact in float32; BLAS keeps many partial sums, so a 64 Ki-element dot carries a
-relative error near 1e-7) and the chunk totals are accumulated in float64; float64 tensors stay in float64.
-This keeps the pass memory-bound: a float64 conversion of every chunk costs ten times more. Σ(a−b)² is accumulated directly rather than derived from the others, because
-‖a‖² + ‖b‖² − 2a·b cancels catastrophically exactly when a ≈ b, the case that matters most.
+relative error near 1e-6) and the chunk totals are accumulated in float64; float64 tensors stay in float64.
+This keeps the pass memory-bound: a float64 conversion of every chunk costs ten times more.
 
-Large tensors are split into ranges processed by a thread pool (numpy releases the GIL while it reads and
+‖a−b‖² = Σa² + Σb² − 2Σab cancels catastrophically when a ≈ b, exactly the case that matters most
+(a cast or lightly fine-tuned copy). So when the derived distance is within reach of that rounding, a
+second pass accumulates Σ(a−b)² directly; other pairs skip it. Large tensors are split into ranges processed by a thread pool (numpy releases the GIL while it reads and
 computes), so a compare uses every core it is given; memory stays at a few chunks per thread whatever the
 model size.
 """
@@ -23,9 +24,9 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..alignment import TensorPair
-from ..sources import ModelSource
+from ..sources import ModelSource, decode
 
-CHUNK_ELEMS = 1 << 16  # 64 Ki elements: decoded chunks stay in cache; bounds float32 rounding per chunk
+CHUNK_ELEMS = 1 << 18  # 256 Ki elements: decoded chunks stay in L2 cache; few Python steps per GB
 RANGE_ELEMS = 1 << 23  # a unit of parallel work
 TILE = 512  # tile edge for transposed pairs, whose element orders differ
 
@@ -38,24 +39,43 @@ class Moments:
     sum_aa: float = 0.0
     sum_bb: float = 0.0
     sum_ab: float = 0.0
-    sum_dd: float = 0.0
+    sum_dd: float = 0.0  # Σ(a−b)² when accumulated directly; NaN once a chunk skipped it
 
     def __add__(self, o: "Moments") -> "Moments":
         return Moments(
             self.n + o.n, self.sum_a + o.sum_a, self.sum_b + o.sum_b, self.sum_aa + o.sum_aa,
-            self.sum_bb + o.sum_bb, self.sum_ab + o.sum_ab, self.sum_dd + o.sum_dd,
+            self.sum_bb + o.sum_bb, self.sum_ab + o.sum_ab, _add(self.sum_dd, o.sum_dd),
         )
+
+    @property
+    def derived_dd(self) -> float:
+        return self.sum_aa + self.sum_bb - 2.0 * self.sum_ab
+
+    def needs_exact_distance(self) -> bool:
+        """True when ‖a−b‖² derived from the sums is within a float32 rounding margin of zero."""
+        return math.isnan(self.sum_dd) and self.derived_dd <= 1e-3 * (self.sum_aa + self.sum_bb)
+
+
+def _add(x: float, y: float) -> float:
+    """NaN means 'not accumulated'; a chunk without it leaves the total unaccumulated too."""
+    return x + y
 
 
 def chunk_moments(a: np.ndarray, b: np.ndarray) -> Moments:
     a, b = a.ravel(), b.ravel()
     if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
         a, b = a.astype(np.float64), b.astype(np.float64)
+    # numpy sums pairwise (error ~ log2(n) ulp), so float32 sums of a chunk stay accurate.
+    return Moments(a.size, float(a.sum()), float(b.sum()), float(a @ a), float(b @ b), float(a @ b), math.nan)
+
+
+def chunk_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Σ(a−b)² of one chunk, computed from the differences (exact where a ≈ b)."""
+    a, b = a.ravel(), b.ravel()
+    if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
+        a, b = a.astype(np.float64), b.astype(np.float64)
     d = a - b
-    return Moments(
-        a.size, float(a.sum(dtype=np.float64)), float(b.sum(dtype=np.float64)),
-        float(a @ a), float(b @ b), float(a @ b), float(d @ d),
-    )
+    return float(d @ d)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +98,8 @@ class TensorMetrics:
     @classmethod
     def from_moments(cls, m: Moments, identical: bool) -> "TensorMetrics":
         n = max(m.n, 1)
-        finite = all(math.isfinite(x) for x in (m.sum_aa, m.sum_bb, m.sum_ab, m.sum_dd))
+        dd = m.derived_dd if math.isnan(m.sum_dd) else m.sum_dd
+        finite = all(math.isfinite(x) for x in (m.sum_aa, m.sum_bb, m.sum_ab, dd))
         mean_a, mean_b = m.sum_a / n, m.sum_b / n
         var_a = max(m.sum_aa / n - mean_a**2, 0.0)
         var_b = max(m.sum_bb / n - mean_b**2, 0.0)
@@ -88,7 +109,7 @@ class TensorMetrics:
         # A variance below float64 resolution of the mean is a constant tensor: Pearson is undefined.
         tiny = 1e-24 + 1e-12 * max(mean_a**2, mean_b**2)
         pearson = cov / math.sqrt(var_a * var_b) if finite and var_a > tiny and var_b > tiny else None
-        rel_l2 = math.sqrt(max(m.sum_dd, 0.0)) / norm_a if finite and norm_a > 0 else None
+        rel_l2 = math.sqrt(max(dd, 0.0)) / norm_a if finite and norm_a > 0 else None
         clip = lambda x: None if x is None else max(-1.0, min(1.0, x))
         return cls(
             m.n, clip(cosine), clip(pearson), rel_l2, identical, finite,
@@ -97,11 +118,38 @@ class TensorMetrics:
 
 
 def _range_moments(src_a: ModelSource, src_b: ModelSource, pair: TensorPair, start: int, count: int) -> Moments:
+    """One range, read through the memory map (no copy) and released as soon as it is done."""
+    ia, ib = pair.a.info, pair.b.info
+    va, vb = src_a.view(ia, start, count), src_b.view(ib, start, count)
     total = Moments()
-    end = start + count
-    for s in range(start, end, CHUNK_ELEMS):
-        c = min(CHUNK_ELEMS, end - s)
-        total = total + chunk_moments(src_a.read(pair.a.info, s, c), src_b.read(pair.b.info, s, c))
+    try:
+        for s in range(0, count, CHUNK_ELEMS):
+            total = total + chunk_moments(decode(va[s : s + CHUNK_ELEMS], ia), decode(vb[s : s + CHUNK_ELEMS], ib))
+    finally:
+        del va, vb
+        src_a.release(ia, start, count)
+        src_b.release(ib, start, count)
+    return total
+
+
+def _with_distance(m: Moments, a: np.ndarray, b: np.ndarray) -> Moments:
+    return Moments(m.n, m.sum_a, m.sum_b, m.sum_aa, m.sum_bb, m.sum_ab, chunk_distance(a, b))
+
+
+def _exact_distance(src_a: ModelSource, src_b: ModelSource, pair: TensorPair) -> float:
+    """Second pass for a near-identical contiguous pair: Σ(a−b)² from the differences."""
+    ia, ib = pair.a.info, pair.b.info
+    total = 0.0
+    for start in range(0, ia.numel, RANGE_ELEMS):
+        count = min(RANGE_ELEMS, ia.numel - start)
+        va, vb = src_a.view(ia, start, count), src_b.view(ib, start, count)
+        try:
+            for s in range(0, count, CHUNK_ELEMS):
+                total += chunk_distance(decode(va[s : s + CHUNK_ELEMS], ia), decode(vb[s : s + CHUNK_ELEMS], ib))
+        finally:
+            del va, vb
+            src_a.release(ia, start, count)
+            src_b.release(ib, start, count)
     return total
 
 
@@ -123,7 +171,7 @@ def _transposed_moments(src_a: ModelSource, src_b: ModelSource, pair: TensorPair
             c1 = min(cols, c0 + TILE)
             a = read_block(src_a, pair.a.info, r0, r1, c0, c1)
             b = read_block(src_b, pair.b.info, c0, c1, r0, r1).T
-            total = total + chunk_moments(a, b)
+            total = total + _with_distance(chunk_moments(a, b), a, b)
     return total
 
 
@@ -135,7 +183,8 @@ def _row_mapped_moments(src_a: ModelSource, src_b: ModelSource, pair: TensorPair
     total = Moments()
     for r in range(start, start + count, step):
         sl = slice(r, min(start + count, r + step))
-        total = total + chunk_moments(src_a.read_rows(pair.a.info, rows_a[sl]), src_b.read_rows(pair.b.info, rows_b[sl]))
+        a, b = src_a.read_rows(pair.a.info, rows_a[sl]), src_b.read_rows(pair.b.info, rows_b[sl])
+        total = total + _with_distance(chunk_moments(a, b), a, b)
     return total
 
 
@@ -204,6 +253,13 @@ def stream_metrics(
     finally:
         if threads > 1:
             pool.shutdown(wait=True, cancel_futures=True)
+    # Near-identical pairs get their distance again, exactly (in parallel: there can be many).
+    exact = [i for i, m in enumerate(sums) if m.n and m.needs_exact_distance()]
+    if exact:
+        with ThreadPoolExecutor(max_workers=max(threads, 1)) as pool:
+            for i, dd in zip(exact, pool.map(lambda i: _exact_distance(src_a, src_b, pairs[i]), exact)):
+                m = sums[i]
+                sums[i] = Moments(m.n, m.sum_a, m.sum_b, m.sum_aa, m.sum_bb, m.sum_ab, dd)
     out = []
     for p, m in zip(pairs, sums):
         identical = m.sum_dd == 0.0 and m.n > 0 and _bytes_identical(src_a, src_b, p)

@@ -61,6 +61,14 @@ class ModelSource:
         """Elements [start, start+count) decoded to float."""
         return decode(self.read_raw(info, start, count), info)
 
+    def view(self, info: TensorInfo, start: int, count: int) -> np.ndarray:
+        """Elements [start, start+count) in storage dtype, mapped rather than copied (see ``release``)."""
+        return self._by_path[info.file].view(info.data_offset + start * info.dtype.storage.itemsize, count, info.dtype.storage)
+
+    def release(self, info: TensorInfo, start: int, count: int) -> None:
+        item = info.dtype.storage.itemsize
+        self._by_path[info.file].release(info.data_offset + start * item, count * item)
+
     def read_rows(self, info: TensorInfo, rows: np.ndarray) -> np.ndarray:
         """Selected rows (first axis) of a tensor, decoded, shape (len(rows), prod(shape[1:]))."""
         row_len = info.numel // info.shape[0] if info.shape and info.shape[0] else 0

@@ -13,6 +13,7 @@ Data is never mapped or loaded whole: ``read_into`` copies a byte range into a c
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ class SafetensorsFile:
         self.metadata: dict[str, str] = {}
         self.tensors: dict[str, TensorInfo] = {}
         self._fd: int | None = None
+        self._map: mmap.mmap | None = None
         self._parse_header()
 
     # -- header ---------------------------------------------------------------------------------
@@ -195,7 +197,30 @@ class SafetensorsFile:
                 raise self._fail(f"file ended while reading bytes {offset + done}.. (changed on disk?)")
             done += n
 
+    def view(self, offset: int, count: int, dtype: np.dtype) -> np.ndarray:
+        """A read-only array over ``count`` elements at absolute ``offset``, without copying.
+
+        Pages it touches count towards resident memory until ``release`` drops them; the streaming pass
+        releases every range it has finished with, so resident memory stays at a few ranges.
+        """
+        if self._map is None:
+            self._map = mmap.mmap(self._descriptor(), 0, access=mmap.ACCESS_READ)
+        return np.frombuffer(self._map, dtype=dtype, count=count, offset=offset)
+
+    def release(self, offset: int, n_bytes: int) -> None:
+        """Drop the mapped pages of a byte range from this process (they stay in the OS page cache)."""
+        if self._map is None or n_bytes <= 0 or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = offset - offset % mmap.PAGESIZE
+        self._map.madvise(mmap.MADV_DONTNEED, start, min(offset + n_bytes, len(self._map)) - start)
+
     def close(self) -> None:
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # an array still views the map; the OS frees it with the process
+                pass
+            self._map = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -13,7 +13,7 @@ distribution has an exact mean and variance (Hoeffding's combinatorial central l
 
 so z = (trace − E) / √Var needs no Monte-Carlo. Scaling units to length 1 bounds every term by 1, so no
 single unit with huge weights (an "outlier dimension") can dominate the sum and break the normal
-approximation. Tensors are sampled (at most ``MAX_UNITS`` units × ``MAX_FEATURES`` features), with indices
+approximation. Tensors are sampled (at most ``MAX_ROWS`` × ``MAX_COLS`` entries of the first two axes), with indices
 chosen by a fixed seed before any value is read, which keeps the test exact for the sample and cheap.
 """
 
@@ -30,7 +30,9 @@ from ..inventory import ROLES
 from ..sources import ModelSource
 from .pvalues import log10_p_two_sided
 
-MAX_UNITS = 384  # units per axis kept in the sample
+MAX_ROWS = 128  # sampled rows: each costs a read of a whole stored row
+MAX_COLS = 512  # sampled columns: free once a row is read
+MAX_UNITS = 384  # units matched by the realigned test (see realigned.py)
 MAX_ROW_ELEMS = 1 << 16  # elements per sampled row after column sampling (other axes flattened)
 MIN_UNITS = 16  # fewer exchangeable units cannot give a trustworthy normal approximation
 MIN_FEATURES = 4
@@ -74,14 +76,14 @@ def _pick(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def sample_pair(src_a: ModelSource, src_b: ModelSource, pair: TensorPair) -> tuple[np.ndarray, np.ndarray]:
-    """The same sub-tensor of A and B in logical orientation: ≤ MAX_UNITS indices on axes 0 and 1.
+    """The same sub-tensor of A and B in logical orientation: ≤ MAX_ROWS × MAX_COLS of axes 0 and 1.
 
     For a re-mapped vocabulary, axis 0 indexes the shared tokens, so A and B read different stored rows.
     """
     shape = pair.shape
     rng = np.random.default_rng(zlib.crc32(pair.a.key.encode()))  # fixed before any value is read
-    rows = _pick(shape[0], MAX_UNITS, rng)
-    cols = _pick(shape[1], MAX_UNITS, rng)
+    rows = _pick(shape[0], MAX_ROWS, rng)
+    cols = _pick(shape[1], MAX_COLS, rng)
     rest = int(np.prod(shape[2:], dtype=np.int64)) if len(shape) > 2 else 1
     keep_rest = _pick(rest, max(1, MAX_ROW_ELEMS // max(len(cols), 1)), rng)
     rows_a, rows_b = (pair.rows[0][rows], pair.rows[1][rows]) if pair.rows is not None else (rows, rows)

@@ -198,9 +198,8 @@ class Builder:
             model = X.resize_vocab(parent, None, tok.get_vocab_size() - ptok.get_vocab_size(), r["seed"])
             meta["added_tokens"] = len(words)
         elif op == "vocab_prune":
-            counts = collections.Counter(self.stream(r["data"], ptok).ids.tolist())
-            n_keep = int(ptok.get_vocab_size() * r["keep"])
-            tok, old_ids = T.prune(ptok, {i for i, _ in counts.most_common(n_keep)})
+            keep = T.frequent_merged(ptok, self.stream(r["data"], ptok).ids.tolist(), r["keep"])
+            tok, old_ids = T.prune(ptok, keep)
             model = X.resize_vocab(parent, old_ids, 0, r["seed"])
             meta["kept_old_ids"] = len(old_ids)
         else:
@@ -270,6 +269,9 @@ def build_zoo(out_dir: str | Path, size: str = "smoke", progress: Progress = Non
 
 def zoo_build_command(out_dir: str, size: str = "smoke") -> int:
     """Entry point for ``modelkin zoo build DIR [--size smoke|full]``; returns an exit code."""
+    if size not in ("smoke", "full"):
+        print(f"[zoo] unknown size {size!r}: use smoke or full", flush=True)
+        return 2
     t0 = time.time()
     manifest = build_zoo(out_dir, size, progress=lambda msg: print(msg, flush=True))
     print(f"[zoo] {len(manifest['models'])} models, {len(manifest['pairs'])} pairs in {out_dir} "

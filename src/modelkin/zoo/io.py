@@ -32,7 +32,7 @@ def save_model(path: str | Path, model: torch.nn.Module, tokenizer: Tokenizer | 
     config["torch_dtype"] = dtype
     # Floating tensors take the requested dtype; integer buffers (position_ids, BN counters) stay.
     tensors = {k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v).detach().contiguous().clone()
-               for k, v in model.state_dict().items() if not k.endswith("._zoo_skip")}
+               for k, v in model.state_dict().items()}
     save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if tokenizer is not None:

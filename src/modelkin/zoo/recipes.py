@@ -9,7 +9,7 @@ order, so a parent always precedes its children.  Pairs only reference recipe id
   lora_merged: LoRA rank;  quant_4bit: group size;  rescaling: largest scale factor;
   depth_pruning: fraction of layers removed;  depth_upscaling: fraction of layers added;
   width_pruning: fraction of FFN units removed;  vocab_extension: tokens added / vocab size;
-  vocab_pruning: fraction of the vocabulary removed;  permutation / rotation: fine-tune steps
+  vocab_pruning: fraction of the merged tokens targeted for removal (unreachable merges go too);  permutation / rotation: fine-tune steps
   after the transform as a fraction of pre-training;  merge: the parent's weight in the average.
 """
 
@@ -306,7 +306,6 @@ def _full() -> Plan:  # noqa: C901  (a long but flat listing)
 
 def _generic_derivations(P: Plan, parent: str, other: str, text: bool, seed: int) -> None:
     """Derivations every family supports: fine-tunes, formats, merges."""
-    S = P.p["steps"]
     ft_data = {"data": "C"} if text else {"images": 9}
     c = P.derive("finetune_short", parent, "finetune", "ft30", steps=30, seed=seed, **ft_data)
     P.related("finetune_short", parent, c, P.steps_frac(30))
@@ -321,4 +320,3 @@ def _generic_derivations(P: Plan, parent: str, other: str, text: bool, seed: int
     m = P.model(f"merge-{parent}+{other}-{int(w * 100)}", "merge", parent=parent, other=other, weight=w, kind="merge")
     P.related("merge", parent, m, w)
     P.related("merge", other, m, round(1 - w, 3))
-    del S

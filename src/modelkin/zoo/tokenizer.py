@@ -6,6 +6,7 @@ are stable across the zoo.
 
 from __future__ import annotations
 
+import collections
 import json
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -40,6 +41,19 @@ def extend(tok: Tokenizer, new_tokens: list[str]) -> Tokenizer:
     out = copy(tok)
     out.add_tokens(new_tokens)
     return out
+
+
+def frequent_merged(tok: Tokenizer, ids: list[int], fraction: float) -> set[int]:
+    """The most frequent ``fraction`` of the merged (multi-byte) tokens, by count in ``ids``.
+
+    Byte symbols and special tokens are not candidates: ``prune`` always keeps them, since a
+    byte-level tokenizer without them could not encode arbitrary text.
+    """
+    fixed = {tok.token_to_id(c) for c in pre_tokenizers.ByteLevel.alphabet()} | {
+        tok.token_to_id(t) for t in SPECIAL_TOKENS}
+    merged = tok.get_vocab_size() - len(fixed)
+    counts = collections.Counter(i for i in ids if i not in fixed)
+    return {i for i, _ in counts.most_common(int(merged * fraction))}
 
 
 def prune(tok: Tokenizer, keep: set[int]) -> tuple[Tokenizer, list[int]]:
