@@ -241,3 +241,28 @@ def test_moe_upcycling_pairs_every_expert_with_the_dense_mlp(tmp_path):
     assert res.verdict == "related"
     upcycled = [t for t in res.tensors if t.matched_by == "expert~dense"]
     assert len(upcycled) == 2 * 4 * 3 and all(t.pearson > 0.9 for t in upcycled)
+
+
+def test_fused_qkv_and_gate_up_are_compared_with_split_tensors(tmp_path):
+    base = qwen2_tensors(1, hidden=64, ffn=128)  # q 64 rows, k and v 32 rows (grouped-query attention)
+    fused = {}
+    for k, v in perturb(base, 0.3).items():
+        if ".self_attn.q_proj.weight" in k:
+            p = k.replace("q_proj.weight", "")
+            fused[p + "qkv_proj.weight"] = np.concatenate([v, perturb(base, 0.3)[p + "k_proj.weight"], perturb(base, 0.3)[p + "v_proj.weight"]])
+        elif ".self_attn.k_proj.weight" in k or ".self_attn.v_proj.weight" in k or k.endswith("_proj.bias"):
+            continue
+        elif ".mlp.gate_proj.weight" in k:
+            p = k.replace("gate_proj.weight", "")
+            fused[p + "gate_up_proj.weight"] = np.concatenate([v, perturb(base, 0.3)[p + "up_proj.weight"]])
+        elif ".mlp.up_proj.weight" in k:
+            continue
+        else:
+            fused[k] = v
+    res = modelkin.compare(write_model(tmp_path / "a", base, {"model_type": "qwen2"}), write_model(tmp_path / "b", fused, {"model_type": "phi3"}))
+    assert res.verdict == "related"
+    parts = {t.b: t for t in res.tensors if "[" in t.b}
+    assert set(parts) >= {"model.layers.0.self_attn.qkv_proj.weight[attn.k]", "model.layers.1.mlp.gate_up_proj.weight[mlp.up]"}
+    k = parts["model.layers.0.self_attn.qkv_proj.weight[attn.k]"]
+    assert k.a == "model.layers.0.self_attn.k_proj.weight" and k.compared_shape == [32, 64] and k.pearson > 0.9
+    assert not any("qkv_proj" in u.name or "gate_up" in u.name for u in res.unmatched)

@@ -13,7 +13,7 @@ from typing import Callable
 from threadpoolctl import threadpool_limits
 
 from . import __version__
-from .alignment import VocabMap, align_by_name, logical_shape, map_layers, map_vocab, repair_by_layers
+from .alignment import VocabMap, align_by_name, logical_shape, map_layers, map_vocab, repair_by_layers, split_fused
 from .alignment.names import WIDTH_AXIS
 from .errors import UsageError
 from .inventory import COMPONENTS, Inventory, build_inventory
@@ -85,7 +85,7 @@ def compare(
 
 
 def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progress, started: float) -> ComparisonResult:
-    inv_a, inv_b = build_inventory(src_a), build_inventory(src_b)
+    inv_a, inv_b = split_fused(build_inventory(src_a), build_inventory(src_b))
     vocab = _vocabulary(src_a, src_b, inv_a, inv_b)
     alignment = align_by_name(inv_a, inv_b, vocab)
     shared = sorted(set(inv_a.components()) & set(inv_b.components()))

@@ -1,0 +1,58 @@
+"""Fused ↔ split tensors: one model stores q, k, v (or gate, up) in one matrix, the other separately.
+
+A fused matrix stacks its parts along the output rows ([q; k; v] or [gate; up]), so each part is a
+contiguous row range of the stored tensor: a *virtual tensor* with its own offset and shape, read like any
+other. The row counts come from the other model's separate tensors (which also covers grouped-query
+attention, where k and v are narrower than q). Each virtual part takes the key of its counterpart, so the
+ordinary name alignment pairs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..inventory import Inventory, TensorEntry
+from ..sources import TensorInfo
+
+FUSED_PARTS = {"attn.qkv": ("attn.q", "attn.k", "attn.v"), "mlp.gate_up": ("mlp.gate", "mlp.up")}
+
+
+def _slice(e: TensorEntry, role: str, row0: int, rows: int, like: TensorEntry) -> TensorEntry:
+    info = e.info
+    row_elems = info.numel // info.shape[0]
+    item = info.dtype.storage.itemsize
+    part = TensorInfo(
+        name=f"{info.name}[{role}]", dtype=info.dtype, shape=(rows,) + info.shape[1:], file=info.file,
+        data_offset=info.data_offset + row0 * row_elems * item, n_bytes=rows * row_elems * item,
+    )
+    return replace(e, name=part.name, key=like.key, info=part, role=role, template=like.template)
+
+
+def _split_side(fused_inv: Inventory, split_inv: Inventory) -> Inventory:
+    parts_by_slot: dict[tuple, dict[str, TensorEntry]] = {}
+    for e in split_inv.tensors:
+        parts_by_slot.setdefault((e.component, e.layer, e.expert, e.param), {})[e.role] = e
+    out: list[TensorEntry] = []
+    changed = False
+    for e in fused_inv.tensors:
+        roles = FUSED_PARTS.get(e.role)
+        parts = parts_by_slot.get((e.component, e.layer, e.expert, e.param), {}) if roles else {}
+        if not roles or e.transposed or len(e.shape) != 2 or not all(r in parts for r in roles):
+            out.append(e)
+            continue
+        counterparts = [parts[r] for r in roles]
+        sizes = [c.shape[0] for c in counterparts]
+        if sum(sizes) != e.shape[0] or any(len(c.shape) != 2 or c.shape[1] != e.shape[1] or c.transposed for c in counterparts):
+            out.append(e)
+            continue
+        row0 = 0
+        for role, rows, like in zip(roles, sizes, counterparts):
+            out.append(_slice(e, role, row0, rows, like))
+            row0 += rows
+        changed = True
+    return Inventory(fused_inv.source, fused_inv.family, tuple(out), fused_inv.unassigned) if changed else fused_inv
+
+
+def split_fused(inv_a: Inventory, inv_b: Inventory) -> tuple[Inventory, Inventory]:
+    """Split fused tensors of either model where the other stores the parts separately."""
+    return _split_side(inv_a, inv_b), _split_side(inv_b, inv_a)
