@@ -27,10 +27,14 @@ from scipy.special import log_ndtr
 
 from ..alignment import TensorPair, logical_shape, normalise_rows
 from ..sources import ModelSource
-from .anchored import READER_ROLES, Anchor
+from .anchored import Anchor
 from .pvalues import LN10
 from .unit_test import MAX_UNITS, MIN_UNITS, UnitTest
 
+# Matrices that read the residual stream, whose output rows are units a copier may reorder: FFN units,
+# attention rows (heads and their dimensions), experts (router rows). The sibling baseline, not an exact
+# permutation null, carries this test, so rows with shared structure (RoPE frequencies) are admissible.
+REALIGN_ROLES = frozenset({"mlp.gate", "mlp.up", "attn.q", "attn.k", "attn.v", "router"})
 MAX_CANDIDATES = 2048  # units of B searched for each sampled unit of A
 MIN_HELD_OUT = 16  # anchor inputs on each side of the split
 
@@ -48,7 +52,7 @@ def _rows(src: ModelSource, info, idx: np.ndarray) -> np.ndarray:
 
 
 def realigned_evidence(src_a: ModelSource, src_b: ModelSource, anchor: Anchor, pair: TensorPair) -> UnitTest | None:
-    if pair.a.role not in READER_ROLES or pair.a.transposed or pair.b.transposed:
+    if pair.a.role not in REALIGN_ROLES or pair.a.transposed or pair.b.transposed:
         return None
     sa, sb = logical_shape(pair.a), logical_shape(pair.b)
     if len(sa) != 2 or len(sb) != 2 or sa[1] != anchor.hidden or sb[1] != anchor.hidden:
