@@ -1,0 +1,187 @@
+"""The ground-truth zoo: manifest structure, saved format, and that derivations are what they claim."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.zoo
+
+KINDS = {"finetune_short", "finetune_long", "continued_pretraining", "lora_merged", "quant_int8", "quant_4bit",
+         "cast_fp16", "cast_bf16", "depth_pruning", "depth_upscaling", "width_pruning", "vocab_extension",
+         "vocab_pruning", "permutation", "rotation", "rescaling", "merge", "moe_upcycling", "component_graft",
+         "shared_init", "independent_seed", "independent_data", "independent_tokenizer", "independent_family"}
+
+
+def _manifest(zoo: Path) -> dict:
+    return json.loads((zoo / "manifest.json").read_text())
+
+
+def _tensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def _pair(m: dict, kind: str) -> dict:
+    return next(p for p in m["pairs"] if p["kind"] == kind)
+
+
+def test_manifest_structure(smoke_zoo):
+    m = _manifest(smoke_zoo)
+    assert m["modelkin_zoo"] == 1 and m["size"] == "smoke"
+    kinds = {p["kind"] for p in m["pairs"]}
+    assert {"finetune_short", "permutation", "quant_int8", "component_graft", "depth_pruning",
+            "independent_seed"} <= kinds <= KINDS
+    assert len({m["models"][p["a"].split("/", 1)[1]]["family"] for p in m["pairs"]}) >= 2
+    for p in m["pairs"]:
+        assert set(p) >= {"id", "a", "b", "kind", "label", "strength", "components", "family"}
+        assert p["label"] == ("independent" if p["kind"].startswith("independent") else "related")
+        assert p["components"] and set(p["components"].values()) <= {"related", "independent"}
+    graft = _pair(m, "component_graft")
+    assert graft["components"]["vision"] == "related" and graft["components"]["text"] == "independent"
+    for entry in m["models"].values():
+        assert set(entry) >= {"path", "family", "seed", "parent", "derivation", "train_steps", "data"}
+
+
+def test_saved_format(smoke_zoo):
+    m = _manifest(smoke_zoo)
+    for p in m["pairs"]:
+        for side in (p["a"], p["b"]):
+            folder = smoke_zoo / side
+            assert (folder / "config.json").exists() and (folder / "model.safetensors").exists()
+            assert (folder / "tokenizer.json").exists()  # every smoke model has a text tower
+    base = smoke_zoo / _pair(m, "finetune_short")["a"]
+    cfg = json.loads((base / "config.json").read_text())
+    assert cfg["model_type"] == "qwen2"
+    t = _tensors(base)
+    H, V, L = cfg["hidden_size"], cfg["vocab_size"], cfg["num_hidden_layers"]
+    assert t["model.embed_tokens.weight"].shape == (V, H) and t["lm_head.weight"].shape == (V, H)
+    assert t["model.layers.0.mlp.gate_proj.weight"].shape == (cfg["intermediate_size"], H)  # [out, in]
+    assert "model.layers.0.self_attn.q_proj.bias" in t and f"model.layers.{L - 1}.mlp.down_proj.weight" in t
+    vlm = smoke_zoo / _pair(m, "component_graft")["a"]
+    vcfg = json.loads((vlm / "config.json").read_text())
+    assert vcfg["model_type"] == "qwen2_5_vl" and "vision_config" in vcfg
+    vt = _tensors(vlm)
+    vc = vcfg["vision_config"]
+    assert vt["visual.patch_embed.proj.weight"].shape == (vc["hidden_size"], 3, 2, vc["patch_size"], vc["patch_size"])
+    assert vt["visual.blocks.0.attn.qkv.weight"].shape == (3 * vc["hidden_size"], vc["hidden_size"])
+    assert vt["visual.merger.mlp.2.weight"].shape[0] == vcfg["hidden_size"]
+    for f in smoke_zoo.glob("models/*/model.safetensors"):
+        assert all(v.flags.c_contiguous for v in _tensors(f.parent).values())
+
+
+def test_models_were_trained(smoke_zoo):
+    m = _manifest(smoke_zoo)
+    trained = [e for e in m["models"].values() if e["train_steps"]]
+    assert len(trained) >= 8
+    for e in trained:
+        assert e["final_loss"] < e["initial_loss"], e["path"]
+    for e in m["models"].values():
+        if e["parent"] is None:  # from-scratch models must have learnt a lot
+            assert e["final_loss"] < 0.75 * e["initial_loss"], e["path"]
+
+
+def test_quantised_child_is_on_the_int8_grid(smoke_zoo):
+    m = _manifest(smoke_zoo)
+    p = _pair(m, "quant_int8")
+    a, b = _tensors(smoke_zoo / p["a"]), _tensors(smoke_zoo / p["b"])
+    w, q = a["model.layers.0.mlp.up_proj.weight"], b["model.layers.0.mlp.up_proj.weight"]
+    assert not np.array_equal(w, q) and np.abs(w - q).max() <= np.abs(w).max() / 127
+    steps = q / (np.abs(q).max(1, keepdims=True) / 127)  # per-row scale: values are integers
+    assert np.allclose(steps, np.round(steps), atol=1e-3)
+
+
+def test_permutation_child_differs_bytewise(smoke_zoo):
+    m = _manifest(smoke_zoo)
+    p = _pair(m, "permutation")
+    a, b = _tensors(smoke_zoo / p["a"]), _tensors(smoke_zoo / p["b"])
+    assert a.keys() == b.keys()
+    for name in a:
+        if a[name].ndim == 2:
+            assert not np.array_equal(a[name], b[name]), name
+    assert (smoke_zoo / p["a"] / "model.safetensors").read_bytes() != (smoke_zoo / p["b"] / "model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["permutation", "rotation", "rescaling"])
+def test_function_preserving_transforms(smoke_zoo, kind):
+    """Re-apply the transform to the saved parent: logits match, weights do not."""
+    import torch
+
+    from modelkin.zoo import derive
+    from modelkin.zoo.io import load_model
+
+    m = _manifest(smoke_zoo)
+    p = _pair(m, kind)
+    meta = m["models"][p["b"].split("/", 1)[1]]
+    assert meta["preservation_error"] < 1e-3
+    parent, _, _ = load_model(smoke_zoo / p["a"])
+    seed = meta["recipe"]["seed"]
+    child = {"permutation": lambda: derive.permute(parent, seed), "rotation": lambda: derive.rotate(parent, seed),
+             "rescaling": lambda: derive.rescale(parent, seed, meta["recipe"]["strength"])}[kind]()
+    ids = torch.randint(3, 500, (2, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref, out = parent(ids), child(ids)
+    assert (ref - out).abs().max().item() <= 1e-4 * max(1.0, ref.abs().max().item())
+    w0 = parent.state_dict()["model.layers.0.self_attn.v_proj.weight"]
+    assert not torch.allclose(w0, child.state_dict()["model.layers.0.self_attn.v_proj.weight"])
+
+
+def test_graft_vision_copied_then_trained(smoke_zoo):
+    m = _manifest(smoke_zoo)
+    p = _pair(m, "component_graft")
+    donor, graft = _tensors(smoke_zoo / p["a"]), _tensors(smoke_zoo / p["b"])
+
+    def corr(name):
+        return np.corrcoef(donor[name].ravel(), graft[name].ravel())[0, 1]
+
+    vision = [n for n in donor if n.startswith("visual.") and not n.startswith("visual.merger.") and donor[n].ndim >= 2]
+    assert vision
+    for name in vision:
+        assert not np.array_equal(donor[name], graft[name]), name  # trained further...
+        assert corr(name) > 0.5, name  # ...but still clearly the donor's tensor
+    text = [n for n in donor if n.startswith("model.layers.") and donor[n].ndim == 2]
+    for name in text:
+        assert abs(corr(name)) < 0.2, name  # text tower trained from scratch
+
+
+def test_depth_pruned_child_has_fewer_layers(smoke_zoo):
+    m = _manifest(smoke_zoo)
+    p = _pair(m, "depth_pruning")
+    ca = json.loads((smoke_zoo / p["a"] / "config.json").read_text())
+    cb = json.loads((smoke_zoo / p["b"] / "config.json").read_text())
+    assert cb["num_hidden_layers"] < ca["num_hidden_layers"]
+    assert len([k for k in _tensors(smoke_zoo / p["b"]) if k.endswith("o_proj.weight")]) == cb["num_hidden_layers"]
+
+
+def test_manifest_rebuilds_from_folders(smoke_zoo, tmp_path):
+    """The manifest is derived from the model folders' own metadata (resumability)."""
+    import shutil
+
+    from modelkin.zoo.build import write_manifest
+
+    copy = tmp_path / "zoo"
+    shutil.copytree(smoke_zoo / "models", copy / "models")
+    assert write_manifest(copy, "smoke") == _manifest(smoke_zoo)
+
+
+def test_zoo_package_imports_without_torch_at_import_time():
+    import subprocess
+    import sys
+
+    code = "import sys, modelkin.zoo; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_examples_are_small_and_complete():
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    names = ["base", "finetuned", "independent", "vlm-donor", "vlm-graft"]
+    if not all((examples / n).is_dir() for n in names):
+        pytest.skip("examples/ not generated")
+    total = sum(f.stat().st_size for f in examples.rglob("*") if f.is_file())
+    assert total <= 5_000_000
+    for n in names:
+        assert {"config.json", "model.safetensors", "tokenizer.json"} <= {f.name for f in (examples / n).iterdir()}
