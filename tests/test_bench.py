@@ -379,3 +379,23 @@ def test_bench_on_smoke_zoo(request, tmp_path):
             assert ("fpr" if kind == "independent" else "tpr") in row[m]
             assert {"auc", "n"} <= set(row[m])
     assert [c["alpha"] for c in res["calibration"]] == [0.05, 1e-3]
+    # Depth pruning's truth comes from the recipe (the dropped layer is fixed by zoo.derive.drop_layers).
+    depth = [p for p in res["pairs"] if p["kind"] == "depth_pruning"]
+    assert depth and all(p["structure"]["ok"] for p in depth)
+    assert res["structure"]["depth_pruning"] == {"n": len(depth), "correct": len(depth)}
+
+
+def test_expected_structure_follows_the_recipes(tmp_path):
+    from modelkin.bench.truth import expected_structure
+
+    for name, cfg in (("p", {"num_hidden_layers": 4, "intermediate_size": 128}), ("c", {"intermediate_size": 96})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(cfg))
+    manifest = {"models": {"c": {"recipe": {"op": "drop_layers", "n_drop": 1}}}}
+    pair = {"a": "p", "b": "c", "kind": "depth_pruning"}
+    assert expected_structure(tmp_path, manifest, pair) == {"layer_pairs": [[0, 0], [1, 1], [3, 2]]}
+    manifest["models"]["c"]["recipe"] = {"op": "upscale_depth", "overlap": 1}
+    assert expected_structure(tmp_path, manifest, {**pair, "kind": "depth_upscaling"}) == {
+        "layer_pairs": [[0, 0], [1, 1], [2, 2], [1, 3], [2, 4], [3, 5]]}
+    assert expected_structure(tmp_path, manifest, {**pair, "kind": "width_pruning"}) == {"kept_unit_fraction": 0.75}
+    assert expected_structure(tmp_path, manifest, {**pair, "kind": "finetune_short"}) is None

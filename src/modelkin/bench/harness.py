@@ -24,6 +24,7 @@ from ..inventory import build_inventory
 from ..sources import open_model
 from . import scoring
 from .baselines import BASELINES
+from .truth import expected_structure, observed_structure
 
 RELATED, INDEPENDENT = "related", "independent"
 METHODS = ("modelkin", *BASELINES)
@@ -79,7 +80,7 @@ def _err(e: BaseException) -> str:
 # -- one pair ---------------------------------------------------------------------------------------
 
 
-def run_pair(root: Path, pair: dict, index: int, threads: int = 2) -> dict:
+def run_pair(root: Path, pair: dict, index: int, threads: int = 2, manifest: dict | None = None) -> dict:
     from .. import compare  # late: keeps ``modelkin.bench`` importable on its own
 
     rec = {
@@ -120,6 +121,9 @@ def run_pair(root: Path, pair: dict, index: int, threads: int = 2) -> dict:
                 "log10_p": r.log10_p,
                 "components": {n: {"verdict": c.verdict, "log10_p": c.log10_p} for n, c in r.components.items()},
             }
+            expected = expected_structure(root, manifest or {}, pair)
+            if expected is not None:
+                rec["structure"] = {"expected": expected, **observed_structure(r, expected)}
         except Exception as e:
             rec["modelkin"] = {"verdict": "error", "log10_p": None, "components": {}, "error": _err(e)}
         rec["modelkin"]["seconds"] = time.perf_counter() - t0
@@ -218,7 +222,13 @@ def summarize(records: list[dict]) -> dict:
                   "mean_seconds": sum(r["seconds"] for r in rows[k]) / len(rows[k])} for k in summary}
     calibration = scoring.calibration([r["modelkin"].get("log10_p") if r["modelkin"]["verdict"] != "error" else None
                                        for r in negatives], ALPHAS)
-    return {"summary": summary, "overall": overall, "timing": timing, "calibration": calibration}
+    structure: dict[str, dict] = {}
+    for r in records:
+        if "structure" in r:
+            d = structure.setdefault(r["kind"], {"n": 0, "correct": 0})
+            d["n"] += 1
+            d["correct"] += bool(r["structure"]["ok"])
+    return {"summary": summary, "overall": overall, "timing": timing, "calibration": calibration, "structure": structure}
 
 
 # -- output -----------------------------------------------------------------------------------------
@@ -277,6 +287,14 @@ def render(result: dict, console: Console) -> None:
         c.add_row(f"{row['alpha']:g}", str(row["n"]), str(row["false_positives"]), _f(row["observed_fpr"], ".3f"),
                   _f(row["upper_95"], ".3f"))
     console.print(c)
+    if result.get("structure"):
+        st = Table(title="Structure recovered by modelkin (truth from the zoo's recipes)", title_justify="left")
+        for col in ("kind", "what", "pairs", "correct"):
+            st.add_column(col, justify="left" if col in ("kind", "what") else "right")
+        for kind, d in result["structure"].items():
+            what = "kept-unit fraction" if kind == "width_pruning" else "layer map"
+            st.add_row(kind, what, str(d["n"]), str(d["correct"]))
+        console.print(st)
     errors = [p for p in result["pairs"] if p.get("error") or p["modelkin"].get("error")
               or any(b.get("error") for b in p["baselines"].values())]
     for p in errors:
@@ -313,7 +331,7 @@ def run_bench(zoo_dir: str | Path, json_out: str | Path | None = None, threads: 
     started = time.perf_counter()
     records = []
     for i, pair in enumerate(pairs):
-        rec = run_pair(root, pair, i, threads=threads)
+        rec = run_pair(root, pair, i, threads=threads, manifest=manifest)
         records.append(rec)
         status = rec.get("error") or rec["modelkin"]["verdict"]
         print(f"[{i + 1}/{len(pairs)}] {rec['id']} ({rec['kind']}, {rec['label']}): modelkin {status}, "

@@ -1,0 +1,55 @@
+"""Ground truth about *structure* for derived zoo pairs, read from the zoo's recipes (never from scores).
+
+Depth pruning and up-scaling fix which layer of the child came from which layer of the parent; width
+pruning fixes the fraction of FFN units kept. The bench checks modelkin's layer map and kept-unit fraction
+against these.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _config(root: Path, rel: str) -> dict:
+    try:
+        return json.loads((root / rel / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _recipe(manifest: dict, rel_b: str) -> dict:
+    model_id = Path(rel_b).name
+    return (manifest.get("models", {}).get(model_id) or {}).get("recipe") or {}
+
+
+def expected_structure(root: Path, manifest: dict, pair: dict) -> dict | None:
+    """{"layer_pairs": [[a, b], ...]} or {"kept_unit_fraction": x}, or None when the kind fixes neither."""
+    kind = pair.get("kind")
+    recipe = _recipe(manifest, pair["b"])
+    n = _config(root, pair["a"]).get("num_hidden_layers")
+    if kind == "depth_pruning" and isinstance(n, int) and "n_drop" in recipe:
+        drop = set(range(n - 1 - recipe["n_drop"], n - 1))  # as zoo.derive.drop_layers
+        keep = [i for i in range(n) if i not in drop]
+        return {"layer_pairs": [[a, b] for b, a in enumerate(keep)]}
+    if kind == "depth_upscaling" and isinstance(n, int) and "overlap" in recipe:
+        k = recipe["overlap"]
+        keep = list(range(n - k)) + list(range(k, n))  # as zoo.derive.upscale_depth
+        return {"layer_pairs": [[a, b] for b, a in enumerate(keep)]}
+    if kind == "width_pruning":
+        fa = _config(root, pair["a"]).get("intermediate_size")
+        fb = _config(root, pair["b"]).get("intermediate_size")
+        if isinstance(fa, int) and isinstance(fb, int) and fa:
+            return {"kept_unit_fraction": fb / fa}
+    return None
+
+
+def observed_structure(result, expected: dict) -> dict:
+    """What modelkin reported for the same fact, and whether it matches."""
+    text = result.components.get("text")
+    if "layer_pairs" in expected:
+        got = text.layer_map.get("pairs") if text else None
+        return {"got": got, "ok": got == expected["layer_pairs"]}
+    fractions = sorted({round(t.kept_unit_fraction, 6) for t in result.tensors if t.kept_unit_fraction is not None})
+    want = round(expected["kept_unit_fraction"], 6)
+    return {"got": fractions, "ok": fractions == [want]}
