@@ -266,3 +266,32 @@ def test_fused_qkv_and_gate_up_are_compared_with_split_tensors(tmp_path):
     k = parts["model.layers.0.self_attn.qkv_proj.weight[attn.k]"]
     assert k.a == "model.layers.0.self_attn.k_proj.weight" and k.compared_shape == [32, 64] and k.pearson > 0.9
     assert not any("qkv_proj" in u.name or "gate_up" in u.name for u in res.unmatched)
+
+
+def test_vision_tower_moved_under_another_familys_names_is_still_aligned(tmp_path):
+    # A's tower in Qwen2.5-VL naming (fused qkv); B stores the same tower, lightly trained, in CLIP naming.
+    r = np.random.default_rng(11)
+    h, inner, layers = 64, 128, 2
+    a, b = {}, {}
+    for i in range(layers):
+        q, k, v = (r.normal(size=(h, h)).astype(np.float32) for _ in range(3))
+        o = r.normal(size=(h, h)).astype(np.float32)
+        up = r.normal(size=(inner, h)).astype(np.float32)
+        down = r.normal(size=(h, inner)).astype(np.float32)
+        a[f"visual.blocks.{i}.attn.qkv.weight"] = np.concatenate([q, k, v])
+        a[f"visual.blocks.{i}.attn.proj.weight"] = o
+        a[f"visual.blocks.{i}.mlp.up_proj.weight"] = up
+        a[f"visual.blocks.{i}.mlp.down_proj.weight"] = down
+        a[f"visual.blocks.{i}.norm1.weight"] = np.ones(h, np.float32)
+        p = f"vision_model.encoder.layers.{i}."
+        b[p + "self_attn.q_proj.weight"], b[p + "self_attn.k_proj.weight"], b[p + "self_attn.v_proj.weight"] = q, k, v
+        b[p + "self_attn.out_proj.weight"] = o
+        b[p + "mlp.fc1.weight"] = up
+        b[p + "mlp.fc2.weight"] = down
+        b[p + "layer_norm1.weight"] = np.ones(h, np.float32)
+    res = modelkin.compare(write_model(tmp_path / "a", a, {"model_type": "qwen2_5_vl"}), write_model(tmp_path / "b", perturb(b, 0.3), {"model_type": "clip"}))
+    assert res.components["vision"].verdict == "related"
+    by_b = {t.b: t for t in res.tensors}
+    assert by_b["vision_model.encoder.layers.1.mlp.fc1.weight"].a == "visual.blocks.1.mlp.up_proj.weight"
+    assert by_b["vision_model.encoder.layers.0.self_attn.k_proj.weight"].a == "visual.blocks.0.attn.qkv.weight[attn.k]"
+    assert all(t.matched_by in ("name", "role") for t in res.tensors)
