@@ -295,3 +295,17 @@ def test_vision_tower_moved_under_another_familys_names_is_still_aligned(tmp_pat
     assert by_b["vision_model.encoder.layers.1.mlp.fc1.weight"].a == "visual.blocks.1.mlp.up_proj.weight"
     assert by_b["vision_model.encoder.layers.0.self_attn.k_proj.weight"].a == "visual.blocks.0.attn.qkv.weight[attn.k]"
     assert all(t.matched_by in ("name", "role") for t in res.tensors)
+
+
+def test_malformed_tokenizer_is_one_clear_error(tmp_path):
+    from modelkin.errors import FormatError
+
+    a = write_model(tmp_path / "a", qwen2_tensors(1), {"model_type": "qwen2"})
+    b = write_model(tmp_path / "b", qwen2_tensors(2), {"model_type": "qwen2"})
+    (a / "tokenizer.json").write_text('{"model": {"type": "BPE", "vocab": 3}}')
+    (b / "tokenizer.json").write_text('{"model": {"type": "BPE", "vocab": 3}}')
+    with pytest.raises(FormatError, match="tokenizer"):
+        modelkin.compare(a, b)
+    out = subprocess.run([sys.executable, "-m", "modelkin", "compare", str(a), str(b)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("modelkin: error: ") and "tokenizer.json" in out.stderr and len(out.stderr.strip().splitlines()) == 1
