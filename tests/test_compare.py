@@ -309,3 +309,21 @@ def test_malformed_tokenizer_is_one_clear_error(tmp_path):
     out = subprocess.run([sys.executable, "-m", "modelkin", "compare", str(a), str(b)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.startswith("modelkin: error: ") and "tokenizer.json" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_architecture_is_judged_under_the_conservative_null(tmp_path):
+    # A custom CNN with names no family file knows: conv kernels still count, tested over channels only.
+    def cnn(seed):
+        r = np.random.default_rng(seed)
+        return {"stem.k": r.normal(size=(48, 3, 5, 5)), "body.k1": r.normal(size=(96, 48, 3, 3)),
+                "body.k2": r.normal(size=(96, 96, 3, 3)), "head.w": r.normal(size=(10, 96)), "head.b": r.normal(size=10)}
+    base = {k: v.astype(np.float32) for k, v in cnn(1).items()}
+    a = write_model(tmp_path / "a", base)
+    related = modelkin.compare(a, write_model(tmp_path / "b", perturb(base, 0.5)))
+    independent = modelkin.compare(a, write_model(tmp_path / "c", {k: v.astype(np.float32) for k, v in cnn(2).items()}))
+    assert related.components["other"].verdict == "related"
+    assert independent.components["other"].verdict in ("independent", "inconclusive")
+    assert independent.verdict != "related"
+    kernels = [t for t in related.tensors if len(t.shape) == 4 and t.evidence]
+    assert kernels and all(t.test_axis in (0, 1) for t in kernels)  # channels, never the spatial taps
+    assert not next(t for t in related.tensors if t.a == "head.b").evidence
