@@ -327,3 +327,20 @@ def test_unknown_architecture_is_judged_under_the_conservative_null(tmp_path):
     kernels = [t for t in related.tensors if len(t.shape) == 4 and t.evidence]
     assert kernels and all(t.test_axis in (0, 1) for t in kernels)  # channels, never the spatial taps
     assert not next(t for t in related.tensors if t.a == "head.b").evidence
+
+
+def test_sentencepiece_vocabularies_are_read(tmp_path):
+    import sentencepiece
+
+    from modelkin.alignment import load_vocab
+    from modelkin.sources import open_model
+
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n".join(f"the quick brown fox {i} jumps over the lazy dog {i * 7}" for i in range(400)))
+    a = write_model(tmp_path / "a", qwen2_tensors(1), {"model_type": "qwen2"})
+    sentencepiece.SentencePieceTrainer.train(input=str(text), model_prefix=str(a / "tokenizer"), vocab_size=120,
+                                             model_type="bpe", minloglevel=2)
+    vocab = load_vocab(open_model(a))
+    assert vocab is not None and len(vocab) == 120
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(a / "tokenizer.model"))
+    assert all(vocab[sp.id_to_piece(i)] == i for i in range(120))
