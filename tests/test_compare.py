@@ -344,3 +344,26 @@ def test_sentencepiece_vocabularies_are_read(tmp_path):
     assert vocab is not None and len(vocab) == 120
     sp = sentencepiece.SentencePieceProcessor(model_file=str(a / "tokenizer.model"))
     assert all(vocab[sp.id_to_piece(i)] == i for i in range(120))
+
+
+def test_reordered_experts_are_matched_back(tmp_path):
+    base = {k: v for k, v in qwen2_tensors(1, hidden=64, ffn=64).items() if ".mlp." not in k}
+    r = np.random.default_rng(9)
+    for layer in range(2):
+        base[f"model.layers.{layer}.mlp.gate.weight"] = r.normal(size=(4, 64)).astype(np.float32)
+        for e in range(4):
+            for proj, shape in (("gate_proj", (64, 64)), ("up_proj", (64, 64)), ("down_proj", (64, 64))):
+                base[f"model.layers.{layer}.mlp.experts.{e}.{proj}.weight"] = r.normal(size=shape).astype(np.float32)
+    order = [2, 0, 3, 1]  # B's expert j is A's expert order[j]
+    child = dict(base)
+    for layer in range(2):
+        p = f"model.layers.{layer}.mlp."
+        child[p + "gate.weight"] = base[p + "gate.weight"][order]
+        for j, i in enumerate(order):
+            for proj in ("gate_proj", "up_proj", "down_proj"):
+                child[f"{p}experts.{j}.{proj}.weight"] = base[f"{p}experts.{i}.{proj}.weight"]
+    res = modelkin.compare(write_model(tmp_path / "a", base, {"model_type": "qwen3_moe"}), write_model(tmp_path / "b", perturb(child, 0.3), {"model_type": "qwen3_moe"}))
+    experts = res.components["text"].layer_map["experts"]
+    assert experts == {"0": [[0, 1], [1, 3], [2, 0], [3, 2]], "1": [[0, 1], [1, 3], [2, 0], [3, 2]]}
+    moved = [t for t in res.tensors if t.matched_by == "expert-map"]
+    assert len(moved) == 2 * 4 * 3 and all(t.pearson > 0.9 for t in moved)

@@ -13,7 +13,9 @@ from typing import Callable
 from threadpoolctl import threadpool_limits
 
 from . import __version__
-from .alignment import VocabMap, align_by_name, logical_shape, map_layers, map_vocab, repair_by_layers, split_fused
+from .alignment import (
+    VocabMap, align_by_name, logical_shape, map_experts, map_layers, map_vocab, repair_by_layers, split_fused,
+)
 from .alignment.names import WIDTH_AXIS
 from .errors import UsageError
 from .inventory import COMPONENTS, Inventory, build_inventory
@@ -93,6 +95,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         shared = [c for c in shared if c in options.components]
     layer_maps = {c: m for c in shared if (m := map_layers(src_a, src_b, inv_a, inv_b, c)) is not None}
     alignment = repair_by_layers(alignment, inv_a, inv_b, layer_maps)
+    alignment, expert_maps = map_experts(src_a, src_b, inv_a, inv_b, alignment, vocab)
     pairs = list(alignment.pairs)
     unmatched = list(alignment.unmatched)
     if options.components:
@@ -145,7 +148,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
             test=None if t is None else t.test,
             mean_a=m.mean_a, std_a=m.std_a, mean_b=m.mean_b, std_b=m.std_b,
         ))
-    components = judge_components(pairs, tests, rows, options.alpha, options.min_effect, layer_maps)
+    components = judge_components(pairs, tests, rows, options.alpha, options.min_effect, layer_maps, expert_maps)
     verdict, log10_p = overall(components)
     notes = []
     if vocab is not None and vocab.source == "leading-ids" and not vocab.identity:

@@ -37,6 +37,7 @@ def judge_components(
     alpha: float,
     min_effect: float,
     layer_maps: dict | None = None,
+    expert_maps: dict | None = None,
 ) -> dict[str, ComponentResult]:
     by_comp: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(pairs):
@@ -87,6 +88,8 @@ def judge_components(
                 f"no significant match, but the {m} evidence tensors are too small to rule out a weak relationship "
                 f"(could detect matched-unit cosine >= {detectable:.3f}, need <= {min_effect})"
             )
+        if expert_maps and comp in expert_maps:
+            layer_map = {**layer_map, "experts": {str(k): v for k, v in sorted(expert_maps[comp].items())}}
         comp_rows = [rows[i] for i in idx]
         out[comp] = ComponentResult(
             name=comp,
