@@ -16,7 +16,6 @@ from . import __version__
 from .alignment import (
     VocabMap, align_by_name, logical_shape, map_experts, map_layers, map_vocab, repair_by_layers, split_fused,
 )
-from .alignment.names import WIDTH_AXIS
 from .errors import UsageError
 from .inventory import COMPONENTS, Inventory, build_inventory
 from .metrics import stream_metrics
@@ -33,14 +32,6 @@ ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
 def _ref(src: ModelSource, inv: Inventory, digests: dict[str, str] | None) -> ModelRef:
     files = digests if digests is not None else {str(f.path.name): None for f in src.files}
     return ModelRef(src.location, str(src.root), inv.family, len(src.tensors), src.n_bytes, files)
-
-
-def _kept_fraction(p) -> float | None:
-    """Width pruning: units of B / units of A on the pruned axis."""
-    if not p.width_differs:
-        return None
-    axis = WIDTH_AXIS[p.a.role]
-    return logical_shape(p.b)[axis] / logical_shape(p.a)[axis]
 
 
 def _vocabulary(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: Inventory) -> VocabMap | None:
@@ -86,7 +77,8 @@ def compare(
             src_b.close()
 
 
-def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progress, started: float) -> ComparisonResult:
+def _align(src_a: ModelSource, src_b: ModelSource, options: CompareOptions):
+    """Inventory and alignment stages: names/roles/fused parts, vocabulary, layers, experts."""
     inv_a, inv_b = split_fused(build_inventory(src_a), build_inventory(src_b))
     vocab = _vocabulary(src_a, src_b, inv_a, inv_b)
     alignment = align_by_name(inv_a, inv_b, vocab)
@@ -96,6 +88,11 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
     layer_maps = {c: m for c in shared if (m := map_layers(src_a, src_b, inv_a, inv_b, c)) is not None}
     alignment = repair_by_layers(alignment, inv_a, inv_b, layer_maps)
     alignment, expert_maps = map_experts(src_a, src_b, inv_a, inv_b, alignment, vocab)
+    return inv_a, inv_b, vocab, alignment, layer_maps, expert_maps
+
+
+def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progress, started: float) -> ComparisonResult:
+    inv_a, inv_b, vocab, alignment, layer_maps, expert_maps = _align(src_a, src_b, options)
     pairs = list(alignment.pairs)
     unmatched = list(alignment.unmatched)
     if options.components:
@@ -139,7 +136,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
             a=p.a.name, b=p.b.name, role=p.a.role, component=p.component,
             layer_a=p.a.layer, layer_b=p.b.layer, shape=list(p.a.shape),
             compared_shape=list(logical_shape(p.b)) if p.width_differs else list(p.shape),
-            kept_unit_fraction=_kept_fraction(p),
+            kept_unit_fraction=p.kept_unit_fraction,
             dtype_a=p.a.info.dtype.code, dtype_b=p.b.info.dtype.code, matched_by=p.matched_by,
             cosine=m.cosine, pearson=m.pearson, rel_l2=m.rel_l2, identical=m.identical,
             evidence=t is not None, non_evidence_reason=None if t is not None else reason,

@@ -39,6 +39,14 @@ class TensorPair:
         return (len(self.rows[0]),) + s[1:] if self.rows is not None else s
 
     @property
+    def kept_unit_fraction(self) -> float | None:
+        """Width pruning: units of B / units of A on the pruned axis (None when widths agree)."""
+        if not self.width_differs:
+            return None
+        axis = WIDTH_AXIS[self.a.role]
+        return logical_shape(self.b)[axis] / logical_shape(self.a)[axis]
+
+    @property
     def numel(self) -> int:
         n = 1
         for d in self.shape:
