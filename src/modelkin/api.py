@@ -23,6 +23,7 @@ from .options import CompareOptions
 from .results import ComparisonResult, ModelRef, TensorResult, UnmatchedTensor
 from .sources import ModelSource, open_model
 from .statistics import find_anchor, pair_evidence
+from .statistics.evidence import realign_candidates
 from .statistics.screening import screen
 from .verdict import judge_components, overall
 
@@ -115,13 +116,13 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         metrics = stream_metrics(src_a, src_b, pairs, threads=options.threads, on_bytes=on_bytes)
         anchors = {c: find_anchor(src_a, src_b, [p for p in pairs if p.component == c]) for c in {p.component for p in pairs}}
         screened = screen(src_a, pairs, metrics)
-        evidence_pairs = [p for i, p in enumerate(pairs) if p.evidence and i not in screened]
+        realign = realign_candidates(pairs)
+        evidence_idx = [i for i, p in enumerate(pairs) if p.evidence and i not in screened]
         with ThreadPoolExecutor(max_workers=options.threads) as pool:
-            found = dict(zip(
-                (id(p) for p in evidence_pairs),
-                pool.map(lambda p: pair_evidence(src_a, src_b, p, anchors[p.component]), evidence_pairs),
-            ))
-        tests = [found.get(id(p)) for p in pairs]
+            found = dict(zip(evidence_idx, pool.map(
+                lambda i: pair_evidence(src_a, src_b, pairs[i], anchors[pairs[i].component], i in realign), evidence_idx,
+            )))
+        tests = [found.get(i) for i in range(len(pairs))]
         digest_a, digest_b = (d.result() for d in digests) if digests else (None, None)
 
     rows = []

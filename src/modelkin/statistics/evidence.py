@@ -8,7 +8,7 @@ from dataclasses import replace
 from ..alignment import TensorPair
 from ..sources import ModelSource
 from .anchored import Anchor, anchored_evidence
-from .realigned import realigned_evidence
+from .realigned import REALIGN_ROLES, realigned_evidence
 from .unit_test import UnitTest, tensor_evidence
 
 
@@ -17,7 +17,33 @@ DECISIVE_LOG10_P = -30.0
 N_TESTS = 3  # same-index, anchored, realigned: the Bonferroni factor is fixed, whichever ran
 
 
-def pair_evidence(src_a: ModelSource, src_b: ModelSource, pair: TensorPair, anchor: Anchor | None) -> UnitTest | None:
+# The realigned test is the costly one (a linear assignment over up to 2048 units per tensor). A copier
+# who permutes units does so in every layer, so a handful of tensors spread over the depth suffices.
+MAX_REALIGNED_PER_COMPONENT = 8
+
+
+def realign_candidates(pairs: list[TensorPair]) -> set[int]:
+    """Indices of the pairs that may run the realigned test: ≤ MAX per component, spread over layers."""
+    chosen: set[int] = set()
+    by_comp: dict[str, list[int]] = {}
+    for i, p in enumerate(pairs):
+        if p.a.role in REALIGN_ROLES and p.evidence:
+            by_comp.setdefault(p.component, []).append(i)
+    for idx in by_comp.values():
+        # Width-pruned pairs have no other test: when a component has them, they are the ones to run.
+        narrowed = [i for i in idx if pairs[i].width_differs]
+        idx = narrowed or idx
+        idx.sort(key=lambda i: (pairs[i].a.layer if pairs[i].a.layer is not None else -1, pairs[i].a.name))
+        if len(idx) <= MAX_REALIGNED_PER_COMPONENT:
+            chosen.update(idx)
+        else:
+            step = len(idx) / MAX_REALIGNED_PER_COMPONENT
+            chosen.update(idx[int(k * step)] for k in range(MAX_REALIGNED_PER_COMPONENT))
+    return chosen
+
+
+def pair_evidence(src_a: ModelSource, src_b: ModelSource, pair: TensorPair, anchor: Anchor | None,
+                  realign: bool = True) -> UnitTest | None:
     """The most significant of the applicable tests, its p multiplied by the number of tests (Bonferroni).
 
     Tests run cheapest first; a decisive result stops the sequence. The correction factor is always
@@ -28,7 +54,7 @@ def pair_evidence(src_a: ModelSource, src_b: ModelSource, pair: TensorPair, anch
         runners.append(lambda: tensor_evidence(src_a, src_b, pair))
         if anchor is not None:
             runners.append(lambda: replace_test(anchored_evidence(src_a, src_b, anchor, pair), "anchored"))
-    if anchor is not None:
+    if anchor is not None and realign:
         runners.append(lambda: realigned_evidence(src_a, src_b, anchor, pair))
     best = None
     for run in runners:
