@@ -80,3 +80,13 @@ def test_transposed_pair_compares_matching_elements(tmp_path, monkeypatch):
     assert len(al.pairs) == 1 and al.pairs[0].transpose_b
     (mm,) = stream_metrics(sa, sb, al.pairs)
     assert mm.rel_l2 == 0.0 and mm.pearson == pytest.approx(1.0)
+
+
+def test_pearson_of_values_near_one_is_exact(tmp_path):
+    # Norm gains: mean 1, spread 0.01. E[ab] - E[a]E[b] cancels 4 digits; small tensors stay in float64.
+    r = np.random.default_rng(5)
+    x = (1 + 0.01 * r.normal(size=4096)).astype(np.float32)
+    y = (1 + 0.01 * r.normal(size=4096)).astype(np.float32)
+    m = _run(tmp_path, {"g": x.reshape(64, 64)}, {"g": y.reshape(64, 64)})["g"]
+    assert m.pearson == pytest.approx(np.corrcoef(x.astype(np.float64), y.astype(np.float64))[0, 1], abs=1e-9)
+    assert m.cosine > 0.999  # why cosine of gains is no evidence

@@ -17,11 +17,18 @@ from .digests import sha256_file
 from .safetensors_format import SafetensorsFile, TensorInfo
 
 
-def decode(raw: np.ndarray, info: TensorInfo) -> np.ndarray:
-    """Stored values -> float array (float32, or float64 for 64-bit types). Exact for every format."""
+def decode(raw: np.ndarray, info: TensorInfo, out: np.ndarray | None = None) -> np.ndarray:
+    """Stored values -> float array (float32, or float64 for 64-bit types). Exact for every format.
+
+    ``out`` (uint32 scratch of at least ``raw.size``) lets a hot loop decode bfloat16 without allocating.
+    """
     if info.dtype.code == "BF16":
         # bfloat16 is the top half of a float32: widening the bits is exact and much faster than a cast.
-        bits = raw.view(np.uint16).astype(np.uint32)
+        if out is None:
+            bits = raw.view(np.uint16).astype(np.uint32)
+        else:
+            bits = out[: raw.size]
+            np.copyto(bits, raw.view(np.uint16))
         bits <<= 16
         return bits.view(np.float32)
     return raw.astype(info.dtype.decoded, copy=False)
