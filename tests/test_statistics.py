@@ -76,3 +76,12 @@ def test_related_units_are_detected_and_permuted_ones_are_not_by_this_test():
 def test_too_few_units_gives_no_test():
     r = np.random.default_rng(4)
     assert unit_permutation_test(r.normal(size=(8, 50)), r.normal(size=(8, 50))) is None
+
+
+def test_p_value_never_claims_more_than_the_permutations_allow():
+    # 16 identical units: z is large, but a permutation test over 16 units cannot go below 1/16!.
+    r = np.random.default_rng(6)
+    a = r.normal(size=(16, 400))
+    t = unit_permutation_test(a, a.copy())
+    assert t.z > 10
+    assert t.log10_p == pytest.approx(-math.log10(math.factorial(16)))

@@ -16,6 +16,11 @@ def log10_p_two_sided(z: float) -> float:
     return min(0.0, (math.log(2.0) + float(log_ndtr(-abs(z)))) / LN10)
 
 
+def log10_permutation_floor(n_units: int) -> float:
+    """log10 of 1/n!: no permutation test over n units can give a smaller p-value, whatever its z."""
+    return -math.lgamma(n_units + 1) / LN10
+
+
 def log10_bonferroni(log10_ps: list[float], m: int | None = None) -> float:
     """min(1, m * min p): valid whatever the dependence between the tests."""
     if not log10_ps:

@@ -28,7 +28,7 @@ from scipy.special import log_ndtr
 from ..alignment import TensorPair, logical_shape, normalise_rows
 from ..sources import ModelSource
 from .anchored import Anchor
-from .pvalues import LN10
+from .pvalues import LN10, log10_permutation_floor
 from .unit_test import MAX_UNITS, MIN_UNITS, UnitTest
 
 # Matrices that read the residual stream, whose output rows are units a copier may reorder: FFN units,
@@ -86,7 +86,8 @@ def realigned_evidence(src_a: ModelSource, src_b: ModelSource, anchor: Anchor, p
     if n < MIN_UNITS or not math.isfinite(sd):
         return None
     z = float(margin.mean()) / max(sd / math.sqrt(n), 1e-12)
-    log10_p = min(0.0, float(log_ndtr(-z)) / LN10)  # one-sided: copies match better than siblings
+    # One-sided (copies match better than siblings), never below what n units could possibly support.
+    log10_p = max(min(0.0, float(log_ndtr(-z)) / LN10), log10_permutation_floor(n))
     return UnitTest(
         axis=0, n_units=n, n_features=len(score), trace=float(cross.sum()), mean_cosine=float(cross.mean()),
         z=z, log10_p=log10_p, null_sd_mean_cosine=sd / math.sqrt(n), test="realigned",

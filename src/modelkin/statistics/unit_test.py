@@ -28,7 +28,7 @@ import numpy as np
 from ..alignment import TensorPair, logical_shape
 from ..inventory import ROLES
 from ..sources import ModelSource
-from .pvalues import log10_p_two_sided
+from .pvalues import log10_p_two_sided, log10_permutation_floor
 
 MAX_ROWS = 128  # sampled rows: each costs a read of a whole stored row
 MAX_COLS = 256  # sampled columns: free once a row is read (the unit test costs ~ units² × features)
@@ -68,7 +68,9 @@ def unit_permutation_test(xa: np.ndarray, xb: np.ndarray, axis: int = 0) -> Unit
     if var <= 0 or not math.isfinite(var):
         return None
     z = (trace - mean) / math.sqrt(var)
-    return UnitTest(axis, n, m, trace, trace / n, z, log10_p_two_sided(z), math.sqrt(var) / n)
+    # The normal tail is an approximation; the exact permutation p-value can never fall below 1/n!.
+    log10_p = max(log10_p_two_sided(z), log10_permutation_floor(n))
+    return UnitTest(axis, n, m, trace, trace / n, z, log10_p, math.sqrt(var) / n)
 
 
 def _pick(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
