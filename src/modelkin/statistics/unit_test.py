@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..alignment import TensorPair, logical_shape
+from ..alignment import TensorPair, normalise_rows
 from ..inventory import ROLES
 from ..sources import ModelSource
 from .pvalues import log10_p_two_sided, log10_permutation_floor
@@ -56,11 +56,7 @@ def unit_permutation_test(xa: np.ndarray, xb: np.ndarray, axis: int = 0) -> Unit
     n, m = xa.shape
     if n < MIN_UNITS or m < MIN_FEATURES:
         return None
-    a = xa - xa.mean()
-    b = xb - xb.mean()
-    a /= np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-30)
-    b /= np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-30)
-    g = a @ b.T
+    g = normalise_rows(xa) @ normalise_rows(xb).T
     trace = float(np.trace(g))
     mean = float(g.sum()) / n
     d = g - g.mean(axis=1, keepdims=True) - g.mean(axis=0, keepdims=True) + g.mean()
