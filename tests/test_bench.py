@@ -399,3 +399,11 @@ def test_expected_structure_follows_the_recipes(tmp_path):
         "layer_pairs": [[0, 0], [1, 1], [2, 2], [1, 3], [2, 4], [3, 5]]}
     assert expected_structure(tmp_path, manifest, {**pair, "kind": "width_pruning"}) == {"kept_unit_fraction": 0.75}
     assert expected_structure(tmp_path, manifest, {**pair, "kind": "finetune_short"}) is None
+
+
+def test_std_profile_splits_grouped_query_qkv_by_heads():
+    from modelkin.bench.baselines import _qkv_sizes
+
+    assert _qkv_sizes({"num_attention_heads": 8, "num_key_value_heads": 2, "hidden_size": 64}, 64 + 16 + 16) == (64, 16, 16)
+    assert _qkv_sizes({}, 96) == (32, 32, 32)
+    assert _qkv_sizes({}, 97) is None

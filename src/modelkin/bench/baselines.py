@@ -106,11 +106,24 @@ def _attn_stds(inv: Inventory) -> dict[tuple[str, int], dict[str, float]]:
         elif e.role == "attn.qkv":
             w = _read(inv.source, e)
             axis = 1 if e.transposed else 0
-            if w.shape[axis] % 3:
+            sizes = _qkv_sizes(inv.source.config or {}, w.shape[axis])
+            if sizes is None:
                 continue
-            for role, part in zip(ATTN_ROLES[:3], np.split(w, 3, axis=axis)):
+            for role, part in zip(ATTN_ROLES[:3], np.split(w, np.cumsum(sizes)[:2], axis=axis)):
                 out[(e.component, e.layer)][role] = float(np.std(part))
     return out
+
+
+def _qkv_sizes(config: dict, rows: int) -> tuple[int, int, int] | None:
+    """Rows of q, k and v in a fused projection: grouped-query attention gives k and v fewer heads."""
+    heads, kv_heads = config.get("num_attention_heads"), config.get("num_key_value_heads")
+    hidden = config.get("hidden_size")
+    if isinstance(heads, int) and isinstance(kv_heads, int) and isinstance(hidden, int) and heads and kv_heads != heads:
+        head_dim = config.get("head_dim") or hidden // heads
+        sizes = (heads * head_dim, kv_heads * head_dim, kv_heads * head_dim)
+        if sum(sizes) == rows:
+            return sizes
+    return (rows // 3,) * 3 if rows % 3 == 0 else None
 
 
 def _zscore(v: np.ndarray) -> np.ndarray:
