@@ -407,3 +407,12 @@ def test_std_profile_splits_grouped_query_qkv_by_heads():
     assert _qkv_sizes({"num_attention_heads": 8, "num_key_value_heads": 2, "hidden_size": 64}, 64 + 16 + 16) == (64, 16, 16)
     assert _qkv_sizes({}, 96) == (32, 32, 32)
     assert _qkv_sizes({}, 97) is None
+
+
+def test_expected_expert_map_comes_from_the_recorded_permutation(tmp_path):
+    from modelkin.bench.truth import expected_structure
+
+    manifest = {"models": {"c": {"recipe": {"op": "permute"}, "expert_order": {"0": [2, 0, 1]}}}}
+    pair = {"a": "p", "b": "c", "kind": "permutation"}
+    # B's expert 0 is A's expert 2, so A's expert 2 went to B's expert 0, and so on.
+    assert expected_structure(tmp_path, manifest, pair) == {"experts": {"0": [[0, 1], [1, 2], [2, 0]]}}

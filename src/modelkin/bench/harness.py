@@ -292,7 +292,7 @@ def render(result: dict, console: Console) -> None:
         for col in ("kind", "what", "pairs", "correct"):
             st.add_column(col, justify="left" if col in ("kind", "what") else "right")
         for kind, d in result["structure"].items():
-            what = "kept-unit fraction" if kind == "width_pruning" else "layer map"
+            what = {"width_pruning": "kept-unit fraction", "permutation": "expert map"}.get(kind, "layer map")
             st.add_row(kind, what, str(d["n"]), str(d["correct"]))
         console.print(st)
     errors = [p for p in result["pairs"] if p.get("error") or p["modelkin"].get("error")

@@ -24,7 +24,7 @@ def _recipe(manifest: dict, rel_b: str) -> dict:
 
 
 def expected_structure(root: Path, manifest: dict, pair: dict) -> dict | None:
-    """{"layer_pairs": [[a, b], ...]} or {"kept_unit_fraction": x}, or None when the kind fixes neither."""
+    """{"layer_pairs": ...}, {"kept_unit_fraction": x} or {"experts": {layer: [[a, b], ...]}}, or None."""
     kind = pair.get("kind")
     recipe = _recipe(manifest, pair["b"])
     n = _config(root, pair["a"]).get("num_hidden_layers")
@@ -36,6 +36,10 @@ def expected_structure(root: Path, manifest: dict, pair: dict) -> dict | None:
         k = recipe["overlap"]
         keep = list(range(n - k)) + list(range(k, n))  # as zoo.derive.upscale_depth
         return {"layer_pairs": [[a, b] for b, a in enumerate(keep)]}
+    order = (manifest.get("models", {}).get(Path(pair["b"]).name) or {}).get("expert_order")
+    if kind == "permutation" and order:
+        # B's expert j is A's expert order[j]: A's expert i went to the j with order[j] == i.
+        return {"experts": {layer: sorted([i, j] for j, i in enumerate(o)) for layer, o in order.items()}}
     if kind == "width_pruning":
         fa = _config(root, pair["a"]).get("intermediate_size")
         fb = _config(root, pair["b"]).get("intermediate_size")
@@ -50,6 +54,9 @@ def observed_structure(result, expected: dict) -> dict:
     if "layer_pairs" in expected:
         got = text.layer_map.get("pairs") if text else None
         return {"got": got, "ok": got == expected["layer_pairs"]}
+    if "experts" in expected:
+        got = text.layer_map.get("experts") if text else None
+        return {"got": got, "ok": got == expected["experts"]}
     fractions = sorted({round(t.kept_unit_fraction, 6) for t in result.tensors if t.kept_unit_fraction is not None})
     want = round(expected["kept_unit_fraction"], 6)
     return {"got": fractions, "ok": fractions == [want]}

@@ -171,7 +171,8 @@ class Builder:
         elif op == "cast":
             meta["dtype"] = r["dtype"]
         elif op in ("permute", "rotate", "rescale"):
-            fn = {"permute": lambda m: X.permute(m, r["seed"]), "rotate": lambda m: X.rotate(m, r["seed"]),
+            record: dict = {}
+            fn = {"permute": lambda m: X.permute(m, r["seed"], record), "rotate": lambda m: X.rotate(m, r["seed"]),
                   "rescale": lambda m: X.rescale(m, r["seed"], r["strength"])}[op]
             model = fn(parent)
             probe = self.probe(parent)
@@ -180,6 +181,7 @@ class Builder:
             if err > PRESERVE_TOL:
                 raise AssertionError(f"{op} is not function-preserving: relative error {err:.2e}")
             meta["preservation_error"] = err
+            meta.update(record)  # the permutation's expert order: ground truth for expert maps
         elif op == "merge":
             other, _, _ = self.get(r["other"])
             model = X.merge(parent, other, r["weight"])

@@ -75,8 +75,10 @@ def max_logit_diff(a: nn.Module, b: nn.Module, probe: dict) -> float:
 
 
 @torch.no_grad()
-def permute(model: nn.Module, seed: int) -> nn.Module:
+def permute(model: nn.Module, seed: int, record: dict | None = None) -> nn.Module:
     """Permute residual dims, FFN units (and experts) and attention heads; outputs unchanged.
+
+    ``record``, when given, receives ``expert_order``: per layer, the parent's expert now at index j.
 
     RMSNorm is permutation-equivariant, so a residual permutation only needs the gains permuted.
     Heads are moved as whole blocks (RoPE acts inside a head); with GQA the KV heads are permuted
@@ -124,6 +126,8 @@ def permute(model: nn.Module, seed: int) -> nn.Module:
         router = L + "mlp.gate.weight"
         if router in sd:
             e = torch.randperm(sd[router].shape[0], generator=g)
+            if record is not None:
+                record.setdefault("expert_order", {})[str(i)] = e.tolist()
             sd[router] = sd[router][e]
             old = {k: v for k, v in sd.items() if k.startswith(L + "mlp.experts.")}
             for new_idx, old_idx in enumerate(e.tolist()):
