@@ -367,3 +367,24 @@ def test_reordered_experts_are_matched_back(tmp_path):
     assert experts == {"0": [[0, 1], [1, 3], [2, 0], [3, 2]], "1": [[0, 1], [1, 3], [2, 0], [3, 2]]}
     moved = [t for t in res.tensors if t.matched_by == "expert-map"]
     assert len(moved) == 2 * 4 * 3 and all(t.pearson > 0.9 for t in moved)
+
+
+def test_depth_and_width_pruned_together(tmp_path):
+    base = qwen2_tensors(1, hidden=96, ffn=192, layers=4)
+    keep = np.sort(np.random.default_rng(4).choice(192, 144, replace=False))
+    child = {k: v for k, v in base.items() if ".layers." not in k}
+    for j, i in enumerate([0, 1, 3]):  # layer 2 dropped, FFNs narrowed to 75 %
+        for k, v in base.items():
+            if f".layers.{i}." not in k:
+                continue
+            nk = k.replace(f".layers.{i}.", f".layers.{j}.")
+            if "gate_proj" in k or "up_proj" in k:
+                v = v[keep]
+            elif "down_proj" in k:
+                v = v[:, keep]
+            child[nk] = v
+    res = modelkin.compare(write_model(tmp_path / "a", base, {"model_type": "qwen2"}), write_model(tmp_path / "b", perturb(child, 0.3), {"model_type": "qwen2"}))
+    assert res.verdict == "related"
+    assert res.components["text"].layer_map["pairs"] == [[0, 0], [1, 1], [3, 2]]
+    ups = [t for t in res.tensors if t.role == "mlp.up"]
+    assert len(ups) == 3 and all(t.kept_unit_fraction == pytest.approx(0.75) for t in ups)

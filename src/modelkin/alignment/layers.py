@@ -23,7 +23,7 @@ import numpy as np
 
 from ..inventory import Inventory, TensorEntry
 from ..sources import ModelSource
-from .names import Alignment, TensorPair, Unmatched, logical_shape
+from .names import Alignment, TensorPair, Unmatched, logical_shape, width_differs
 
 SAMPLE_ROWS = 16
 SAMPLE_COLS = 256
@@ -148,9 +148,13 @@ def repair_by_layers(alignment: Alignment, inv_a: Inventory, inv_b: Inventory, m
         for layer_a, layer_b in m.pairs:
             for slot, eb in lb.get(layer_b, {}).items():
                 ea = la.get(layer_a, {}).get(slot)
-                if ea is None or logical_shape(ea) != logical_shape(eb):
+                if ea is None:
                     continue
-                pairs.append(TensorPair(ea, eb, ea.transposed != eb.transposed, "layer-map", selection_factor=len(m.similarity)))
+                narrower = logical_shape(ea) != logical_shape(eb)
+                if narrower and not width_differs(ea, eb):
+                    continue
+                pairs.append(TensorPair(ea, eb, ea.transposed != eb.transposed, "layer-map",
+                                        selection_factor=len(m.similarity), width_differs=narrower))
                 used_a.add(ea.name)
                 used_b.add(eb.name)
         for e in inv_a.tensors:

@@ -98,7 +98,7 @@ def _shape_fit(a: TensorEntry, b: TensorEntry) -> bool | None:
 WIDTH_AXIS = {"mlp.gate": 0, "mlp.up": 0, "mlp.down": 1}
 
 
-def _width_differs(a: TensorEntry, b: TensorEntry) -> bool:
+def width_differs(a: TensorEntry, b: TensorEntry) -> bool:
     axis = WIDTH_AXIS.get(a.role)
     la, lb = logical_shape(a), logical_shape(b)
     if axis is None or a.role != b.role or len(la) != 2 or len(lb) != 2:
@@ -164,7 +164,7 @@ def align_by_name(inv_a: Inventory, inv_b: Inventory, vocab: VocabMap | None = N
             pairs.append(TensorPair(ea, eb, False, "name+vocab", rows))
             continue
         fit = _shape_fit(ea, eb)
-        if fit is None and _width_differs(ea, eb):
+        if fit is None and width_differs(ea, eb):
             used_b.add(eb.name)
             pairs.append(TensorPair(ea, eb, ea.transposed != eb.transposed, "name (width differs)", width_differs=True))
             continue
