@@ -388,3 +388,18 @@ def test_depth_and_width_pruned_together(tmp_path):
     assert res.components["text"].layer_map["pairs"] == [[0, 0], [1, 1], [3, 2]]
     ups = [t for t in res.tensors if t.role == "mlp.up"]
     assert len(ups) == 3 and all(t.kept_unit_fraction == pytest.approx(0.75) for t in ups)
+
+
+def test_non_finite_tensors_and_empty_overlap_are_explained(tmp_path):
+    ta = qwen2_tensors(1)
+    tb = perturb(ta, 0.3)
+    tb["model.layers.0.mlp.up_proj.weight"][3, 3] = np.nan
+    res = modelkin.compare(write_model(tmp_path / "a", ta, {"model_type": "qwen2"}), write_model(tmp_path / "b", tb, {"model_type": "qwen2"}))
+    up = next(t for t in res.tensors if t.a == "model.layers.0.mlp.up_proj.weight")
+    assert not up.evidence and "NaN" in up.non_evidence_reason and up.pearson is None
+    assert res.verdict == "related"  # the other tensors still speak
+
+    other = write_model(tmp_path / "c", {"net.w": np.ones((4, 4), np.float32)})
+    res2 = modelkin.compare(tmp_path / "a", other)
+    assert res2.verdict == "inconclusive" and res2.components == {}
+    assert any("nothing was compared" in n for n in res2.notes)

@@ -149,6 +149,8 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
     components = judge_components(pairs, tests, rows, options.alpha, options.min_effect, layer_maps, expert_maps)
     verdict, log10_p = overall(components)
     notes = []
+    if not pairs:
+        notes.append("No tensor of A could be paired with a tensor of B: nothing was compared (see unmatched).")
     if vocab is not None and vocab.source == "leading-ids" and not vocab.identity:
         notes.append(
             "No tokenizer files on both sides: token rows were compared on their common leading ids, assuming "

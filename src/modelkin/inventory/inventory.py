@@ -130,7 +130,7 @@ def _entry(info: TensorInfo, order: list[Family]) -> TensorEntry:
     if len(info.shape) >= 2 and info.numel >= MIN_EVIDENCE_ELEMENTS:
         reason = None
     elif len(info.shape) < 2:
-        reason = "1-D tensor of unknown role (bias, gain or buffer?)"
+        reason = "scalar or 1-D tensor of unknown role (bias, gain or buffer?)"
     else:
         reason = f"only {info.numel} values: too few to discriminate"
     return TensorEntry(info.name, info.name, info, "other", "other", None, None, "", None, None, (), False, reason is None, reason)

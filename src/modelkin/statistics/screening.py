@@ -1,5 +1,6 @@
 """Screening after the metric pass: tensors that look informative by role but are not.
 
+* tensors holding NaN or infinite values cannot be compared at all;
 * near-constant tensors (a gain stored as a matrix, a zero-initialised adapter never trained) have no
   variation to match;
 * tied duplicates: the same bytes stored twice in one model (tied input/output embeddings, shared layers)
@@ -22,6 +23,9 @@ def screen(src_a: ModelSource, pairs: list[TensorPair], metrics: list[TensorMetr
     reasons: dict[int, str] = {}
     for i, (p, m) in enumerate(zip(pairs, metrics)):
         if not p.evidence or p.width_differs:  # width-pruned pairs have no element-wise statistics
+            continue
+        if not m.finite:
+            reasons[i] = "contains NaN or infinite values: not comparable"
             continue
         for side, std, mean in (("A", m.std_a, m.mean_a), ("B", m.std_b, m.mean_b)):
             if std <= NEAR_CONSTANT_REL_STD * max(abs(mean), 1e-30) or std == 0.0:
