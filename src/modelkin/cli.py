@@ -55,6 +55,8 @@ def compare(
     from .options import CompareOptions
 
     options = CompareOptions(alpha=alpha, threads=threads, components=tuple(component) if component else None, hash_files=not no_hash, digest_cache=not rehash)
+    if json_out and json_out != "-" and not os.path.isdir(os.path.dirname(os.path.abspath(json_out))):
+        raise ModelkinError("cannot write JSON report: its folder does not exist", json_out)  # fail before the work
     console = _console(stderr=json_out == "-")
     show = not quiet and json_out != "-"
     if show:
