@@ -403,3 +403,23 @@ def test_non_finite_tensors_and_empty_overlap_are_explained(tmp_path):
     res2 = modelkin.compare(tmp_path / "a", other)
     assert res2.verdict == "inconclusive" and res2.components == {}
     assert any("nothing was compared" in n for n in res2.notes)
+
+
+def test_gpt2_fused_c_attn_is_split_into_strided_parts(tmp_path):
+    # GPT-2 stores c_attn as Conv1D [in, 3*out]; the same q, k, v kept separately as Linear [out, in].
+    r = np.random.default_rng(12)
+    h, layers = 64, 2
+    a, b = {}, {}
+    for i in range(layers):
+        q, k, v = (r.normal(size=(h, h)).astype(np.float32) for _ in range(3))
+        a[f"transformer.h.{i}.attn.c_attn.weight"] = np.ascontiguousarray(np.concatenate([q, k, v]).T)
+        a[f"transformer.h.{i}.mlp.c_fc.weight"] = r.normal(size=(h, 4 * h)).astype(np.float32)
+        b[f"model.layers.{i}.self_attn.q_proj.weight"], b[f"model.layers.{i}.self_attn.k_proj.weight"] = q, k
+        b[f"model.layers.{i}.self_attn.v_proj.weight"] = v
+        b[f"model.layers.{i}.mlp.up_proj.weight"] = np.ascontiguousarray(a[f"transformer.h.{i}.mlp.c_fc.weight"].T)
+    res = modelkin.compare(write_model(tmp_path / "a", a, {"model_type": "gpt2"}), write_model(tmp_path / "b", perturb(b, 0.2), {"model_type": "llama"}))
+    assert res.verdict == "related"
+    k = next(t for t in res.tensors if t.a == "transformer.h.1.attn.c_attn.weight[attn.k]")
+    assert k.b == "model.layers.1.self_attn.k_proj.weight" and k.compared_shape == [64, 64]
+    assert k.pearson > 0.95 and k.evidence
+    assert not res.unmatched

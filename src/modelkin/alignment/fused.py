@@ -1,8 +1,8 @@
 """Fused ↔ split tensors: one model stores q, k, v (or gate, up) in one matrix, the other separately.
 
 A fused matrix stacks its parts along the output rows ([q; k; v] or [gate; up]), so each part is a
-contiguous row range of the stored tensor: a *virtual tensor* with its own offset and shape, read like any
-other. The row counts come from the other model's separate tensors (which also covers grouped-query
+*virtual tensor*: a contiguous row range of a matrix stored [out, in], or a window of columns (a strided
+view, see ``TensorInfo``) of one stored [in, out] like GPT-2's Conv1D ``c_attn``. The row counts come from the other model's separate tensors (which also covers grouped-query
 attention, where k and v are narrower than q). Each virtual part takes the key of its counterpart, so the
 ordinary name alignment pairs them.
 """
@@ -13,18 +13,27 @@ from dataclasses import replace
 
 from ..inventory import Inventory, TensorEntry
 from ..sources import TensorInfo
+from .names import logical_shape
 
 FUSED_PARTS = {"attn.qkv": ("attn.q", "attn.k", "attn.v"), "mlp.gate_up": ("mlp.gate", "mlp.up")}
 
 
 def _slice(e: TensorEntry, role: str, row0: int, rows: int, like: TensorEntry) -> TensorEntry:
+    """Logical rows row0:row0+rows of a fused [out, in] matrix as a tensor of its own."""
     info = e.info
-    row_elems = info.numel // info.shape[0]
     item = info.dtype.storage.itemsize
-    part = TensorInfo(
-        name=f"{info.name}[{role}]", dtype=info.dtype, shape=(rows,) + info.shape[1:], file=info.file,
-        data_offset=info.data_offset + row0 * row_elems * item, n_bytes=rows * row_elems * item,
-    )
+    if e.transposed:  # stored [in, out] (GPT-2's Conv1D): the part is a window of columns
+        n_in = info.shape[0]
+        part = TensorInfo(
+            name=f"{info.name}[{role}]", dtype=info.dtype, shape=(n_in, rows), file=info.file,
+            data_offset=info.data_offset, n_bytes=n_in * rows * item, row_stride=info.shape[1], col_offset=row0,
+        )
+    else:  # stored [out, in]: the part is a contiguous range of rows
+        row_elems = info.numel // info.shape[0]
+        part = TensorInfo(
+            name=f"{info.name}[{role}]", dtype=info.dtype, shape=(rows,) + info.shape[1:], file=info.file,
+            data_offset=info.data_offset + row0 * row_elems * item, n_bytes=rows * row_elems * item,
+        )
     return replace(e, name=part.name, key=like.key, info=part, role=role, template=like.template)
 
 
@@ -37,12 +46,13 @@ def _split_side(fused_inv: Inventory, split_inv: Inventory) -> Inventory:
     for e in fused_inv.tensors:
         roles = FUSED_PARTS.get(e.role)
         parts = parts_by_slot.get((e.component, e.layer, e.expert, e.param), {}) if roles else {}
-        if not roles or e.transposed or len(e.shape) != 2 or not all(r in parts for r in roles):
+        if not roles or len(e.shape) != 2 or not all(r in parts for r in roles):
             out.append(e)
             continue
         counterparts = [parts[r] for r in roles]
-        sizes = [c.shape[0] for c in counterparts]
-        if sum(sizes) != e.shape[0] or any(len(c.shape) != 2 or c.shape[1] != e.shape[1] or c.transposed for c in counterparts):
+        fused_rows, fused_cols = logical_shape(e)
+        sizes = [logical_shape(c)[0] for c in counterparts]
+        if sum(sizes) != fused_rows or any(len(c.shape) != 2 or logical_shape(c)[1] != fused_cols for c in counterparts):
             out.append(e)
             continue
         row0 = 0

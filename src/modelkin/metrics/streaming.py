@@ -23,12 +23,12 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..alignment import TensorPair
+from ..alignment import TensorPair, logical_shape
 from ..sources import ModelSource, decode
 
 CHUNK_ELEMS = 1 << 18  # 256 Ki elements: decoded chunks stay in L2 cache; few Python steps per GB
 RANGE_ELEMS = 1 << 23  # a unit of parallel work
-TILE = 512  # tile edge for transposed pairs, whose element orders differ
+TILE = 512  # tile edge for pairs read by blocks (one side transposed, or a strided view)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,23 +162,27 @@ def _exact_distance(src_a: ModelSource, src_b: ModelSource, pair: TensorPair) ->
 
 
 def read_block(src: ModelSource, info, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-    """Rows r0:r1, columns c0:c1 of a 2-D tensor, decoded; one read per row."""
-    n_cols = info.shape[1]
-    out = np.empty((r1 - r0, c1 - c0), dtype=np.float64)
-    for i, r in enumerate(range(r0, r1)):
-        out[i] = src.read(info, r * n_cols + c0, c1 - c0)
-    return out
+    """Rows r0:r1, columns c0:c1 of a 2-D tensor (stored orientation), decoded."""
+    return src.read_block(info, r0, r1, c0, c1)
 
 
-def _transposed_moments(src_a: ModelSource, src_b: ModelSource, pair: TensorPair) -> Moments:
-    rows, cols = pair.a.info.shape
+def _logical_block(src: ModelSource, entry, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+    """Block of the [out, in] (logical) matrix, whatever the stored orientation."""
+    if entry.transposed:
+        return read_block(src, entry.info, c0, c1, r0, r1).T
+    return read_block(src, entry.info, r0, r1, c0, c1)
+
+
+def _tiled_moments(src_a: ModelSource, src_b: ModelSource, pair: TensorPair) -> Moments:
+    """Pairs whose element orders differ (one stored transposed) or that are strided views: by tiles."""
+    rows, cols = logical_shape(pair.a)
     total = Moments()
     for r0 in range(0, rows, TILE):
         r1 = min(rows, r0 + TILE)
         for c0 in range(0, cols, TILE):
             c1 = min(cols, c0 + TILE)
-            a = read_block(src_a, pair.a.info, r0, r1, c0, c1)
-            b = read_block(src_b, pair.b.info, c0, c1, r0, r1).T
+            a = _logical_block(src_a, pair.a, r0, r1, c0, c1)
+            b = _logical_block(src_b, pair.b, r0, r1, c0, c1)
             total = total + _with_distance(chunk_moments(a, b), a, b)
     return total
 
@@ -198,7 +202,7 @@ def _row_mapped_moments(src_a: ModelSource, src_b: ModelSource, pair: TensorPair
 
 def _bytes_identical(src_a: ModelSource, src_b: ModelSource, pair: TensorPair) -> bool:
     ia, ib = pair.a.info, pair.b.info
-    if ia.dtype.code != ib.dtype.code or ia.shape != ib.shape or pair.rows is not None:
+    if ia.dtype.code != ib.dtype.code or ia.shape != ib.shape or pair.rows is not None or ia.strided or ib.strided:
         return False
     for s in range(0, ia.numel, CHUNK_ELEMS):
         c = min(CHUNK_ELEMS, ia.numel - s)
@@ -216,7 +220,7 @@ def stream_metrics(
 ) -> list[TensorMetrics]:
     """Metrics for every pair, in order. ``on_bytes`` is told how many bytes (A+B) each unit consumed."""
     pairs = list(pairs)
-    units: list[tuple[int, int, int]] = []  # (pair index, start, count); count -1 = transposed pair
+    units: list[tuple[int, int, int]] = []  # (pair index, start, count); count -1 = read by tiles
     for i, p in enumerate(pairs):
         if p.width_differs:  # no element-wise correspondence: effect sizes stay undefined
             continue
@@ -224,7 +228,7 @@ def stream_metrics(
             n_rows = len(p.rows[0])
             per = max(1, RANGE_ELEMS // max(p.numel // max(n_rows, 1), 1))
             units.extend((i, s, min(per, n_rows - s)) for s in range(0, n_rows, per))
-        elif p.transpose_b and len(p.a.shape) == 2:
+        elif (p.transpose_b or p.a.info.strided or p.b.info.strided) and len(p.a.shape) == 2:
             units.append((i, 0, -1))
         else:
             n = p.a.info.numel
@@ -240,7 +244,7 @@ def stream_metrics(
             m = _row_mapped_moments(src_a, src_b, p, start, count)
             fraction = count / max(len(p.rows[0]), 1)
         elif count < 0:
-            m, fraction = _transposed_moments(src_a, src_b, p), 1.0
+            m, fraction = _tiled_moments(src_a, src_b, p), 1.0
         else:
             m, fraction = _range_moments(src_a, src_b, p, start, count), count / max(p.a.info.numel, 1)
         if on_bytes:

@@ -52,6 +52,8 @@ class ModelSource:
     # -- data access ----------------------------------------------------------------------------
     def read_raw(self, info: TensorInfo, start: int = 0, count: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
         """Elements [start, start+count) of a tensor in its storage dtype, flattened."""
+        if info.strided:
+            raise ValueError(f"{info.name}: a strided view is read by rows, not as one range")
         if count is None:
             count = info.numel - start
         if start < 0 or count < 0 or start + count > info.numel:
@@ -68,6 +70,18 @@ class ModelSource:
         """Elements [start, start+count) decoded to float."""
         return decode(self.read_raw(info, start, count), info)
 
+    def _read_span(self, info: TensorInfo, element: int, out: np.ndarray) -> None:
+        """Raw elements at index ``element`` of the underlying stored matrix (strided views included)."""
+        self._by_path[info.file].read_into(info.data_offset + element * info.dtype.storage.itemsize, out)
+
+    def read_block(self, info: TensorInfo, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Rows r0:r1, columns c0:c1 of a 2-D tensor (stored orientation), decoded; one read per row."""
+        stride = info.row_stride or info.shape[1]
+        raw = np.empty((r1 - r0, c1 - c0), dtype=info.dtype.storage)
+        for i, r in enumerate(range(r0, r1)):
+            self._read_span(info, r * stride + info.col_offset + c0, raw[i])
+        return decode(raw.reshape(-1), info).reshape(r1 - r0, c1 - c0)
+
     def view(self, info: TensorInfo, start: int, count: int) -> np.ndarray:
         """Elements [start, start+count) in storage dtype, mapped rather than copied (see ``release``)."""
         return self._by_path[info.file].view(info.data_offset + start * info.dtype.storage.itemsize, count, info.dtype.storage)
@@ -80,6 +94,10 @@ class ModelSource:
         """Selected rows (first axis) of a tensor, decoded, shape (len(rows), prod(shape[1:]))."""
         row_len = info.numel // info.shape[0] if info.shape and info.shape[0] else 0
         raw = np.empty((len(rows), row_len), dtype=info.dtype.storage)
+        if info.strided:  # one read per row of the window
+            for i, r in enumerate(rows):
+                self._read_span(info, int(r) * info.row_stride + info.col_offset, raw[i])
+            return decode(raw.reshape(-1), info).reshape(len(rows), row_len)
         # Consecutive rows are read in one request: sorted samples of a tall tensor are often adjacent.
         order = np.argsort(rows, kind="stable")
         i = 0

@@ -45,7 +45,13 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
 
 @dataclass(frozen=True, slots=True)
 class TensorInfo:
-    """Where one tensor's bytes are: ``data_offset`` is absolute within ``file``."""
+    """Where one tensor's bytes are: ``data_offset`` is absolute within ``file``.
+
+    ``row_stride`` > 0 marks a *strided view*: a 2-D window of a larger stored matrix (columns
+    ``col_offset``… of rows ``row_stride`` elements long), as when a part is cut out of a fused matrix
+    stored [in, out]. Such a view is read row by row (``ModelSource.read_rows`` / ``read_block``), never as
+    one contiguous range.
+    """
 
     name: str
     dtype: DType
@@ -53,7 +59,13 @@ class TensorInfo:
     file: Path
     data_offset: int
     n_bytes: int
+    row_stride: int = 0
+    col_offset: int = 0
     numel: int = field(init=False)
+
+    @property
+    def strided(self) -> bool:
+        return self.row_stride > 0
 
     def __post_init__(self) -> None:
         n = 1
