@@ -17,6 +17,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ..inventory import Inventory, TensorEntry
+from ..sampling import sample_indices
 from ..sources import ModelSource
 from .names import Alignment, TensorPair, logical_shape
 from .vocab import VocabMap
@@ -32,7 +33,7 @@ def _embedding(inv: Inventory) -> TensorEntry | None:
 def _kernel(src: ModelSource, e: TensorEntry, tokens: np.ndarray) -> np.ndarray:
     rng = np.random.default_rng(zlib.crc32(e.template.encode()) if e.template else 0)
     n = e.shape[0]
-    units = np.arange(n) if n <= MAX_EXPERT_UNITS else np.sort(rng.choice(n, MAX_EXPERT_UNITS, replace=False))
+    units = sample_indices(n, MAX_EXPERT_UNITS, rng)
     f = src.read_rows(e.info, units).astype(np.float64) @ tokens.T  # [units, tokens]
     k = f.T @ f
     v = k[np.triu_indices_from(k, 1)]

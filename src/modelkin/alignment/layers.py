@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..inventory import Inventory, TensorEntry
+from ..sampling import sample_indices
 from ..sources import ModelSource
 from .names import Alignment, TensorPair, Unmatched, logical_shape, width_differs
 
@@ -91,8 +92,7 @@ def map_layers(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: 
         if len(sa) == 1 and len(next(iter(sa))) >= 2:
             shape = next(iter(sa))
             rng = np.random.default_rng(zlib.crc32(repr(slot).encode()))
-            pick = lambda n, k: np.arange(n) if n <= k else np.sort(rng.choice(n, k, replace=False))
-            shapes[slot] = (pick(shape[0], SAMPLE_ROWS), pick(int(np.prod(shape[1:])), SAMPLE_COLS))
+            shapes[slot] = (sample_indices(shape[0], SAMPLE_ROWS, rng), sample_indices(int(np.prod(shape[1:])), SAMPLE_COLS, rng))
     if not shapes:
         return None
     slots = sorted(shapes)

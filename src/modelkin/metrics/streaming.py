@@ -161,16 +161,11 @@ def _exact_distance(src_a: ModelSource, src_b: ModelSource, pair: TensorPair) ->
     return total
 
 
-def read_block(src: ModelSource, info, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-    """Rows r0:r1, columns c0:c1 of a 2-D tensor (stored orientation), decoded."""
-    return src.read_block(info, r0, r1, c0, c1)
-
-
 def _logical_block(src: ModelSource, entry, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
     """Block of the [out, in] (logical) matrix, whatever the stored orientation."""
     if entry.transposed:
-        return read_block(src, entry.info, c0, c1, r0, r1).T
-    return read_block(src, entry.info, r0, r1, c0, c1)
+        return src.read_block(entry.info, c0, c1, r0, r1).T
+    return src.read_block(entry.info, r0, r1, c0, c1)
 
 
 def _tiled_moments(src_a: ModelSource, src_b: ModelSource, pair: TensorPair) -> Moments:
@@ -200,9 +195,9 @@ def _row_mapped_moments(src_a: ModelSource, src_b: ModelSource, pair: TensorPair
     return total
 
 
-def _bytes_identical(src_a: ModelSource, src_b: ModelSource, pair: TensorPair) -> bool:
-    ia, ib = pair.a.info, pair.b.info
-    if ia.dtype.code != ib.dtype.code or ia.shape != ib.shape or pair.rows is not None or ia.strided or ib.strided:
+def same_bytes(src_a: ModelSource, ia, src_b: ModelSource, ib) -> bool:
+    """Whether two stored tensors hold the same bytes (same dtype and shape), compared chunk by chunk."""
+    if ia.dtype.code != ib.dtype.code or ia.shape != ib.shape or ia.strided or ib.strided:
         return False
     for s in range(0, ia.numel, CHUNK_ELEMS):
         c = min(CHUNK_ELEMS, ia.numel - s)
@@ -235,7 +230,6 @@ def stream_metrics(
             units.extend((i, s, min(RANGE_ELEMS, n - s)) for s in range(0, n, RANGE_ELEMS))
             if n == 0:
                 units.append((i, 0, 0))
-    units = [u for u in units if not pairs[u[0]].width_differs]
 
     def work(unit: tuple[int, int, int]) -> tuple[int, Moments]:
         i, start, count = unit
@@ -274,6 +268,6 @@ def stream_metrics(
                 sums[i] = Moments(m.n, m.sum_a, m.sum_b, m.sum_aa, m.sum_bb, m.sum_ab, dd)
     out = []
     for p, m in zip(pairs, sums):
-        identical = m.sum_dd == 0.0 and m.n > 0 and _bytes_identical(src_a, src_b, p)
+        identical = m.sum_dd == 0.0 and m.n > 0 and p.rows is None and same_bytes(src_a, p.a.info, src_b, p.b.info)
         out.append(TensorMetrics.from_moments(m, identical))
     return out

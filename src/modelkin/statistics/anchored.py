@@ -22,6 +22,7 @@ import zlib
 import numpy as np
 
 from ..alignment import TensorPair, logical_shape
+from ..sampling import sample_indices
 from ..sources import ModelSource
 from .unit_test import MAX_UNITS, UnitTest, unit_permutation_test
 
@@ -39,7 +40,7 @@ class Anchor:
         rng = np.random.default_rng(zlib.crc32(pair.a.key.encode()) ^ 0x5EED)
         if pair.a.role == "embedding":  # [vocab, hidden]: rows are token ids (shared tokens if re-mapped)
             n = shape[0]
-            rows = np.arange(n) if n <= MAX_ANCHOR_INPUTS else np.sort(rng.choice(n, MAX_ANCHOR_INPUTS, replace=False))
+            rows = sample_indices(n, MAX_ANCHOR_INPUTS, rng)
             rows_a, rows_b = (pair.rows[0][rows], pair.rows[1][rows]) if pair.rows is not None else (rows, rows)
             self.a = src_a.read_rows(pair.a.info, rows_a).astype(np.float64)
             self.b = src_b.read_rows(pair.b.info, rows_b).astype(np.float64)
@@ -64,7 +65,7 @@ def anchored_evidence(src_a: ModelSource, src_b: ModelSource, anchor: Anchor, pa
     if len(shape) != 2 or shape[1] != anchor.hidden:
         return None
     rng = np.random.default_rng(zlib.crc32(pair.a.key.encode()) ^ 0xA7C)
-    units = np.arange(shape[0]) if shape[0] <= MAX_UNITS else np.sort(rng.choice(shape[0], MAX_UNITS, replace=False))
+    units = sample_indices(shape[0], MAX_UNITS, rng)
     wa = src_a.read_rows(pair.a.info, units).astype(np.float64)
     wb = src_b.read_rows(pair.b.info, units).astype(np.float64)
     # Unit fingerprints: responses of each sampled unit to the anchor inputs, [units, inputs].

@@ -26,6 +26,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.special import log_ndtr
 
 from ..alignment import TensorPair, logical_shape, normalise_rows
+from ..sampling import sample_indices
 from ..sources import ModelSource
 from .anchored import Anchor
 from .pvalues import LN10, log10_permutation_floor
@@ -64,13 +65,10 @@ def realigned_evidence(src_a: ModelSource, src_b: ModelSource, anchor: Anchor, p
     order = rng.permutation(n_inputs)
     fit, score = order[: n_inputs // 2], order[n_inputs // 2 :]
 
-    def pick(n: int, k: int) -> np.ndarray:
-        return np.arange(n) if n <= k else np.sort(rng.choice(n, k, replace=False))
-
-    cand_a, cand_b = pick(sa[0], MAX_CANDIDATES), pick(sb[0], MAX_CANDIDATES)
+    cand_a, cand_b = sample_indices(sa[0], MAX_CANDIDATES, rng), sample_indices(sb[0], MAX_CANDIDATES, rng)
     fa = _rows(src_a, pair.a.info, cand_a) @ anchor.a.T  # [units, anchor inputs]
     fb = _rows(src_b, pair.b.info, cand_b) @ anchor.b.T
-    sample = pick(len(cand_a), MAX_UNITS)  # the A units scored
+    sample = sample_indices(len(cand_a), MAX_UNITS, rng)  # the A units scored
     matched, partner, cross = _held_out_match(fa[sample], fb, fit, score)
     sample = sample[matched]
     # Sibling baselines: each sampled A unit against A's other units; each partner against B's other units.

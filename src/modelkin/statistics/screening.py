@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from ..alignment import TensorPair
-from ..metrics import TensorMetrics
+from ..metrics import TensorMetrics, same_bytes
 from ..sources import ModelSource
 
 NEAR_CONSTANT_REL_STD = 1e-6
@@ -37,19 +37,7 @@ def screen(src_a: ModelSource, pairs: list[TensorPair], metrics: list[TensorMetr
     for idx in groups.values():
         for j in idx[1:]:
             first = pairs[idx[0]]
-            if _same_bytes(src_a, first, pairs[j]):
+            if same_bytes(src_a, first.a.info, src_a, pairs[j].a.info):
                 reasons[j] = f"tied duplicate of {first.a.name} (same bytes in A): counted once"
     return reasons
 
-
-def _same_bytes(src: ModelSource, p: TensorPair, q: TensorPair) -> bool:
-    from ..metrics.streaming import CHUNK_ELEMS
-
-    ia, ib = p.a.info, q.a.info
-    if ia.strided or ib.strided:
-        return False
-    for s in range(0, ia.numel, CHUNK_ELEMS):
-        c = min(CHUNK_ELEMS, ia.numel - s)
-        if src.read_raw(ia, s, c).tobytes() != src.read_raw(ib, s, c).tobytes():
-            return False
-    return True

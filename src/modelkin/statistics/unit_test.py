@@ -27,6 +27,7 @@ import numpy as np
 
 from ..alignment import TensorPair, normalise_rows
 from ..inventory import ROLES
+from ..sampling import sample_indices
 from ..sources import ModelSource
 from .pvalues import log10_p_two_sided, log10_permutation_floor
 
@@ -69,10 +70,6 @@ def unit_permutation_test(xa: np.ndarray, xb: np.ndarray, axis: int = 0) -> Unit
     return UnitTest(axis, n, m, trace, trace / n, z, log10_p, math.sqrt(var) / n)
 
 
-def _pick(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    return np.arange(n) if n <= k else np.sort(rng.choice(n, size=k, replace=False))
-
-
 def sample_pair(src_a: ModelSource, src_b: ModelSource, pair: TensorPair) -> tuple[np.ndarray, np.ndarray]:
     """The same sub-tensor of A and B in logical orientation: ≤ MAX_ROWS × MAX_COLS of axes 0 and 1.
 
@@ -80,10 +77,10 @@ def sample_pair(src_a: ModelSource, src_b: ModelSource, pair: TensorPair) -> tup
     """
     shape = pair.shape
     rng = np.random.default_rng(zlib.crc32(pair.a.key.encode()))  # fixed before any value is read
-    rows = _pick(shape[0], MAX_ROWS, rng)
-    cols = _pick(shape[1], MAX_COLS, rng)
+    rows = sample_indices(shape[0], MAX_ROWS, rng)
+    cols = sample_indices(shape[1], MAX_COLS, rng)
     rest = int(np.prod(shape[2:], dtype=np.int64)) if len(shape) > 2 else 1
-    keep_rest = _pick(rest, max(1, MAX_ROW_ELEMS // max(len(cols), 1)), rng)
+    keep_rest = sample_indices(rest, max(1, MAX_ROW_ELEMS // max(len(cols), 1)), rng)
     rows_a, rows_b = (pair.rows[0][rows], pair.rows[1][rows]) if pair.rows is not None else (rows, rows)
 
     def take(src: ModelSource, entry, stored_rows: np.ndarray) -> np.ndarray:
