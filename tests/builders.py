@@ -96,3 +96,113 @@ def write_tokenizer(folder: Path, tokens: list[str]) -> None:
     from tokenizers.models import WordLevel
 
     Tokenizer(WordLevel({t: i for i, t in enumerate(tokens)}, unk_token=tokens[0])).save(str(folder / "tokenizer.json"))
+
+
+def widen_qwen2(tensors: dict[str, np.ndarray], hidden: int, ffn: int, seed: int = 3) -> dict[str, np.ndarray]:
+    """Net2Net-style growth of ``qwen2_tensors``: residual dims appended at zero, FFN units duplicated (the
+    copies share the original's output weights), new query/key/value rows appended. Names are kept."""
+    r = np.random.default_rng(seed)
+    out = {}
+    for k, v in tensors.items():
+        h = v.shape[-1]
+        if k.endswith(("embed_tokens.weight",)):
+            out[k] = np.hstack([v, np.zeros((v.shape[0], hidden - h), np.float32)])
+        elif k.endswith(("layernorm.weight", "norm.weight")):
+            out[k] = np.concatenate([v, np.ones(hidden - v.shape[0], np.float32)])
+        elif k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "lm_head.weight")):
+            rows = v.shape[0] if k.endswith("lm_head.weight") else v.shape[0] * hidden // h
+            w = 0.02 * r.normal(size=(rows, hidden)).astype(np.float32)
+            w[: v.shape[0], :h] = v
+            out[k] = w
+        elif k.endswith("q_proj.bias"):
+            out[k] = np.concatenate([v, np.zeros(v.shape[0] * hidden // h - v.shape[0], np.float32)])
+        elif k.endswith("o_proj.weight"):
+            w = np.zeros((hidden, hidden), np.float32)
+            w[:h, :h] = v
+            out[k] = w
+        else:
+            out[k] = v
+    layers = {k.split(".layers.")[1].split(".")[0] for k in tensors if ".layers." in k}
+    for layer in sorted(layers):
+        p = f"model.layers.{layer}.mlp."
+        up = tensors[p + "up_proj.weight"]
+        dup = r.choice(up.shape[0], ffn - up.shape[0], replace=False)
+        for name in ("gate_proj.weight", "up_proj.weight"):
+            w = tensors[p + name]
+            grown = np.vstack([w, w[dup]])
+            out[p + name] = np.hstack([grown, 0.02 * r.normal(size=(ffn, hidden - w.shape[1]))]).astype(np.float32)
+        down = tensors[p + "down_proj.weight"].copy()
+        alpha = r.uniform(0.3, 0.7, size=len(dup)).astype(np.float32)
+        copies = down[:, dup] * (1 - alpha)
+        down[:, dup] *= alpha
+        out[p + "down_proj.weight"] = np.vstack([np.hstack([down, copies]), np.zeros((hidden - down.shape[0], ffn), np.float32)])
+    return out
+
+
+def resnet_tensors(seed: int, widths=(48, 96), classes: int = 10) -> dict[str, np.ndarray]:
+    """Random torchvision-named BasicBlock ResNet weights (one block per stage), BatchNorms included."""
+    r = np.random.default_rng(seed)
+    t: dict[str, np.ndarray] = {}
+
+    def conv(name, cout, cin, k=3):
+        t[name + ".weight"] = r.normal(size=(cout, cin, k, k)) / np.sqrt(cin * k * k)
+
+    def bn(name, c):
+        t[name + ".weight"], t[name + ".bias"] = 1 + 0.1 * r.normal(size=c), 0.1 * r.normal(size=c)
+        t[name + ".running_mean"], t[name + ".running_var"] = r.normal(size=c), r.uniform(0.5, 2, size=c)
+
+    conv("conv1", widths[0], 3)
+    bn("bn1", widths[0])
+    cin = widths[0]
+    for s, w in enumerate(widths, start=1):
+        b = f"layer{s}.0."
+        conv(b + "conv1", w, cin)
+        bn(b + "bn1", w)
+        conv(b + "conv2", w, w)
+        bn(b + "bn2", w)
+        if cin != w:
+            conv(b + "downsample.0", w, cin, 1)
+            bn(b + "downsample.1", w)
+        cin = w
+    t["fc.weight"], t["fc.bias"] = r.normal(size=(classes, cin)) / np.sqrt(cin), np.zeros(classes)
+    return {k: v.astype(np.float32) for k, v in t.items()}
+
+
+def permute_prune_resnet(t: dict[str, np.ndarray], seed: int, fraction: float = 0.2):
+    """Permute every channel group of ``resnet_tensors`` consistently, then drop ``fraction`` of each block's
+    inner channels (smallest L1 filters). Returns (tensors, truth): truth maps a kept channel map's first
+    module to the parent channel of each child channel."""
+    r = np.random.default_rng(seed)
+    out = dict(t)
+    stages = sorted({k.split(".")[0] for k in t if k.startswith("layer")})
+    widths = [t[f"{s}.0.conv2.weight"].shape[0] for s in stages]
+    streams = [r.permutation(w) for w in widths]
+
+    def out_perm(conv, bn, p):
+        out[conv + ".weight"] = out[conv + ".weight"][p]
+        for x in ("weight", "bias", "running_mean", "running_var"):
+            out[f"{bn}.{x}"] = out[f"{bn}.{x}"][p]
+
+    out_perm("conv1", "bn1", streams[0])
+    truth = {"conv1": streams[0]}
+    for i, s in enumerate(stages):
+        b = f"{s}.0."
+        p_in = streams[max(i - 1, 0)]
+        inner = r.permutation(out[b + "conv1.weight"].shape[0])
+        out[b + "conv1.weight"] = out[b + "conv1.weight"][:, p_in]
+        out_perm(b + "conv1", b + "bn1", inner)
+        out[b + "conv2.weight"] = out[b + "conv2.weight"][:, inner]
+        out_perm(b + "conv2", b + "bn2", streams[i])
+        if b + "downsample.0.weight" in out:
+            out[b + "downsample.0.weight"] = out[b + "downsample.0.weight"][:, p_in]
+            out_perm(b + "downsample.0", b + "downsample.1", streams[i])
+        w = out[b + "conv1.weight"]
+        keep = np.sort(np.argsort(-np.abs(w).sum((1, 2, 3)))[: int(round(w.shape[0] * (1 - fraction)))])
+        out[b + "conv1.weight"] = w[keep]
+        for x in ("weight", "bias", "running_mean", "running_var"):
+            out[f"{b}bn1.{x}"] = out[f"{b}bn1.{x}"][keep]
+        out[b + "conv2.weight"] = out[b + "conv2.weight"][:, keep]
+        truth[b + "conv1"] = inner[keep]
+        truth[b + "conv2"] = streams[i]
+    out["fc.weight"] = out["fc.weight"][:, streams[-1]]
+    return out, truth

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.zoo
 KINDS = {"finetune_short", "finetune_long", "continued_pretraining", "lora_merged", "quant_int8", "quant_4bit",
          "cast_fp16", "cast_bf16", "depth_pruning", "depth_upscaling", "width_pruning", "vocab_extension",
          "vocab_pruning", "permutation", "rotation", "rescaling", "merge", "moe_upcycling", "component_graft",
-         "shared_init", "independent_seed", "independent_data", "independent_tokenizer", "independent_family"}
+         "shared_init", "independent_seed", "independent_data", "independent_tokenizer", "independent_family",
+         "width_growth", "cnn_permute_prune", "independent_width"}
 
 
 def _manifest(zoo: Path) -> dict:
@@ -35,7 +36,7 @@ def test_manifest_structure(smoke_zoo):
     assert m["modelkin_zoo"] == 1 and m["size"] == "smoke"
     kinds = {p["kind"] for p in m["pairs"]}
     assert {"finetune_short", "permutation", "quant_int8", "component_graft", "depth_pruning",
-            "independent_seed"} <= kinds <= KINDS
+            "independent_seed", "width_growth", "cnn_permute_prune", "independent_width"} <= kinds <= KINDS
     assert len({m["models"][p["a"].split("/", 1)[1]]["family"] for p in m["pairs"]}) >= 2
     for p in m["pairs"]:
         assert set(p) >= {"id", "a", "b", "kind", "label", "strength", "components", "family"}
@@ -53,7 +54,8 @@ def test_saved_format(smoke_zoo):
         for side in (p["a"], p["b"]):
             folder = smoke_zoo / side
             assert (folder / "config.json").exists() and (folder / "model.safetensors").exists()
-            assert (folder / "tokenizer.json").exists()  # every smoke model has a text tower
+            has_text = m["models"][side.split("/", 1)[1]]["family"] != "resnet"
+            assert (folder / "tokenizer.json").exists() == has_text
     base = smoke_zoo / _pair(m, "finetune_short")["a"]
     cfg = json.loads((base / "config.json").read_text())
     assert cfg["model_type"] == "qwen2"
@@ -185,3 +187,65 @@ def test_examples_are_small_and_complete():
     assert total <= 5_000_000
     for n in names:
         assert {"config.json", "model.safetensors", "tokenizer.json"} <= {f.name for f in (examples / n).iterdir()}
+
+
+def _load_pair(zoo: Path, kind: str):
+    from modelkin.zoo.io import load_model
+
+    m = _manifest(zoo)
+    p = _pair(m, kind)
+    return m["models"][p["b"].split("/", 1)[1]], load_model(zoo / p["a"]), load_model(zoo / p["b"])
+
+
+def test_width_growth_is_function_preserving_then_fine_tuned(smoke_zoo):
+    """Widening (residual 64 -> 96, FFN 128 -> 192, heads 4 -> 6, one layer inserted) keeps the logits."""
+    import torch
+
+    from modelkin.zoo import reshape
+
+    meta, (parent, _, _), (child, _, _) = _load_pair(smoke_zoo, "width_growth")
+    r = meta["recipe"]
+    assert meta["preservation_error"] < 1e-3 and meta["train_steps"] == r["steps"] > 0
+    grown = reshape.widen_decoder(parent, r["hidden"], r["intermediate"], r["heads"], r["kv_heads"], r["insert_layer"], r["seed"])
+    ids = torch.randint(3, 500, (2, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref, out = parent(ids), grown(ids)
+    assert (ref - out).abs().max().item() <= 1e-3 * ref.abs().max().item()
+    c, pc = child.config, parent.config
+    assert (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers) == (
+        int(1.5 * pc.hidden_size), int(1.5 * pc.intermediate_size), 6, pc.num_hidden_layers + 1)
+    sd = child.state_dict()  # fine-tuned after the growth: the copies are no longer exact
+    assert not torch.allclose(sd["model.embed_tokens.weight"][:, :64], parent.state_dict()["model.embed_tokens.weight"])
+
+
+def test_cnn_permute_prune_recipe(smoke_zoo):
+    """Every channel group permuted consistently (logits kept), then 20 % of each block's inner channels pruned."""
+    import torch
+
+    from modelkin.zoo import reshape
+
+    meta, (parent, _, _), (child, _, _) = _load_pair(smoke_zoo, "cnn_permute_prune")
+    assert meta["preservation_error"] < 1e-3
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    permuted = reshape.permute_resnet(parent, meta["recipe"]["seed"])
+    with torch.no_grad():
+        ref, out = parent(x), permuted(x)
+    assert (ref - out).abs().max().item() <= 1e-4 * ref.abs().max().item()
+    widths = parent.config.widths
+    assert child.config.inner == [[max(8, round(0.8 * w))] for w in widths]
+    assert meta["channel_permutation"]["stream"] and len(meta["kept_inner_channels"]) == len(widths)
+    assert child.state_dict()["conv1.weight"].shape == parent.state_dict()["conv1.weight"].shape
+
+
+def test_independent_width_differs_in_every_shape(smoke_zoo):
+    import json
+
+    m = _manifest(smoke_zoo)
+    p = _pair(m, "independent_width")
+    ca, cb = (json.loads((smoke_zoo / s / "config.json").read_text()) for s in (p["a"], p["b"]))
+    for key in ("hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size"):
+        assert ca[key] != cb[key], key
+    from tokenizers import Tokenizer
+
+    va, vb = (set(Tokenizer.from_file(str(smoke_zoo / s / "tokenizer.json")).get_vocab()) for s in (p["a"], p["b"]))
+    assert len(va & vb) >= 128  # overlapping tokenizers: the shared basis of the test

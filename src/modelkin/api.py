@@ -24,8 +24,10 @@ from .results import ComparisonResult, ModelRef, TensorResult, UnmatchedTensor
 from .sources import ModelSource, open_model
 from .statistics import find_anchor, pair_evidence
 from .statistics.evidence import realign_candidates
+from .statistics.invariant import component_tests
 from .statistics.screening import screen
 from .verdict import judge_components, overall
+from .verdict.coverage import counted_components
 
 ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
 
@@ -146,11 +148,17 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
             test=None if t is None else t.test,
             mean_a=m.mean_a, std_a=m.std_a, mean_b=m.mean_b, std_b=m.std_b,
         ))
-    components = judge_components(pairs, tests, rows, options.alpha, options.min_effect, layer_maps, expert_maps)
+    counted = counted_components(inv_a, inv_b, options.components)
+    invariant = component_tests(src_a, src_b, inv_a, inv_b, vocab, list(counted))
+    components = judge_components(pairs, tests, rows, options.alpha, options.min_effect, layer_maps, expert_maps,
+                                  invariant, counted)
     verdict, log10_p = overall(components)
     notes = []
-    if not pairs:
+    if not pairs and not any(t["ran"] for c in components.values() for t in c.invariant_tests):
         notes.append("No tensor of A could be paired with a tensor of B: nothing was compared (see unmatched).")
+    elif not pairs:
+        notes.append("No tensor of A pairs with a tensor of B by name, role and shape (see unmatched): components "
+                     "were compared only through the inputs both models share (shared-basis or channel tests).")
     if vocab is not None and vocab.source == "leading-ids" and not vocab.identity:
         notes.append(
             "No tokenizer files on both sides: token rows were compared on their common leading ids, assuming "

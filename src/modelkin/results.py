@@ -78,6 +78,10 @@ class ComponentResult:
     reason: str  # one sentence a reader can check
     strongest: list[str]  # names (in A) of the strongest evidence tensors
     layer_map: dict  # method, pairs [[layer of A, layer of B]], dropped_a, unmatched_b, duplicated_a, reordered
+    # Whether the component counts in the overall verdict (False: only scalars, buffers, gains, biases).
+    counted: bool = True
+    # Component-level tests invariant to permuted / rotated hidden units (shared-basis, channels).
+    invariant_tests: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,7 @@ def align_by_name(inv_a: Inventory, inv_b: Inventory, vocab: VocabMap | None = N
         b_by_key.setdefault(e.key, e)
     used_b: set[str] = set()
     left_a: list[TensorEntry] = []
-    shape_conflicts: dict[str, str] = {}
+    shape_conflicts: dict[tuple[str, str], str] = {}  # (side, name) -> reason
     for ea in inv_a.tensors:
         eb = b_by_key.get(ea.key)
         if eb is None or eb.name in used_b:
@@ -169,8 +169,8 @@ def align_by_name(inv_a: Inventory, inv_b: Inventory, vocab: VocabMap | None = N
             pairs.append(TensorPair(ea, eb, ea.transposed != eb.transposed, "name (width differs)", width_differs=True))
             continue
         if fit is None:
-            shape_conflicts[ea.name] = f"shape {list(ea.shape)} vs {list(eb.shape)} in B ({eb.name})"
-            shape_conflicts[eb.name] = f"shape {list(eb.shape)} vs {list(ea.shape)} in A ({ea.name})"
+            shape_conflicts[("a", ea.name)] = f"shape {list(ea.shape)} vs {list(eb.shape)} in B ({eb.name})"
+            shape_conflicts[("b", eb.name)] = f"shape {list(eb.shape)} vs {list(ea.shape)} in A ({ea.name})"
             used_b.add(eb.name)
             left_a.append(ea)
             continue
@@ -196,11 +196,11 @@ def align_by_name(inv_a: Inventory, inv_b: Inventory, vocab: VocabMap | None = N
     still_a = _pair_experts_with_dense(still_a, left_b, used_b, pairs)
 
     for ea in still_a:
-        reason = shape_conflicts.get(ea.name, "no tensor of the same name or role in B")
+        reason = shape_conflicts.get(("a", ea.name), "no tensor of the same name or role in B")
         unmatched.append(Unmatched("a", ea.name, ea.component, ea.role, reason))
     paired_b = {p.b.name for p in pairs}
     for eb in inv_b.tensors:
         if eb.name not in paired_b:
-            reason = shape_conflicts.get(eb.name, "no tensor of the same name or role in A")
+            reason = shape_conflicts.get(("b", eb.name), "no tensor of the same name or role in A")
             unmatched.append(Unmatched("b", eb.name, eb.component, eb.role, reason))
     return Alignment(tuple(pairs), tuple(unmatched))

@@ -34,7 +34,7 @@ KIND_ORDER = (
     "finetune_short", "finetune_long", "continued_pretraining", "lora_merged", "quant_int8", "quant_4bit",
     "cast_fp16", "cast_bf16", "depth_pruning", "depth_upscaling", "width_pruning", "vocab_extension",
     "vocab_pruning", "permutation", "rotation", "rescaling", "merge", "moe_upcycling", "component_graft",
-    "shared_init",
+    "shared_init", "width_growth", "cnn_permute_prune",
 )
 NO_MANIFEST = "no manifest.json (build one with 'modelkin zoo build')"
 
@@ -120,6 +120,10 @@ def run_pair(root: Path, pair: dict, index: int, threads: int = 2, manifest: dic
                 "verdict": r.verdict,
                 "log10_p": r.log10_p,
                 "components": {n: {"verdict": c.verdict, "log10_p": c.log10_p} for n, c in r.components.items()},
+                # Components the manifest says both models have but the result does not list: never expected.
+                "missing_components": sorted(set(rec["component_labels"]) - set(r.components)),
+                "invariant": {n: {k: t.get(k) for k in ("test", "ran", "z", "mean_margin", "log10_p")}
+                              for n, c in r.components.items() for t in c.invariant_tests},
             }
             expected = expected_structure(root, manifest or {}, pair)
             if expected is not None:
@@ -222,13 +226,30 @@ def summarize(records: list[dict]) -> dict:
                   "mean_seconds": sum(r["seconds"] for r in rows[k]) / len(rows[k])} for k in summary}
     calibration = scoring.calibration([r["modelkin"].get("log10_p") if r["modelkin"]["verdict"] != "error" else None
                                        for r in negatives], ALPHAS)
+    missing = sum(len(r["modelkin"].get("missing_components", [])) for r in records)
     structure: dict[str, dict] = {}
     for r in records:
         if "structure" in r:
             d = structure.setdefault(r["kind"], {"n": 0, "correct": 0})
             d["n"] += 1
             d["correct"] += bool(r["structure"]["ok"])
-    return {"summary": summary, "overall": overall, "timing": timing, "calibration": calibration, "structure": structure}
+    return {"summary": summary, "overall": overall, "timing": timing, "calibration": calibration, "structure": structure,
+            "missing_components": missing, "invariant_margins": _invariant_margins(negatives)}
+
+
+def _invariant_margins(negatives: list[dict]) -> dict:
+    """Per invariant test, on independent pairs: how close its statistic came to firing (the assumption's slack)."""
+    out: dict[str, dict] = {}
+    for r in negatives:
+        for comp, t in r["modelkin"].get("invariant", {}).items():
+            if not t.get("ran"):
+                continue
+            d = out.setdefault(t["test"], {"n": 0, "max_z": None, "max_mean_margin": None, "worst": None})
+            d["n"] += 1
+            if d["max_z"] is None or t["z"] > d["max_z"]:
+                d["max_z"], d["worst"] = t["z"], f"{r['id']}:{comp}"
+            d["max_mean_margin"] = t["mean_margin"] if d["max_mean_margin"] is None else max(d["max_mean_margin"], t["mean_margin"])
+    return out
 
 
 # -- output -----------------------------------------------------------------------------------------
@@ -292,9 +313,17 @@ def render(result: dict, console: Console) -> None:
         for col in ("kind", "what", "pairs", "correct"):
             st.add_column(col, justify="left" if col in ("kind", "what") else "right")
         for kind, d in result["structure"].items():
-            what = {"width_pruning": "kept-unit fraction", "permutation": "expert map"}.get(kind, "layer map")
+            what = {"width_pruning": "kept-unit fraction", "permutation": "expert map",
+                    "cnn_permute_prune": "channel maps"}.get(kind, "layer map")
             st.add_row(kind, what, str(d["n"]), str(d["correct"]))
         console.print(st)
+    if result.get("invariant_margins"):
+        console.print("Invariant tests on independent pairs (the sibling assumption's slack): " + "; ".join(
+            f"{name}: {d['n']} components, largest z {d['max_z']:.1f} ({d['worst']}), largest mean margin "
+            f"{d['max_mean_margin']:+.3f}" for name, d in result["invariant_margins"].items()))
+    n_missing = result.get("missing_components", 0)
+    console.print(f"Components missing from results (against the manifest): {n_missing}",
+                  style="bold red" if n_missing else None)
     errors = [p for p in result["pairs"] if p.get("error") or p["modelkin"].get("error")
               or any(b.get("error") for b in p["baselines"].values())]
     for p in errors:

@@ -4,10 +4,17 @@
   components compared (Bonferroni across components keeps the family-wise error at α). Per-tensor p-values
   are combined by Bonferroni too (m × the smallest): tensors of one model are not independent draws, and
   Bonferroni stays valid under any dependence.
-* **independent** — not related, *and* the evidence had the power to see a relationship: some evidence
-  tensor would have detected a matched-unit cosine of ``min_effect`` at the required level with 95 % power.
-* **inconclusive** — otherwise: nothing informative to compare (only norm gains, buffers, biases), or too
-  little data to rule out a weak relationship. Never "independent" by default.
+* **independent** — not related, *and* a test invariant to permutations and rotations of hidden units (the
+  component's shared-basis or channel test, see ``statistics.invariant``) ran with the power to see a weak
+  relationship: it would have detected a mean margin of ``min_effect`` at the required level with 95 % power.
+  Same-index evidence alone can say "related", never "independent": a permuted copy is invisible to it.
+* **inconclusive** — otherwise: nothing informative to compare (only norm gains, buffers, biases), too little
+  data to rule out a weak relationship, or no invariant test could run. Never "independent" by default.
+
+Every component present in both models gets a record, even when no tensor pairs by shape. Components that
+hold nothing that could be evidence in one of the models (only scalars, fixed buffers, norm gains, biases —
+CLIP's ``logit_scale``) are listed with ``counted = False`` and take no part in the overall verdict nor in the
+Bonferroni count (``coverage``).
 """
 
 from __future__ import annotations
@@ -20,6 +27,10 @@ import numpy as np
 from ..alignment import TensorPair
 from ..results import INCONCLUSIVE, INDEPENDENT, RELATED, ComponentResult, TensorResult
 from ..statistics import UnitTest, log10_bonferroni, z_for_log10_p
+from ..statistics.margins import ComponentTest
+from .coverage import (
+    NOT_COUNTED_REASON, detectable as margin_detectable, invariant_power, invariant_reason, layer_map_from_tests,
+)
 
 POWER_Z = 1.645  # one-sided 95 % power margin
 N_STRONGEST = 5
@@ -38,28 +49,48 @@ def judge_components(
     min_effect: float,
     layer_maps: dict | None = None,
     expert_maps: dict | None = None,
+    component_tests: dict[str, list[ComponentTest]] | None = None,
+    counted: dict[str, bool] | None = None,
 ) -> dict[str, ComponentResult]:
+    """``counted``: every component present in both models -> whether it counts (see ``coverage``);
+    ``component_tests``: the invariant tests per component. Without them, only paired components are judged
+    and none can be called independent."""
+    component_tests = component_tests or {}
     by_comp: dict[str, list[int]] = defaultdict(list)
+    for c in counted or {}:
+        by_comp[c] = []
     for i, p in enumerate(pairs):
         by_comp[p.component].append(i)
-    n_comp = max(len(by_comp), 1)
+    counted = {c: (counted or {}).get(c, True) for c in by_comp}
+    n_comp = max(sum(counted.values()), 1)
     log10_threshold = math.log10(alpha / n_comp)
     out: dict[str, ComponentResult] = {}
     for comp, idx in sorted(by_comp.items()):
         ev = [i for i in idx if tests[i] is not None]
-        m = len(ev)
-        log10_p = log10_bonferroni([tests[i].log10_p for i in ev], m) if m else 0.0
+        ran = [t for t in component_tests.get(comp, []) if t.ran]
+        m = len(ev) + len(ran)
+        log10_p = log10_bonferroni([tests[i].log10_p for i in ev] + [t.log10_p for t in ran], m) if m else 0.0
         strongest = [pairs[i].a.name for i in sorted(ev, key=lambda i: tests[i].log10_p)[:N_STRONGEST]]
         detectable = None
-        if m:
-            z_needed = z_for_log10_p(log10_threshold - math.log10(m)) + POWER_Z
+        z_needed = z_for_log10_p(log10_threshold - math.log10(max(m, 1))) + POWER_Z
+        if ev:
             detectable = min(z_needed * tests[i].null_sd_mean_cosine for i in ev)
+        powered = invariant_power(ran, z_needed, min_effect)
+        best_invariant = min(ran, key=lambda t: t.log10_p, default=None)
+        best_tensor = min((tests[i].log10_p for i in ev), default=0.0)
         if layer_maps and comp in layer_maps:
             layer_map = layer_maps[comp].to_dict()
+        elif not idx and (from_tests := layer_map_from_tests(ran)) is not None:
+            layer_map = from_tests
         else:
             layered = sorted({(pairs[i].a.layer, pairs[i].b.layer) for i in idx if pairs[i].a.layer is not None and pairs[i].b.layer is not None})
             layer_map = {"method": "name", "pairs": [list(p) for p in layered], "dropped_a": [], "unmatched_b": [], "duplicated_a": [], "reordered": False}
-        if m and log10_p <= log10_threshold:
+        if not counted[comp]:
+            verdict, log10_p, reason = INCONCLUSIVE, 0.0, NOT_COUNTED_REASON
+        elif m and log10_p <= log10_threshold and best_invariant is not None and best_invariant.log10_p < best_tensor:
+            verdict = RELATED
+            reason = f"{best_invariant.name} test: {best_invariant.reason}; combined log10 p = {log10_p:.1f} <= {log10_threshold:.1f}"
+        elif m and log10_p <= log10_threshold:
             verdict = RELATED
             best = min((tests[i] for i in ev), key=lambda t: t.log10_p)
             reason = (
@@ -73,21 +104,22 @@ def judge_components(
             elif best.test == "anchored" and not n_same:
                 reason += "; the residual stream was rotated or permuted: units match only in the shared input basis"
 
-        elif m == 0:
+        elif m == 0 and not component_tests.get(comp) and not idx:
+            verdict = INCONCLUSIVE
+            reason = "no tensor of A pairs with a tensor of B by name, role and shape, and no invariant test applies"
+        elif m == 0 and not component_tests.get(comp):
             verdict = INCONCLUSIVE
             reason = "no informative tensors to compare (only norm gains, biases, buffers or tiny tensors)"
-        elif detectable is not None and detectable <= min_effect:
+        elif powered is not None:
             verdict = INDEPENDENT
             reason = (
-                f"{m} evidence tensors show no unit-level match (combined log10 p = {log10_p:.1f}); "
-                f"a matched-unit cosine of {detectable:.3f} or more would have been detected"
+                f"{m} tests show no match (combined log10 p = {log10_p:.1f}); the {powered.name} test, which "
+                f"permuted or rotated hidden units cannot fool, would have detected a mean margin of "
+                f"{margin_detectable(powered, z_needed):.3f} or more"
             )
         else:
             verdict = INCONCLUSIVE
-            reason = (
-                f"no significant match, but the {m} evidence tensors are too small to rule out a weak relationship "
-                f"(could detect matched-unit cosine >= {detectable:.3f}, need <= {min_effect})"
-            )
+            reason = invariant_reason(component_tests.get(comp, []), len(ev), z_needed, min_effect)
         if expert_maps and comp in expert_maps:
             layer_map = {**layer_map, "experts": {str(k): v for k, v in sorted(expert_maps[comp].items())}}
         comp_rows = [rows[i] for i in idx]
@@ -96,20 +128,27 @@ def judge_components(
             verdict=verdict,
             log10_p=log10_p,
             n_tensors=len(idx),
-            n_evidence=m,
+            n_evidence=len(ev),
             median_pearson=_median(r.pearson for r in comp_rows if r.evidence),
             median_cosine=_median(r.cosine for r in comp_rows if r.evidence),
             median_unit_cosine=_median(tests[i].mean_cosine for i in ev),
             min_detectable_unit_cosine=detectable,
-            decided_by=_decided_by(tests, ev, verdict),
+            decided_by=_decided_by(tests, ev, verdict, ran),
             reason=reason,
             strongest=strongest,
             layer_map=layer_map,
+            counted=counted[comp],
+            invariant_tests=[t.to_dict() for t in component_tests.get(comp, [])],
         )
     return out
 
 
-def _decided_by(tests, ev, verdict) -> str:
+def _decided_by(tests, ev, verdict, ran=()) -> str:
+    best_inv = min(ran, key=lambda t: t.log10_p, default=None)
+    if best_inv is not None and (not ev or best_inv.log10_p < min(tests[i].log10_p for i in ev)) and verdict == RELATED:
+        return f"{best_inv.name} test (invariant to permuted or rotated units), Bonferroni over {len(ev) + len(ran)} tests"
+    if not ev and ran:
+        return f"{', '.join(t.name for t in ran)} test (invariant to permuted or rotated units)"
     if not ev:
         return "no evidence test applicable"
     best = min((tests[i] for i in ev), key=lambda t: t.log10_p)
@@ -119,6 +158,8 @@ def _decided_by(tests, ev, verdict) -> str:
 
 
 def overall(components: dict[str, ComponentResult]) -> tuple[str, float]:
+    """Related if any counted component is; independent if every counted one is; else inconclusive."""
+    components = {k: c for k, c in components.items() if c.counted}
     if not components:
         return INCONCLUSIVE, 0.0
     verdicts = {c.verdict for c in components.values()}

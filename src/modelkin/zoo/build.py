@@ -17,6 +17,7 @@ import torch
 
 from . import data as D
 from . import derive as X
+from . import reshape as R
 from . import tokenizer as T
 from .io import META_FILE, is_complete, load_model, save_model
 from .models import (BertConfig, BertMLM, CausalLM, DecoderConfig, ResNet, ResNetConfig, VLM,
@@ -72,7 +73,17 @@ class Builder:
         ids = torch.randint(3, 256, (2, 32), generator=g)
         if isinstance(model, VLM):
             return {"ids": ids, "images": self.images(0).images[:2]}
+        if isinstance(model, (ResNet, VisionClassifier)):
+            return {"x" if isinstance(model, ResNet) else "images": self.images(0).images[:4]}
         return {"ids": ids}
+
+    def check_preserving(self, op: str, parent, model) -> float:
+        """Relative max-logit error of a transform that claims to keep the function; raises above tolerance."""
+        probe = self.probe(parent)
+        err = X.max_logit_diff(parent, model, probe) / parent(**probe).abs().max().item()
+        if err > PRESERVE_TOL:
+            raise AssertionError(f"{op} is not function-preserving: relative error {err:.2e}")
+        return err
 
     # ----------------------------------------------------------------- models
 
@@ -100,12 +111,13 @@ class Builder:
                 "recipe": {k: v for k, v in r.items() if k not in ("id",)},
                 "parent_steps": parent.get("steps")}
 
-    def _fresh(self, family: str, seed: int, vocab: int):
-        """A newly initialised model of a family at this build's size, from ``seed``."""
-        p = self.p
+    def _fresh(self, family: str, seed: int, vocab: int, arch: dict | None = None):
+        """A newly initialised model of a family at this build's size (or ``arch``'s), from ``seed``."""
+        p = {**self.p, **(arch or {})}
         torch.manual_seed(seed)
         text = DecoderConfig(vocab_size=vocab, hidden_size=p["H"], num_hidden_layers=p["layers"],
-                             intermediate_size=2 * p["H"], num_attention_heads=4, num_key_value_heads=2)
+                             intermediate_size=p.get("ffn", 2 * p["H"]), num_attention_heads=p.get("heads", 4),
+                             num_key_value_heads=p.get("kv", 2))
         vision = VisionConfig(out_hidden_size=p["H"], **p["vision"])
         if family == "qwen2":
             return CausalLM(text)
@@ -144,7 +156,7 @@ class Builder:
             vocab = int(r["tok"].split(":")[1])
             text_family = r["family"] not in ("resnet", "qwen2_5_vl_vision")
             tok = self.tokenizer(r["tok"]) if text_family else None
-            model = self._fresh(r["family"], r["seed"], vocab)
+            model = self._fresh(r["family"], r["seed"], vocab, r.get("arch"))
             stats = self._train(model, tok, r, r["steps"], lr=3e-3)
             return model, tok, {**stats, "data": self._data_tag(model, r),
                                 "tokenizer": f"bpe:{D.corpus_name(r['tok'].split(':')[0])}:{vocab}" if tok else None}
@@ -175,13 +187,18 @@ class Builder:
             fn = {"permute": lambda m: X.permute(m, r["seed"], record), "rotate": lambda m: X.rotate(m, r["seed"]),
                   "rescale": lambda m: X.rescale(m, r["seed"], r["strength"])}[op]
             model = fn(parent)
-            probe = self.probe(parent)
-            scale = parent(**probe).abs().max().item()
-            err = X.max_logit_diff(parent, model, probe) / scale
-            if err > PRESERVE_TOL:
-                raise AssertionError(f"{op} is not function-preserving: relative error {err:.2e}")
-            meta["preservation_error"] = err
+            meta["preservation_error"] = self.check_preserving(op, parent, model)
             meta.update(record)  # the permutation's expert order: ground truth for expert maps
+        elif op == "widen":
+            args = {k: r[k] for k in ("hidden", "intermediate", "heads", "kv_heads", "insert_layer")}
+            model = R.widen_decoder(parent, **args, seed=r["seed"])
+            meta["preservation_error"] = self.check_preserving(op, parent, model)
+        elif op == "permute_prune":
+            record = {}
+            model = R.permute_resnet(parent, r["seed"], record)
+            meta["preservation_error"] = self.check_preserving(op, parent, model)
+            model = R.prune_resnet(model, r["fraction"], record)
+            meta.update(record)  # the channel permutation and the kept channels: ground truth for channel maps
         elif op == "merge":
             other, _, _ = self.get(r["other"])
             model = X.merge(parent, other, r["weight"])

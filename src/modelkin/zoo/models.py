@@ -535,23 +535,34 @@ class ResNetConfig:
     widths: list[int] = field(default_factory=lambda: [64, 128])
     blocks: list[int] = field(default_factory=lambda: [1, 1])
     num_classes: int = 16
+    # Channels inside each block (between its two convs), per stage and block; None: the stage width.
+    # Structured pruning narrows them (zoo.reshape.permute_prune_resnet).
+    inner: list[list[int]] | None = None
+
+    def inner_width(self, stage: int, block: int) -> int:
+        return self.inner[stage][block] if self.inner else self.widths[stage]
 
     def hf_dict(self) -> dict:
-        return {"architectures": ["ResNet"], "model_type": "resnet", "hidden_sizes": self.widths,
-                "depths": self.blocks, "num_labels": self.num_classes, "num_channels": 3,
-                "layer_type": "basic", "hidden_size": self.widths[-1]}
+        d = {"architectures": ["ResNet"], "model_type": "resnet", "hidden_sizes": self.widths,
+             "depths": self.blocks, "num_labels": self.num_classes, "num_channels": 3,
+             "layer_type": "basic", "hidden_size": self.widths[-1]}
+        if self.inner:
+            d["inner_sizes"] = self.inner
+        return d
 
     @classmethod
     def from_hf(cls, d: dict) -> "ResNetConfig":
-        return cls(widths=list(d["hidden_sizes"]), blocks=list(d["depths"]), num_classes=d["num_labels"])
+        return cls(widths=list(d["hidden_sizes"]), blocks=list(d["depths"]), num_classes=d["num_labels"],
+                   inner=d.get("inner_sizes"))
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, cin: int, cout: int, stride: int, mid: int | None = None):
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        mid = mid or cout
+        self.conv1 = nn.Conv2d(cin, mid, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         if stride != 1 or cin != cout:
             self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
@@ -575,7 +586,8 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(c.widths[0])
         cin = c.widths[0]
         for k, (w, n) in enumerate(zip(c.widths, c.blocks), start=1):
-            blocks = [BasicBlock(cin if j == 0 else w, w, 1 if (k == 1 or j) else 2) for j in range(n)]
+            blocks = [BasicBlock(cin if j == 0 else w, w, 1 if (k == 1 or j) else 2, c.inner_width(k - 1, j))
+                      for j in range(n)]
             setattr(self, f"layer{k}", nn.Sequential(*blocks))
             cin = w
         self.fc = nn.Linear(cin, c.num_classes)

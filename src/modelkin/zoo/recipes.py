@@ -10,7 +10,11 @@ order, so a parent always precedes its children.  Pairs only reference recipe id
   depth_pruning: fraction of layers removed;  depth_upscaling: fraction of layers added;
   width_pruning: fraction of FFN units removed;  vocab_extension: tokens added / vocab size;
   vocab_pruning: fraction of the merged tokens targeted for removal (unreachable merges go too);  permutation / rotation: fine-tune steps
-  after the transform as a fraction of pre-training;  merge: the parent's weight in the average.
+  after the transform as a fraction of pre-training;  merge: the parent's weight in the average;
+  width_growth: new hidden width / old;  cnn_permute_prune: fraction of each block's inner channels pruned.
+
+Shapes that differ (``independent_width``: another width, depth and tokenizer; ``width_growth``;
+``cnn_permute_prune``) have no same-shape tensors to compare: they exercise the shared-basis and channel tests.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ PRESETS = {
         "H": 64, "layers": 3, "vocab": 512, "steps": 120,
         # patch 8 on 32x32 images: 16 patches -> 4 image tokens; keeps the smoke VLMs cheap
         "vision": {"depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "patch_size": 8},
-        "resnet": {"widths": [32, 64], "blocks": [1, 1]}, "images": 1024,
+        "resnet": {"widths": [16, 32], "blocks": [1, 1]}, "images": 1024,
     },
     # The shipped examples/ (<= 5 MB together): hidden 64, 2 layers, vocab 512.
     "examples": {
@@ -62,15 +66,19 @@ class Plan:
         return id
 
     def base(self, family: str, seed: int, data: str = "A", tok: str = "A", steps: int | None = None,
-             batch_seed: int | None = None, images: int = 0, vocab: int | None = None) -> str:
+             batch_seed: int | None = None, images: int = 0, vocab: int | None = None, arch: dict | None = None) -> str:
+        """``arch``: overrides of the size preset (``H``, ``layers``, ``ffn``, ``heads``, ``kv``)."""
         vocab = vocab or self.p["vocab"]
         tag = f"{family}-{data}-t{tok}{vocab}-s{seed}" + (f"-b{batch_seed}" if batch_seed is not None else "")
+        if arch:
+            tag += "-" + "".join(f"{k}{v}" for k, v in sorted(arch.items()))
         if family in ("resnet", "qwen2_5_vl_vision"):
             tag = f"{family}-img{images}-s{seed}"
         elif family == "qwen2_5_vl":
             tag += f"-img{images}"
+        extra = {"arch": arch} if arch else {}
         return self.model(tag, "base", family=family, seed=seed, data=data, tok=f"{tok}:{vocab}",
-                          steps=steps or self.p["steps"], batch_seed=batch_seed, images=images)
+                          steps=steps or self.p["steps"], batch_seed=batch_seed, images=images, **extra)
 
     def derive(self, kind: str, parent: str, op: str, suffix: str, **kw) -> str:
         return self.model(f"{parent}~{suffix}", op, parent=parent, kind=kind, **kw)
@@ -114,6 +122,22 @@ def _add_function_preserving(P: Plan, parent: str, seed: int, ft: int, kinds=("p
     return out
 
 
+def _widen(P: Plan, parent: str, factor: float, seed: int, steps: int) -> str:
+    """Net2Net-style growth of a decoder of the preset size (heads of 16 dims, 2 query heads per kv head)."""
+    H = int(P.p["H"] * factor)
+    child = P.derive("width_growth", parent, "widen", f"wide{H}", hidden=H, intermediate=2 * H, heads=H // 16,
+                     kv_heads=H // 32, insert_layer=True, seed=seed, steps=steps, data="B")
+    P.related("width_growth", parent, child, factor)
+    return child
+
+
+def _permute_prune(P: Plan, parent: str, seed: int, steps: int, fraction: float = 0.2) -> str:
+    child = P.derive("cnn_permute_prune", parent, "permute_prune", f"pp{int(fraction * 100)}", fraction=fraction,
+                     seed=seed, steps=steps, images=seed % 7)
+    P.related("cnn_permute_prune", parent, child, fraction)
+    return child
+
+
 def _smoke() -> Plan:
     P = Plan("smoke")
     s = P.p["steps"]
@@ -133,6 +157,15 @@ def _smoke() -> Plan:
                 images=2, steps=s, with_projector=True)
     P.pair("component_graft", v1, g, "related", P.steps_frac(s),
            vision="related", projector="related", text="independent")
+    # Shapes differ: a width-grown child; an independent model of another width, depth and tokenizer (same
+    # data), also against the VLM's text tower (another family); a permuted, pruned, fine-tuned ResNet.
+    _widen(P, a1, 1.5, seed=103, steps=30)
+    wide = P.base("qwen2", 3, tok="B", vocab=384, steps=80, arch={"H": 96, "layers": 2, "ffn": 256, "heads": 6, "kv": 3})
+    P.pair("independent_width", a1, wide, "independent")
+    P.pair("independent_family", v1, wide, "independent")
+    r1, r2 = P.base("resnet", 81, images=0, steps=100), P.base("resnet", 82, images=1, steps=100)
+    P.pair("independent_seed", r1, r2, "independent")
+    _permute_prune(P, r1, seed=104, steps=20)
     return P
 
 

@@ -1,0 +1,164 @@
+"""Sibling margins: is a unit of one model closer to the other model than to its own siblings?
+
+Used where no exact permutation null exists because units must be *matched* first: units of models of
+different widths compared in a shared basis (``shared_basis``), and channels recovered layer by layer through
+a network (``channel_test``). Every tested unit u of the smaller unit set S is matched twice, on one half of
+the features (the fit half) and scored on the other half (held out):
+
+* cross(u): held-out cosine between u and its best fit-half match among k units of the other model;
+* sib(u):   held-out cosine between u and its best fit-half match among k *other* units of its own model.
+
+Both searches look at the same number k of candidates, so neither side gains from having more units to pick
+from (a wider model would otherwise offer more chances). The margin is cross(u) - sib(u).
+
+The stated assumption (not an exact null): a model trained independently of S is no closer to S's units than
+S's own other units are, so margins have mean (and median) <= 0. Independently trained models do share
+"universal" features, but S's own siblings live in the same basis and the same training run and are closer
+still: on the zoo's independent pairs most margins are strongly negative. A copied unit matches its copy far
+better than any sibling (margin around +0.5).
+
+The test on the margins is a sign-flip (one-sample randomisation) test: under a null symmetric about 0 the
+signs of the n margins are exchangeable, so z = sum(d) / sqrt(sum(d^2)) is approximately normal. z can never
+exceed sqrt(n) (all margins alike), so its p-value never falls below the exact sign-flip test's floor of 2^-n.
+Margins of units of one model are not independent draws; the assumption's slack on independent pairs (means
+far below 0) is what keeps the test conservative, and the bench reports the margins of every independent
+zoo pair.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import log_ndtr
+
+from ..alignment import normalise_rows
+from .pvalues import LN10
+
+MIN_UNITS = 16  # fewer scored units cannot support the normal approximation
+MIN_HALF = 8  # features on each side of the fit / score split
+
+
+@dataclass(frozen=True, slots=True)
+class Margins:
+    """Per tested unit of the smaller set: its margin, held-out cross cosine, and where its partner lives."""
+
+    margin: np.ndarray  # cross - sib: what the p-value is computed from
+    counterpart: np.ndarray  # bool: the best match among *all* the other model's units beats the best sibling
+    group: np.ndarray  # group (layer) of the tested unit
+    partner_group: np.ndarray  # group (layer) of its best match among all the other model's units
+    partner: np.ndarray  # index of that match
+
+
+def split_features(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+    """A random half of the feature columns to fit on, the rest to score on (None when too few)."""
+    if n < 2 * MIN_HALF:
+        return None
+    order = rng.permutation(n)
+    return np.sort(order[: n // 2]), np.sort(order[n // 2 :])
+
+
+def sibling_margins(
+    fs: np.ndarray, gs: np.ndarray, fl: np.ndarray, gl: np.ndarray,
+    fit: np.ndarray, score: np.ndarray, rng: np.random.Generator, max_tested: int = 512,
+) -> Margins | None:
+    """fs [n_s, f]: fingerprints of the smaller set S (groups gs); fl [n_l, f]: the larger set L (groups gl)."""
+    n_s, n_l = fs.shape[0], fl.shape[0]
+    k = min(n_s - 1, n_l)
+    if k < 1 or n_s < MIN_UNITS:
+        return None
+    tested = np.sort(rng.choice(n_s, size=min(n_s, max_tested), replace=False))
+    cand_l = np.sort(rng.choice(n_l, size=k, replace=False))
+    cand_s = np.sort(rng.choice(n_s, size=k + 1, replace=False)) if k + 1 < n_s else np.arange(n_s)
+    s_fit, s_score = normalise_rows(fs[:, fit]), normalise_rows(fs[:, score])
+    l_fit, l_score = normalise_rows(fl[cand_l][:, fit]), normalise_rows(fl[cand_l][:, score])
+
+    g_cross = s_fit[tested] @ l_fit.T
+    best = np.argmax(g_cross, axis=1)
+    cross = np.sum(s_score[tested] * l_score[best], axis=1)
+    # For the report: the best match among all of L's units (more candidates than the siblings had, so it
+    # describes where counterparts are; it does not enter the p-value).
+    all_fit, all_score = normalise_rows(fl[:, fit]), normalise_rows(fl[:, score])
+    best_all = np.argmax(s_fit[tested] @ all_fit.T, axis=1)
+    cross_all = np.sum(s_score[tested] * all_score[best_all], axis=1)
+
+    g_sib = s_fit[tested] @ s_fit[cand_s].T
+    g_sib[cand_s[None, :] == tested[:, None]] = -np.inf  # a unit is not its own sibling
+    not_in = ~np.isin(tested, cand_s)
+    g_sib[not_in, -1] = -np.inf  # ... and every unit sees exactly k siblings
+    sib_idx = cand_s[np.argmax(g_sib, axis=1)]
+    sib = np.sum(s_score[tested] * s_score[sib_idx], axis=1)
+    return Margins(cross - sib, cross_all > sib, gs[tested], gl[best_all], best_all)
+
+
+def sign_flip_test(margin: np.ndarray) -> tuple[float, float, float] | None:
+    """(z, log10 p, spread) of the one-sided test that margins exceed 0; spread = sd(margins) / sqrt(n)."""
+    n = margin.size
+    ss = float(np.sum(margin * margin))
+    if n < MIN_UNITS or ss <= 0 or not math.isfinite(ss):
+        return None
+    z = float(np.sum(margin)) / math.sqrt(ss)
+    floor = -n * math.log10(2.0)  # an exact sign-flip test cannot go below 2^-n (z <= sqrt(n) keeps us above)
+    log10_p = max(min(0.0, float(log_ndtr(-z)) / LN10), floor)
+    return z, log10_p, float(margin.std(ddof=1)) / math.sqrt(n)
+
+
+def detectable_margin(null_sd_margin: float, n_units: int, z_needed: float) -> float:
+    """Smallest mean margin the sign-flip test would detect at ``z_needed``, for margins of the observed spread.
+
+    Shifting margins of spread s to mean d gives z = sqrt(n) d / sqrt(s^2 + d^2); solving z = z_needed for d.
+    """
+    s = null_sd_margin * math.sqrt(n_units)
+    if n_units <= z_needed * z_needed:
+        return math.inf
+    return z_needed * s / math.sqrt(n_units - z_needed * z_needed)
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentTest:
+    """A component-level test that is invariant to permutations and rotations of hidden units.
+
+    ``ran`` is False when it could not run; ``reason`` then says why (e.g. no input basis shared).
+    ``null_sd_margin`` (sd of the margins / sqrt(n)) sets how small a mean margin the test could have seen
+    (``detectable_margin``): the verdict uses it to decide whether the test had the power to see a weak
+    relationship.
+    """
+
+    name: str  # "shared-basis" or "channels"
+    ran: bool
+    reason: str
+    log10_p: float = 0.0
+    z: float | None = None
+    n_units: int = 0  # units of the smaller model scored
+    n_counterparts: int = 0  # of which matched better by the other model than by their own siblings (report only)
+    mean_margin: float | None = None
+    null_sd_margin: float | None = None
+    details: dict = field(default_factory=dict)  # JSON-ready: which side is smaller, where, channel maps
+
+    def to_dict(self) -> dict:
+        return {
+            "test": self.name, "ran": self.ran, "reason": self.reason, "log10_p": self.log10_p, "z": self.z,
+            "n_units": self.n_units, "n_counterparts": self.n_counterparts, "mean_margin": self.mean_margin,
+            "null_sd_margin": self.null_sd_margin, **self.details,
+        }
+
+
+def not_run(name: str, reason: str) -> ComponentTest:
+    return ComponentTest(name, False, reason)
+
+
+def from_margins(name: str, margins: list[Margins], describe, details: dict) -> ComponentTest:
+    """Pool the margins of every unit type / layer into one sign-flip test."""
+    if not margins:
+        return not_run(name, "too few units to match (needs at least 16 in the smaller model)")
+    d = np.concatenate([m.margin for m in margins])
+    res = sign_flip_test(d)
+    if res is None:
+        return not_run(name, f"too few units to match ({d.size}; needs at least {MIN_UNITS})")
+    z, log10_p, sd = res
+    n_pos = int(sum(int(m.counterpart.sum()) for m in margins))
+    return ComponentTest(
+        name, True, describe(d.size, n_pos, float(d.mean()), z), log10_p, z, int(d.size), n_pos,
+        float(d.mean()), sd, details,
+    )

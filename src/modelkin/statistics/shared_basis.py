@@ -1,0 +1,237 @@
+"""The shared-basis test: hidden units of models of different widths, depths and vocabularies, compared
+through the inputs both models share.
+
+Hidden units of two models of different widths cannot be compared index by index, and a copier may have
+permuted or rotated them anyway. But some inputs mean the same thing to both models: the token strings both
+vocabularies contain (each model embeds them with its own embedding rows), or the pixels of an image patch
+(each model's patch embedding maps them into its own residual stream). Pushing those shared inputs through
+each model's embedding and then through a matrix that reads the residual stream gives, for every unit of
+that matrix (an FFN unit, a row of Q, K or V, a router row, a projector unit), a *fingerprint*: its response
+to each shared input. Fingerprints live in the same space for both models whatever their widths, and they do
+not change when a copier permutes, rotates or rescales the residual stream (the transformation cancels) or
+reorders the units themselves. The embedding's own dimensions are units too (their fingerprints are the
+embedding columns).
+
+Units of the smaller model are then matched to the larger model's units of the same type, pooled over all
+layers (so a deeper or shallower model is matched too), and each match is scored on held-out inputs against
+the unit's own siblings (``margins``): a copied unit matches its copy far better than any sibling; a unit of
+an independently trained model does not. The per-unit outcomes say how many units of the smaller model have a
+counterpart and in which layer of the larger model it sits.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..alignment import VocabMap, logical_shape
+from ..inventory import TensorEntry
+from ..sampling import sample_indices
+from ..sources import ModelSource
+from .margins import ComponentTest, Margins, from_margins, not_run, sibling_margins, split_features
+
+NAME = "shared-basis"
+MAX_INPUTS = 512  # shared inputs (tokens, pixels) in the basis
+MAX_POOL = 1536  # units read per side and unit type
+MAX_TESTED = 512  # units of the smaller model scored per unit type
+MIN_ROWS_PER_TENSOR = 8
+MIN_SHARED_INPUTS = 32
+
+# Matrices whose rows read the residual stream: row u is a unit whose fingerprint is its response to the
+# shared inputs. gate and up rows of one FFN unit are one unit (their fingerprints are concatenated).
+UNIT_TYPE = {
+    "mlp.gate": "ffn", "mlp.up": "ffn", "mlp.gate_up": "ffn", "attn.q": "attn.q", "attn.k": "attn.k",
+    "attn.v": "attn.v", "attn.qkv": "attn.qkv", "router": "router",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Basis:
+    """The same inputs embedded by A and by B: [n_inputs, width] in each model's own basis, centred."""
+
+    kind: str  # "tokens" or "pixels"
+    a: np.ndarray
+    b: np.ndarray
+
+    @property
+    def n_inputs(self) -> int:
+        return self.a.shape[0]
+
+
+def _centre(x: np.ndarray) -> np.ndarray:
+    return x - x.mean(axis=0, keepdims=True)
+
+
+def token_basis(src_a: ModelSource, src_b: ModelSource, emb_a: TensorEntry, emb_b: TensorEntry,
+                vocab: VocabMap | None) -> Basis | None:
+    """Shared token strings embedded by each model's own embedding rows."""
+    if len(emb_a.shape) != 2 or len(emb_b.shape) != 2 or emb_a.transposed or emb_b.transposed:
+        return None
+    if vocab is not None:
+        rows_a, rows_b = vocab.for_rows(emb_a.shape[0], emb_b.shape[0])
+    else:
+        rows_a = rows_b = np.arange(min(emb_a.shape[0], emb_b.shape[0]))
+    if rows_a.size < MIN_SHARED_INPUTS:
+        return None
+    rng = np.random.default_rng(zlib.crc32(b"shared-tokens"))
+    pick = sample_indices(rows_a.size, MAX_INPUTS, rng)
+    xa = src_a.read_rows(emb_a.info, rows_a[pick]).astype(np.float64)
+    xb = src_b.read_rows(emb_b.info, rows_b[pick]).astype(np.float64)
+    return Basis("tokens", _centre(xa), _centre(xb))
+
+
+def pixel_basis(src_a: ModelSource, src_b: ModelSource, pe_a: TensorEntry, pe_b: TensorEntry) -> Basis | None:
+    """Unit impulses on each pixel (channel x position) of a patch, through each model's patch embedding."""
+    if pe_a.shape[1:] != pe_b.shape[1:] or len(pe_a.shape) < 2:
+        return None
+    n_pix = int(np.prod(pe_a.shape[1:]))
+    if n_pix < MIN_SHARED_INPUTS:
+        return None
+    rng = np.random.default_rng(zlib.crc32(b"shared-pixels"))
+    pick = sample_indices(n_pix, MAX_INPUTS, rng)
+    xa = src_a.read(pe_a.info).reshape(pe_a.shape[0], -1)[:, pick].T.astype(np.float64)
+    xb = src_b.read(pe_b.info).reshape(pe_b.shape[0], -1)[:, pick].T.astype(np.float64)
+    return Basis("pixels", _centre(xa), _centre(xb))
+
+
+@dataclass
+class _Units:
+    groups: list[np.ndarray]
+    prints: list[np.ndarray]
+    total: int = 0  # units the model has (before sampling)
+
+
+def _fingerprints(src: ModelSource, entry: TensorEntry, rows: np.ndarray, x: np.ndarray) -> np.ndarray | None:
+    """Responses [len(rows), copies * n_inputs] of the given rows to the basis inputs x [n_inputs, width].
+
+    A row as wide as k times the basis width reads k concatenated copies of the stream (a patch merger).
+    """
+    out_dim, in_dim = logical_shape(entry)[:2]
+    width = x.shape[1]
+    if in_dim % width:
+        return None
+    if entry.transposed:  # stored [in, out]: logical rows are stored columns
+        w = src.read_rows(entry.info, np.arange(in_dim))[:, rows].T
+    else:
+        w = src.read_rows(entry.info, rows)
+    w = w.astype(np.float64).reshape(len(rows), in_dim // width, width)
+    return (w @ x.T).reshape(len(rows), -1)
+
+
+def collect_units(src: ModelSource, entries: list[TensorEntry], x: np.ndarray) -> dict[str, _Units]:
+    """Fingerprints of every unit type among the entries (sampled to ``MAX_POOL`` units per type)."""
+    by_type: dict[str, dict[tuple, list[TensorEntry]]] = defaultdict(dict)
+    for e in entries:
+        kind = UNIT_TYPE.get(e.role)
+        if kind is None or not e.evidence or len(e.shape) != 2:
+            continue
+        key = (e.layer, e.expert, tuple(x for x in e.slot if x[0] != "expert"))
+        by_type[kind].setdefault(key, []).append(e)
+    out: dict[str, _Units] = {}
+    for kind, groups in by_type.items():
+        per = max(MIN_ROWS_PER_TENSOR, MAX_POOL // max(len(groups), 1))
+        units = _Units([], [])
+        for key, members in sorted(groups.items(), key=lambda kv: repr(kv[0])):
+            members = sorted(members, key=lambda e: e.role)
+            n_out = logical_shape(members[0])[0]
+            if any(logical_shape(m)[0] != n_out for m in members):
+                members = members[:1]
+            rng = np.random.default_rng(zlib.crc32(members[0].template.encode() if members[0].template else members[0].name.encode()))
+            rows = sample_indices(n_out, per, rng)
+            parts = [_fingerprints(src, m, rows, x) for m in members]
+            if any(p is None for p in parts):
+                continue
+            units.prints.append(np.hstack(parts))
+            units.groups.append(np.full(len(rows), -1 if key[0] is None else key[0]))
+            units.total += n_out
+        if units.prints:
+            out[kind] = units
+    return out
+
+
+def _residual_units(x: np.ndarray) -> _Units:
+    """The embedding's own dimensions: the fingerprint of dimension j is column j of the embedded inputs."""
+    return _Units([np.full(x.shape[1], -1)], [x.T.copy()], x.shape[1])
+
+
+def shared_basis_test(src_a: ModelSource, src_b: ModelSource, entries_a: list[TensorEntry],
+                      entries_b: list[TensorEntry], basis: Basis, seed: str, residual: bool = True) -> ComponentTest:
+    """Match every unit type present in both models through the basis; pool the margins (see ``margins``)."""
+    ua = collect_units(src_a, entries_a, basis.a)
+    ub = collect_units(src_b, entries_b, basis.b)
+    if residual:
+        ua["residual"], ub["residual"] = _residual_units(basis.a), _residual_units(basis.b)
+    rng = np.random.default_rng(zlib.crc32(f"{NAME}:{seed}".encode()))
+    split = split_features(basis.n_inputs, rng)
+    if split is None:
+        return not_run(NAME, f"only {basis.n_inputs} shared inputs: too few to split into fit and held-out halves")
+    fit_in, score_in = split
+    found: list[Margins] = []
+    types = []
+    for kind in sorted(set(ua) & set(ub)):
+        a, b = ua[kind], ub[kind]
+        fa, fb = np.vstack(a.prints), np.vstack(b.prints)
+        if fa.shape[1] != fb.shape[1]:  # different numbers of stream copies: no common fingerprint
+            continue
+        copies = fa.shape[1] // basis.n_inputs
+        fit = np.concatenate([c * basis.n_inputs + fit_in for c in range(copies)])
+        score = np.concatenate([c * basis.n_inputs + score_in for c in range(copies)])
+        small = "a" if a.total <= b.total else "b"
+        (fs, gs, ts), (fl, gl, tl) = ((fa, np.concatenate(a.groups), a.total), (fb, np.concatenate(b.groups), b.total))
+        if small == "b":
+            (fs, gs, ts), (fl, gl, tl) = (fl, gl, tl), (fs, gs, ts)
+        m = sibling_margins(fs, gs, fl, gl, fit, score, rng, MAX_TESTED)
+        if m is None:
+            continue
+        found.append(m)
+        types.append(_where(kind, small, ts, tl, m))
+    layer_map = _layer_map(types)
+    details = {"basis": basis.kind, "n_inputs": basis.n_inputs, "layer_map": layer_map, "unit_types": types}
+    where = ", ".join(f"{r['layer_a']}→{r['layer_b']}" for r in layer_map if r["counterparts"] * 2 > r["tested"])
+    return from_margins(NAME, found, lambda n, k, mean, z: (
+        f"{n} units of the smaller model matched through {basis.n_inputs} shared {basis.kind}: {k} match the "
+        f"other model better than their own siblings on held-out inputs (mean margin {mean:+.3f}, z = {z:.1f})"
+        + (f"; layers A→B where most units have a counterpart: {where}" if where else "")
+    ), details)
+
+
+def _where(kind: str, small: str, total_small: int, total_large: int, m: Margins) -> dict:
+    """Per layer of the smaller model: units tested, units with a counterpart, and the counterpart's layer."""
+    layers = []
+    for g in np.unique(m.group):
+        sel = m.group == g
+        pos = sel & m.counterpart
+        partner = Counter(int(x) for x in m.partner_group[pos]).most_common(1)
+        layers.append({
+            "layer_small": None if g < 0 else int(g),
+            "layer_large": None if not partner or partner[0][0] < 0 else partner[0][0],
+            "tested": int(sel.sum()), "counterparts": int(pos.sum()),
+        })
+    return {"type": kind, "smaller": small, "units_small": total_small, "units_large": total_large,
+            "tested": int(m.margin.size), "counterparts": int(m.counterpart.sum()),
+            "mean_margin": float(m.margin.mean()), "layers": layers}
+
+
+def _layer_map(types: list[dict]) -> list[dict]:
+    """Per layer of the smaller model (A's numbering when A is smaller, else B's): the layer of the other model
+    holding most of its units' counterparts, over every unit type."""
+    votes: dict[tuple[str, int], Counter] = defaultdict(Counter)
+    tested: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+    for t in types:
+        for row in t["layers"]:
+            if row["layer_small"] is None:
+                continue
+            key = (t["smaller"], row["layer_small"])
+            tested[key][0] += row["tested"]
+            tested[key][1] += row["counterparts"]
+            if row["layer_large"] is not None:
+                votes[key][row["layer_large"]] += row["counterparts"]
+    out = []
+    for (small, layer), (n, k) in sorted(tested.items()):
+        top = votes[(small, layer)].most_common(1)
+        la, lb = (layer, top[0][0] if top else None) if small == "a" else (top[0][0] if top else None, layer)
+        out.append({"layer_a": la, "layer_b": lb, "tested": n, "counterparts": k})
+    return out

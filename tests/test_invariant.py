@@ -1,0 +1,209 @@
+"""Models whose shapes differ, and copies whose units were moved: the shared-basis and channel tests, the
+inferred channel graph, component coverage, and "independent" only with an invariant test's power."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import modelkin
+from modelkin.alignment.channels import infer_graph
+from modelkin.inventory import build_inventory
+from modelkin.sources import open_model
+from modelkin.statistics.margins import MIN_UNITS, sibling_margins, sign_flip_test, split_features
+
+from builders import (perturb, permute_prune_resnet, qwen2_tensors, resnet_tensors, widen_qwen2, write_model,
+                      write_tokenizer)
+
+TOKENS = [f"t{i}" for i in range(400)]
+
+
+def _text(folder, tensors, tokens):
+    write_model(folder, tensors, {"model_type": "qwen2"})
+    write_tokenizer(folder, tokens)
+    return folder
+
+
+# -- margins and the sign-flip test ------------------------------------------------------------------
+
+
+def test_margins_of_a_copy_are_positive_and_of_strangers_are_not():
+    r = np.random.default_rng(0)
+    basis = r.normal(size=(40, 128))  # 40 latent directions seen through 128 shared inputs
+    parent = r.normal(size=(64, 40)) @ basis
+    copy = parent[r.permutation(64)][:48] + 0.3 * r.normal(size=(48, 128))  # permuted, pruned, perturbed
+    stranger = r.normal(size=(96, 40)) @ basis
+    fit, score = split_features(128, r)
+    groups = lambda n: np.zeros(n, int)  # noqa: E731
+    m = sibling_margins(copy, groups(48), parent, groups(64), fit, score, np.random.default_rng(1))
+    # Every unit finds its copy among all 64 parent units; the p-value's search sees only 47 of them (as many
+    # as a unit has siblings), so about a quarter miss their copy there and get a negative margin.
+    assert m.margin.size == 48 and m.counterpart.all()
+    assert 0.6 < np.mean(m.margin > 0) < 0.9 and m.margin.mean() > 0.3
+    z, log10_p, _ = sign_flip_test(m.margin)
+    assert z > 5 and log10_p < -8
+    # All margins alike: z = sqrt(n), the largest a sign-flip statistic can be; still above the floor 2^-n.
+    z, log10_p, _ = sign_flip_test(np.full(20, 0.5))
+    assert z == pytest.approx(np.sqrt(20)) and -20 * np.log10(2) < log10_p < -5
+    # Strangers drawn from the same latent directions are exchangeable with siblings: the null's boundary.
+    m = sibling_margins(parent, groups(64), stranger, groups(96), fit, score, np.random.default_rng(1))
+    z, log10_p, _ = sign_flip_test(m.margin)
+    assert abs(m.margin.mean()) < 0.05 and log10_p > -1
+
+
+def test_sign_flip_test_needs_enough_units():
+    assert sign_flip_test(np.ones(MIN_UNITS - 1)) is None
+    z, log10_p, sd = sign_flip_test(np.array([0.1, -0.1] * 10))
+    assert z == 0 and log10_p == pytest.approx(np.log10(0.5))
+
+
+# -- the channel graph ---------------------------------------------------------------------------------
+
+
+def _graph(tmp_path, tensors):
+    src = open_model(write_model(tmp_path, tensors))
+    return infer_graph(list(build_inventory(src).tensors))
+
+
+def test_resnet_graph_from_names_and_shapes(tmp_path):
+    g = _graph(tmp_path, resnet_tensors(1, widths=(16, 32)))
+    d = g.describe()
+    assert d["input_readers"] == ["conv1"]
+    axes = {tuple(a["writers"]): (a["readers"], a["output"]) for a in d["axes"]}
+    assert axes == {  # the identity residual of layer1.0 ties its output to the stem; the shortcut to conv2
+        ("conv1", "layer1.0.conv2"): (["layer1.0.conv1", "layer2.0.conv1", "layer2.0.downsample.0"], False),
+        ("layer1.0.conv1",): (["layer1.0.conv2"], False),
+        ("layer2.0.conv1",): (["layer2.0.conv2"], False),
+        ("layer2.0.conv2", "layer2.0.downsample.0"): (["fc"], False),
+        ("fc",): ([], True),  # classes: the output basis, aligned by construction
+    }
+
+
+def test_mlp_stack_and_depthwise_graph(tmp_path):
+    r = np.random.default_rng(0)
+    t = {"net.0.weight": r.normal(size=(64, 20)), "net.2.weight": r.normal(size=(48, 64)), "net.4.weight": r.normal(size=(5, 48)),
+         "feat.0.weight": r.normal(size=(32, 3, 3, 3)), "feat.1.weight": r.normal(size=(32, 1, 3, 3)),
+         "feat.2.weight": r.normal(size=(64, 32, 1, 1))}
+    mlp = _graph(tmp_path / "m", {k: v.astype(np.float32) for k, v in t.items() if k.startswith("net")})
+    assert [(n.key, n.in_axis is None) for n in mlp.nodes] == [("net.0", True), ("net.2", False), ("net.4", False)]
+    assert [tuple(a["readers"]) for a in mlp.describe()["axes"]] == [("net.2",), ("net.4",), ()]
+    cnn = _graph(tmp_path / "c", {k: v.astype(np.float32) for k, v in t.items() if k.startswith("feat")})
+    dw = next(n for n in cnn.nodes if n.key == "feat.1")
+    assert dw.depthwise and dw.in_axis == dw.out_axis == cnn.nodes[0].out_axis  # depthwise keeps channels
+
+
+# -- different widths, depths and vocabularies: the shared-basis test --------------------------------
+
+
+def test_width_grown_child_is_related_with_a_layer_map(tmp_path):
+    base = qwen2_tensors(1, hidden=64, ffn=128, vocab=256, layers=2)
+    a = _text(tmp_path / "a", base, TOKENS[:256])
+    b = _text(tmp_path / "b", perturb(widen_qwen2(base, 96, 192), 0.3), TOKENS[:256])
+    res = modelkin.compare(a, b)
+    assert list(res.components) == ["text"] and res.verdict == "related"
+    text = res.components["text"]
+    assert text.n_tensors == 0 and text.log10_p < -40 and text.decided_by.startswith("shared-basis")
+    assert text.layer_map["method"] == "shared-basis" and text.layer_map["pairs"] == [[0, 0], [1, 1]]
+    test = text.invariant_tests[0]
+    assert test["test"] == "shared-basis" and test["basis"] == "tokens" and test["n_counterparts"] == test["n_units"]
+    assert {t["type"] for t in test["unit_types"]} == {"ffn", "attn.q", "attn.k", "attn.v", "residual"}
+    assert all(t["smaller"] == "a" for t in test["unit_types"])
+    assert any("shared-basis" in n for n in res.notes)
+
+
+def test_independent_model_of_other_width_depth_and_vocabulary_is_independent(tmp_path):
+    a = _text(tmp_path / "a", qwen2_tensors(1, hidden=64, ffn=128, vocab=256, layers=2), TOKENS[:256])
+    b = _text(tmp_path / "b", qwen2_tensors(2, hidden=96, ffn=256, vocab=300, layers=3), TOKENS[100:400])
+    res = modelkin.compare(a, b)
+    assert list(res.components) == ["text"] and res.verdict == "independent"
+    assert res.vocabulary["n_shared"] == 156
+    test = res.components["text"].invariant_tests[0]
+    assert test["ran"] and test["z"] < 0 and test["n_inputs"] == 156
+
+
+def test_component_with_no_same_shape_tensor_is_listed(tmp_path):
+    # A grafted text tower of another width inside a VLM-named model: nothing pairs by shape, yet the
+    # component is there, judged by the shared-basis test.
+    base = qwen2_tensors(1, hidden=64, ffn=128, vocab=256, layers=2)
+    a = _text(tmp_path / "a", base, TOKENS[:256])
+    other = qwen2_tensors(3, hidden=96, ffn=192, vocab=256, layers=2, prefix="model.language_model.")
+    b = write_model(tmp_path / "b", other, {"model_type": "qwen2_5_vl"})
+    write_tokenizer(b, TOKENS[:256])
+    res = modelkin.compare(a, b)
+    assert set(res.components) == {"text"}
+    assert res.components["text"].verdict == "independent" and res.components["text"].n_tensors == 0
+
+
+# -- whole networks without a family's structure: the channel test ---------------------------------------
+
+
+def test_permuted_and_pruned_resnet_is_related_and_channels_recovered(tmp_path):
+    parent = resnet_tensors(1)
+    child, truth = permute_prune_resnet(parent, 5)
+    a, b = write_model(tmp_path / "a", parent), write_model(tmp_path / "b", perturb(child, 0.3))
+    res = modelkin.compare(a, b)
+    vision = res.components["vision"]
+    assert list(res.components) == ["vision"] and vision.verdict == "related" and vision.log10_p < -40
+    # Same-index tests on the unpruned tensors see nothing: the channel test decides.
+    assert all(t.log10_p > -3 for t in res.tensors if t.evidence)
+    assert vision.decided_by.startswith("channels")
+    test = vision.invariant_tests[0]
+    maps = {m["modules"][0]: m for m in test["channel_maps"]}
+    assert set(maps) == {"conv1", "layer1.0.conv1", "layer2.0.conv1", "layer2.0.conv2"}
+    for first, m in maps.items():
+        assert m["units_b"] == len(truth[first]) and len(m["pairs"]) == m["units_b"]
+        assert all(truth[first][j] == i for i, j in m["pairs"])  # every channel back to its parent channel
+    assert maps["layer1.0.conv1"]["units_a"] == 48 and maps["layer1.0.conv1"]["units_b"] == 38
+
+
+def test_independent_resnets_are_independent_by_the_channel_test(tmp_path):
+    res = modelkin.compare(write_model(tmp_path / "a", resnet_tensors(1)), write_model(tmp_path / "b", resnet_tensors(2)))
+    assert res.verdict == "independent"
+    assert "channels test" in res.components["vision"].reason
+
+
+def test_unknown_mlp_stack_with_permuted_hidden_units(tmp_path):
+    r = np.random.default_rng(4)
+    t = {"net.0.weight": r.normal(size=(96, 50)), "net.2.weight": r.normal(size=(64, 96)), "net.4.weight": r.normal(size=(10, 64))}
+    p1, p2 = r.permutation(96), r.permutation(64)
+    child = {"net.0.weight": t["net.0.weight"][p1], "net.2.weight": t["net.2.weight"][p2][:, p1],
+             "net.4.weight": t["net.4.weight"][:, p2]}
+    f32 = lambda d: {k: v.astype(np.float32) for k, v in d.items()}  # noqa: E731
+    res = modelkin.compare(write_model(tmp_path / "a", f32(t)), write_model(tmp_path / "b", perturb(f32(child), 0.3)))
+    other = res.components["other"]
+    assert other.verdict == "related" and other.decided_by.startswith("channels")
+    maps = other.invariant_tests[0]["channel_maps"]
+    assert [m["modules"] for m in maps] == [["net.0"], ["net.2"]]
+    assert all(p1[j] == i for i, j in maps[0]["pairs"]) and all(p2[j] == i for i, j in maps[1]["pairs"])
+
+
+# -- coverage and the rule for "independent" ----------------------------------------------------------
+
+
+def test_scalar_only_component_does_not_make_the_overall_verdict_inconclusive(tmp_path):
+    ta, tb = qwen2_tensors(1, hidden=96, ffn=192), qwen2_tensors(2, hidden=96, ffn=192)
+    ta["logit_scale"], tb["logit_scale"] = np.array([2.6], np.float32), np.array([2.6], np.float32)
+    res = modelkin.compare(write_model(tmp_path / "a", ta, {"model_type": "qwen2"}), write_model(tmp_path / "b", tb, {"model_type": "qwen2"}))
+    assert set(res.components) == {"text", "other"}
+    assert res.components["other"].verdict == "inconclusive" and not res.components["other"].counted
+    assert "not counted" in res.components["other"].reason and res.components["text"].counted
+    assert res.verdict == "independent"
+
+
+def test_same_index_evidence_alone_never_says_independent(tmp_path):
+    # Projector tensors without a vision tower: they pair by shape and the same-index tests find nothing,
+    # but no test that a permuted copy cannot fool can run (its input is another part's hidden stream).
+    def model(seed):
+        r = np.random.default_rng(seed)
+        t = qwen2_tensors(seed, hidden=96, ffn=192)
+        t["visual.merger.mlp.0.weight"] = r.normal(size=(128, 128)).astype(np.float32)
+        t["visual.merger.mlp.2.weight"] = r.normal(size=(96, 128)).astype(np.float32)
+        return t
+
+    res = modelkin.compare(write_model(tmp_path / "a", model(1), {"model_type": "qwen2_5_vl"}),
+                           write_model(tmp_path / "b", model(2), {"model_type": "qwen2_5_vl"}))
+    proj = res.components["projector"]
+    assert proj.n_evidence == 2 and proj.log10_p > -2
+    assert proj.verdict == "inconclusive" and "no input basis shared" in proj.reason
+    assert "permuted or rotated copy would go unseen" in proj.reason
+    assert res.components["text"].verdict == "independent" and res.verdict == "inconclusive"
