@@ -227,6 +227,10 @@ def summarize(records: list[dict]) -> dict:
     calibration = scoring.calibration([r["modelkin"].get("log10_p") if r["modelkin"]["verdict"] != "error" else None
                                        for r in negatives], ALPHAS)
     missing = sum(len(r["modelkin"].get("missing_components", [])) for r in records)
+    # The costly confident error: a component the manifest labels related, called "independent".
+    wrong_independent = sum(
+        1 for r in records for c, label in r["component_labels"].items()
+        if label == RELATED and r["modelkin"].get("components", {}).get(c, {}).get("verdict") == INDEPENDENT)
     structure: dict[str, dict] = {}
     for r in records:
         if "structure" in r:
@@ -234,7 +238,8 @@ def summarize(records: list[dict]) -> dict:
             d["n"] += 1
             d["correct"] += bool(r["structure"]["ok"])
     return {"summary": summary, "overall": overall, "timing": timing, "calibration": calibration, "structure": structure,
-            "missing_components": missing, "invariant_margins": _invariant_margins(negatives)}
+            "missing_components": missing, "independent_on_related": wrong_independent,
+            "invariant_margins": _invariant_margins(negatives)}
 
 
 def _invariant_margins(negatives: list[dict]) -> dict:
@@ -321,9 +326,9 @@ def render(result: dict, console: Console) -> None:
         console.print("Invariant tests on independent pairs (the sibling assumption's slack): " + "; ".join(
             f"{name}: {d['n']} components, largest z {d['max_z']:.1f} ({d['worst']}), largest mean margin "
             f"{d['max_mean_margin']:+.3f}" for name, d in result["invariant_margins"].items()))
-    n_missing = result.get("missing_components", 0)
-    console.print(f"Components missing from results (against the manifest): {n_missing}",
-                  style="bold red" if n_missing else None)
+    n_missing, n_wrong = result.get("missing_components", 0), result.get("independent_on_related", 0)
+    console.print(f"Components missing from results (against the manifest): {n_missing}; components labelled "
+                  f"related but called independent: {n_wrong}", style="bold red" if n_missing or n_wrong else None)
     errors = [p for p in result["pairs"] if p.get("error") or p["modelkin"].get("error")
               or any(b.get("error") for b in p["baselines"].values())]
     for p in errors:

@@ -94,7 +94,7 @@ def judge_components(
             verdict = RELATED
             best = min((tests[i] for i in ev), key=lambda t: t.log10_p)
             reason = (
-                f"{m} evidence tensors; the strongest ({best.test} test) matches unit for unit with mean cosine "
+                f"{len(ev)} evidence tensors; the strongest ({best.test} test) matches unit for unit with mean cosine "
                 f"{best.mean_cosine:.3f} (z = {best.z:.1f}); combined log10 p = {log10_p:.1f} <= {log10_threshold:.1f}"
             )
             n_realigned = sum(1 for i in ev if tests[i].test == "realigned" and tests[i].log10_p <= log10_threshold)
@@ -113,7 +113,8 @@ def judge_components(
         elif powered is not None:
             verdict = INDEPENDENT
             reason = (
-                f"{m} tests show no match (combined log10 p = {log10_p:.1f}); the {powered.name} test, which "
+                f"{m} test{'s' if m > 1 else ''} show{'' if m > 1 else 's'} no match (combined log10 p = {log10_p:.1f}); "
+                f"the {powered.name} test, which "
                 f"permuted or rotated hidden units cannot fool, would have detected a mean margin of "
                 f"{margin_detectable(powered, z_needed):.3f} or more"
             )

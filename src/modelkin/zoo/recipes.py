@@ -123,10 +123,10 @@ def _add_function_preserving(P: Plan, parent: str, seed: int, ft: int, kinds=("p
 
 
 def _widen(P: Plan, parent: str, factor: float, seed: int, steps: int) -> str:
-    """Net2Net-style growth of a decoder of the preset size (heads of 16 dims, 2 query heads per kv head)."""
-    H = int(P.p["H"] * factor)
-    child = P.derive("width_growth", parent, "widen", f"wide{H}", hidden=H, intermediate=2 * H, heads=H // 16,
-                     kv_heads=H // 32, insert_layer=True, seed=seed, steps=steps, data="B")
+    """Net2Net-style growth of a decoder of the preset size (4 heads, 2 per kv head): same head size, more heads."""
+    H, head = int(P.p["H"] * factor), P.p["H"] // 4
+    child = P.derive("width_growth", parent, "widen", f"wide{H}", hidden=H, intermediate=2 * H, heads=H // head,
+                     kv_heads=H // head // 2, insert_layer=True, seed=seed, steps=steps, data="B")
     P.related("width_growth", parent, child, factor)
     return child
 
@@ -334,6 +334,19 @@ def _full() -> Plan:  # noqa: C901  (a long but flat listing)
     for a, b in ((q2[0], bert[0]), (q2[1], q3[0]), (q2[2], moe[0]), (q2[3], donors[0]), (bert[1], moe[1]),
                  (q3[1], donors[1]), (vit[0], donors[2]), (vit[1], res[0])):
         P.pair("independent_family", a, b, "independent")
+
+    # --- shapes that differ: width growth, permuted and pruned ResNets, independent models of other sizes
+    for i, parent in enumerate(q2[:3]):
+        _widen(P, parent, (1.5, 2.0, 1.5)[i], seed=1000 + i, steps=(50, 100, 150)[i])
+    for i, parent in enumerate(res):
+        _permute_prune(P, parent, seed=1100 + i, steps=(20, 60, 100)[i])
+    wide = [P.base("qwen2", 23, tok="B", arch={"H": 192, "layers": 3, "ffn": 384, "heads": 6, "kv": 3}),
+            P.base("qwen2", 24, tok="D", vocab=768, arch={"H": 96, "layers": 5, "ffn": 256, "heads": 6, "kv": 3})]
+    for a in q2[:3]:
+        for b in wide:
+            P.pair("independent_width", a, b, "independent")
+    for a, b in ((wide[0], bert[0]), (wide[1], q3[0]), (wide[0], donors[0]), (wide[1], moe[0])):
+        P.pair("independent_family", a, b, "independent")  # other families *and* other sizes
     return P
 
 
