@@ -207,3 +207,72 @@ def test_same_index_evidence_alone_never_says_independent(tmp_path):
     assert proj.verdict == "inconclusive" and "no input basis shared" in proj.reason
     assert "permuted or rotated copy would go unseen" in proj.reason
     assert res.components["text"].verdict == "independent" and res.verdict == "inconclusive"
+
+
+def test_no_channel_test_when_the_input_layer_cannot_be_identified(tmp_path):
+    # Square layers only: every input width is produced inside the network, so which layer reads the input
+    # (and which axis is a basis both models share) cannot be told from shapes. No "independent" then.
+    r = np.random.default_rng(2)
+    net = lambda: {f"blocks.{i}.w": r.normal(size=(64, 64)).astype(np.float32) for i in range(3)}  # noqa: E731
+    res = modelkin.compare(write_model(tmp_path / "a", net()), write_model(tmp_path / "b", net()))
+    other = res.components["other"]
+    assert other.verdict == "inconclusive" and "could not be identified" in other.reason
+    assert res.verdict == "inconclusive"
+
+
+def test_bench_counts_missing_components_and_related_called_independent():
+    from modelkin.bench.harness import summarize
+
+    def rec(label, labels, got, invariant=None):
+        return {"id": label, "kind": "k" if label == "related" else "independent_seed", "label": label,
+                "component_labels": labels, "seconds": 0.0, "baselines": {},
+                "modelkin": {"verdict": "related", "log10_p": -5.0, "components": {c: {"verdict": v} for c, v in got.items()},
+                             "missing_components": sorted(set(labels) - set(got)), "invariant": invariant or {}}}
+
+    inv = {"text": {"test": "shared-basis", "ran": True, "z": -3.0, "mean_margin": -0.2, "log10_p": 0.0}}
+    records = [rec("related", {"text": "related", "vision": "related"}, {"text": "independent"}),
+               rec("independent", {"text": "independent"}, {"text": "independent"}, inv)]
+    records[1]["modelkin"]["verdict"] = "independent"
+    from modelkin.bench import baselines
+
+    for r in records:
+        r["baselines"] = {m: {"score": None, "call": "inconclusive", "seconds": 0.0} for m in baselines.BASELINES}
+    out = summarize(records)
+    assert out["missing_components"] == 1 and out["independent_on_related"] == 1
+    assert out["invariant_margins"]["shared-basis"]["max_z"] == -3.0
+
+
+def test_attention_heads_survive_rotations_inside_each_head(tmp_path):
+    # Q and K rows of every head turned by the same orthogonal matrix (logits q.k unchanged): row-wise
+    # fingerprints of Q and K no longer match, the heads' fingerprints (their attention logits) still do.
+    base = qwen2_tensors(1, hidden=128, ffn=256, vocab=256, layers=2)  # 8 query heads, 4 key/value heads of 16
+    child = dict(base)
+    r = np.random.default_rng(9)
+    for layer in range(2):
+        q, k = f"model.layers.{layer}.self_attn.q_proj.", f"model.layers.{layer}.self_attn.k_proj."
+        wq, wk, bq = base[q + "weight"].copy(), base[k + "weight"].copy(), base[q + "bias"].copy()
+        for g in range(4):
+            rot = np.linalg.qr(r.normal(size=(16, 16)))[0].astype(np.float32)
+            wk[g * 16:(g + 1) * 16] = rot @ wk[g * 16:(g + 1) * 16]
+            for h in (2 * g, 2 * g + 1):
+                wq[h * 16:(h + 1) * 16] = rot @ wq[h * 16:(h + 1) * 16]
+                bq[h * 16:(h + 1) * 16] = rot @ bq[h * 16:(h + 1) * 16]
+        child[q + "weight"], child[k + "weight"], child[q + "bias"] = wq, wk, bq
+    config = {"model_type": "qwen2", "num_attention_heads": 8, "num_key_value_heads": 4}
+    a = write_model(tmp_path / "a", base, config)
+    b = write_model(tmp_path / "b", perturb(child, 0.2), config)
+    for m in (a, b):
+        write_tokenizer(m, TOKENS[:256])
+    types = {t["type"]: t for t in modelkin.compare(a, b).components["text"].invariant_tests[0]["unit_types"]}
+    assert types["attn.head"]["tested"] == 16 and types["attn.head"]["counterparts"] == 16
+    assert types["attn.head"]["mean_margin"] > 0.3
+    assert types["attn.q"]["mean_margin"] < types["attn.head"]["mean_margin"] - 0.2
+
+
+def test_vocabularies_without_enough_shared_tokens_give_no_basis(tmp_path):
+    a = _text(tmp_path / "a", qwen2_tensors(1, hidden=64, ffn=128, vocab=200, layers=2), TOKENS[:200])
+    b = _text(tmp_path / "b", qwen2_tensors(2, hidden=96, ffn=128, vocab=200, layers=2), TOKENS[190:390])
+    res = modelkin.compare(a, b)
+    text = res.components["text"]
+    assert text.verdict == "inconclusive" and "too few token strings shared" in text.reason
+    assert res.vocabulary["n_shared"] == 10

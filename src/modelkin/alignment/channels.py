@@ -69,6 +69,9 @@ class ChannelNode:
 class ChannelGraph:
     nodes: tuple[ChannelNode, ...]  # flow order: every node after the node(s) writing its input axis
     outputs: frozenset[int]  # axes no node reads: the network's outputs (classes), a shared basis
+    # False when every input width is also produced inside the network: the first node was then only the
+    # first name, and its "input" may be a hidden axis a copier permuted. Not a basis to align from.
+    input_found: bool = True
 
     def describe(self) -> dict:
         """The inferred graph for the report: which modules read the input, and per axis who writes and reads it."""
@@ -140,7 +143,8 @@ def infer_graph(entries: list[TensorEntry]) -> ChannelGraph | None:
     out_size = {k: logical_shape(by_key[k])[0] for k in keys}
     raw_in = {k: logical_shape(by_key[k])[1] for k in keys}
     others = {k: {out_size[o] for o in keys if o != k} for k in keys}
-    first = next((k for k in keys if raw_in[k] not in others[k]), keys[0])
+    fresh = [k for k in keys if raw_in[k] not in others[k]]
+    first = fresh[0] if fresh else keys[0]
     blocks = _blocks(keys)
     axes = _Axes()
     flow: list[tuple[str, int, int | None, bool]] = [(first, axes.new(), None, False)]
@@ -161,7 +165,7 @@ def infer_graph(entries: list[TensorEntry]) -> ChannelGraph | None:
     _tie_blocks(flow, blocks, out_size, raw_in, axes)
     nodes = tuple(ChannelNode(k, by_key[k], axes.find(o), None if i is None else axes.find(i), dw) for k, o, i, dw in flow)
     read = {n.in_axis for n in nodes if n.in_axis is not None}
-    return ChannelGraph(nodes, frozenset(n.out_axis for n in nodes if n.out_axis not in read))
+    return ChannelGraph(nodes, frozenset(n.out_axis for n in nodes if n.out_axis not in read), bool(fresh))
 
 
 def _is_head(key: str, e: TensorEntry) -> bool:

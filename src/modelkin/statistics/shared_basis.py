@@ -152,18 +152,72 @@ def collect_units(src: ModelSource, entries: list[TensorEntry], x: np.ndarray) -
     return out
 
 
+MAX_HEADS = 128  # query heads read per model (spread over layers): each costs its Q rows and its K group's rows
+N_PROBES = 16  # probe inputs: a head's fingerprint is its attention logits from each shared input to each probe
+
+
+def head_counts(config: dict | None) -> tuple[int, int] | None:
+    """(query heads, key/value heads) of the text model, from ``config.json`` (top level or ``text_config``)."""
+    for c in (config or {}, (config or {}).get("text_config") or {}):
+        heads = c.get("num_attention_heads")
+        if isinstance(heads, int) and heads > 0:
+            kv = c.get("num_key_value_heads") or heads
+            return (heads, kv) if isinstance(kv, int) and kv > 0 and heads % kv == 0 else None
+    return None
+
+
+def _head_units(src: ModelSource, entries: list[TensorEntry], x: np.ndarray, heads: tuple[int, int],
+                probes: np.ndarray) -> _Units | None:
+    """Attention heads: head h's fingerprint is q_h(t) . k_g(p) for every shared input t and probe p, with g its
+    key/value head. A rotation inside the head (or a different head size) leaves it unchanged."""
+    n_q, n_kv = heads
+    qs = {e.layer: e for e in entries if e.role == "attn.q" and e.evidence and len(e.shape) == 2 and not e.transposed}
+    ks = {e.layer: e for e in entries if e.role == "attn.k" and e.evidence and len(e.shape) == 2 and not e.transposed}
+    layers = sorted(layer for layer in qs if layer in ks and layer is not None)
+    if not layers:
+        return None
+    units = _Units([], [])
+    per = max(1, MAX_HEADS // len(layers))
+    for layer in layers:
+        q, k = qs[layer], ks[layer]
+        (rows_q, width), rows_k = logical_shape(q), logical_shape(k)[0]
+        if width != x.shape[1] or rows_q % n_q or rows_k % n_kv or rows_q // n_q != rows_k // n_kv:
+            return None
+        d = rows_q // n_q
+        rng = np.random.default_rng(zlib.crc32(f"heads:{q.template or q.name}".encode()))
+        for h in sample_indices(n_q, per, rng):
+            g = h // (n_q // n_kv)
+            wq = src.read_rows(q.info, np.arange(h * d, (h + 1) * d)).astype(np.float64)
+            wk = src.read_rows(k.info, np.arange(g * d, (g + 1) * d)).astype(np.float64)
+            logits = (x[probes] @ wk.T) @ (x @ wq.T).T  # [probes, inputs]: probe-major, like stream copies
+            units.prints.append(logits.reshape(1, -1))
+            units.groups.append(np.array([layer]))
+        units.total += n_q
+    return units
+
+
 def _residual_units(x: np.ndarray) -> _Units:
     """The embedding's own dimensions: the fingerprint of dimension j is column j of the embedded inputs."""
     return _Units([np.full(x.shape[1], -1)], [x.T.copy()], x.shape[1])
 
 
 def shared_basis_test(src_a: ModelSource, src_b: ModelSource, entries_a: list[TensorEntry],
-                      entries_b: list[TensorEntry], basis: Basis, seed: str, residual: bool = True) -> ComponentTest:
-    """Match every unit type present in both models through the basis; pool the margins (see ``margins``)."""
+                      entries_b: list[TensorEntry], basis: Basis, seed: str, residual: bool = True,
+                      heads: tuple[tuple[int, int] | None, tuple[int, int] | None] = (None, None)) -> ComponentTest:
+    """Match every unit type present in both models through the basis; pool the margins (see ``margins``).
+
+    ``heads``: (query heads, key/value heads) of A and of B, when known: attention heads are units too.
+    """
     ua = collect_units(src_a, entries_a, basis.a)
     ub = collect_units(src_b, entries_b, basis.b)
     if residual:
         ua["residual"], ub["residual"] = _residual_units(basis.a), _residual_units(basis.b)
+    if heads[0] is not None and heads[1] is not None and basis.n_inputs > N_PROBES:
+        probes = np.sort(np.random.default_rng(zlib.crc32(b"probes")).choice(basis.n_inputs, N_PROBES, replace=False))
+        ha = _head_units(src_a, entries_a, basis.a, heads[0], probes)
+        hb = _head_units(src_b, entries_b, basis.b, heads[1], probes)
+        if ha is not None and hb is not None:
+            ua["attn.head"], ub["attn.head"] = ha, hb
     rng = np.random.default_rng(zlib.crc32(f"{NAME}:{seed}".encode()))
     split = split_features(basis.n_inputs, rng)
     if split is None:
