@@ -30,9 +30,9 @@ from .verdict import judge_components, overall
 ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
-def _ref(src: ModelSource, inv: Inventory, digests: dict[str, str] | None) -> ModelRef:
-    files = digests if digests is not None else {str(f.path.name): None for f in src.files}
-    return ModelRef(src.location, str(src.root), inv.family, len(src.tensors), src.n_bytes, files)
+def _ref(src: ModelSource, inv: Inventory, digests: dict | None) -> ModelRef:
+    files = digests if digests is not None else {src.relative_name(f): None for f in src.files}
+    return ModelRef(src.location, str(src.root), inv.family, len(src.tensors), src.n_bytes, files, src.revision)
 
 
 def _vocabulary(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: Inventory) -> VocabMap | None:
@@ -112,7 +112,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
 
     # Hash the files on a side thread: hashlib releases the GIL, so it overlaps the metric pass.
     with ThreadPoolExecutor(max_workers=1) as side:
-        digests = [side.submit(s.file_digests, options.digest_cache) for s in (src_a, src_b)] if options.hash_files else None
+        digests = [side.submit(s.file_records, options.digest_cache) for s in (src_a, src_b)] if options.hash_files else None
         metrics = stream_metrics(src_a, src_b, pairs, threads=options.threads, on_bytes=on_bytes)
         anchors = {c: find_anchor(src_a, src_b, [p for p in pairs if p.component == c]) for c in {p.component for p in pairs}}
         screened = screen(src_a, pairs, metrics)

@@ -10,6 +10,8 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
+from .sources.digests import FileDigest
+
 RELATED, INDEPENDENT, INCONCLUSIVE = "related", "independent", "inconclusive"
 
 
@@ -20,7 +22,8 @@ class ModelRef:
     family: str | None
     n_tensors: int
     n_bytes: int
-    files: dict[str, str | None]  # weights file -> sha256 (None when hashing was switched off)
+    files: dict[str, FileDigest | None]  # weights file -> identity (None when hashing was switched off)
+    revision: str | None = None  # commit SHA the files were read at (remote sources)
 
 
 @dataclass(frozen=True, slots=True)

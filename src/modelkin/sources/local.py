@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..errors import FormatError, ShardIndexError, SourceNotFoundError
 from .model import ModelSource
-from .safetensors_format import SafetensorsFile, TensorInfo
+from .safetensors_format import SafetensorsFile
+from .tensors import TensorInfo
 
 INDEX_SUFFIX = ".safetensors.index.json"
 PREFERRED_SINGLE = "model.safetensors"
@@ -72,7 +73,7 @@ def _assemble(location: str, root: Path, files: tuple[SafetensorsFile, ...], fol
     for f in files:
         for name, info in f.tensors.items():
             if name in tensors:
-                raise FormatError(f"tensor {name!r} appears in both {tensors[name].file.name} and {f.path.name}", folder)
+                raise FormatError(f"tensor {name!r} appears in both {os.path.basename(tensors[name].file)} and {os.path.basename(f.name)}", folder)
             tensors[name] = info
     config, config_path = None, folder / "config.json"
     if config_path.is_file():
