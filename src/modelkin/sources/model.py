@@ -38,6 +38,10 @@ class ModelSource:
     def remote(self) -> bool:
         return any(f.transport.remote for f in self.files)
 
+    def embedded_vocab(self) -> dict[str, int] | None:
+        """Token string -> id from a tokenizer stored inside a weights file (GGUF), if any."""
+        return next((v for f in self.files if (v := f.embedded_vocab()) is not None), None)
+
     def file_of(self, info: TensorInfo) -> WeightFile:
         return self._by_name[info.file]
 

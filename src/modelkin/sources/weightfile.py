@@ -39,6 +39,15 @@ class WeightFile:
         """The local path (local transports) or URL of the file."""
         return getattr(self.transport, "path", self.transport.name)
 
+    # -- what a format may carry besides tensors (GGUF: hyper-parameters and tokenizer) ------------
+    def embedded_config(self) -> dict | None:
+        """A config.json-like dict from the file's own metadata, used when no config.json is present."""
+        return None
+
+    def embedded_vocab(self) -> dict[str, int] | None:
+        """Token string -> id from a tokenizer stored inside the file, used when no tokenizer file is."""
+        return None
+
     def _fail(self, message: str) -> FormatError:
         return FormatError(message, self.name)
 
