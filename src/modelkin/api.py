@@ -71,6 +71,8 @@ def compare(
             raise UsageError(f"unknown component(s) {bad}; choose from {list(COMPONENTS)}")
     started = time.perf_counter()
     stats = FetchStats()
+    if progress is not None:  # remote bytes as they arrive, against what the prefetches announced
+        stats.on_bytes = lambda n: progress(stats.bytes_fetched + stats.bytes_from_cache, max(stats.planned, 1))
     src_a = a if isinstance(a, ModelSource) else open_model(str(a) if isinstance(a, str) else a, options.revision_a, stats)
     try:
         src_b = b if isinstance(b, ModelSource) else open_model(str(b) if isinstance(b, str) else b, options.revision_b, stats)
