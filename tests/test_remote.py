@@ -18,6 +18,7 @@ from modelkin.cli import main
 from modelkin.errors import ModelkinError, RemoteError, SourceNotFoundError
 from modelkin.sources import open_model
 from modelkin.sources.http import FetchStats
+from modelkin.sampling import SamplePolicy
 
 try:
     from . import builders
@@ -257,3 +258,24 @@ def test_byte_cap_leaves_tensors_out_and_says_so(big_vlms):
             assert c.min_detectable_unit_cosine is not None and c.min_detectable_unit_cosine <= 0.1
     starved = modelkin.compare(donor, graft, read_mode="sampled", max_bytes=5_000)
     assert starved.verdict == "inconclusive" and all(c.verdict == "inconclusive" for c in starved.components.values())
+
+
+# -- sampled vs full on the zoo and the examples ---------------------------------------------------------
+
+# Sample every tensor, however small, down to two blocks of 16 rows: the zoo's models are tiny, and the
+# default policy would read them whole (which would make the agreement trivial).
+AGGRESSIVE = SamplePolicy(fraction=0.01, min_rows=32, block_rows=16, small_bytes=0)
+
+
+def test_sampled_verdicts_equal_full_verdicts_on_smoke_zoo_and_examples(smoke_zoo, repo_root):
+    manifest = json.loads((smoke_zoo / "manifest.json").read_text())
+    pairs = [(smoke_zoo / p["a"], smoke_zoo / p["b"]) for p in manifest["pairs"]]
+    ex = repo_root / "examples"
+    pairs += [(ex / "base", ex / b) for b in ("finetuned", "independent")] + [(ex / "vlm-donor", ex / "vlm-graft")]
+    sampled_any = 0
+    for a, b in pairs:
+        full = modelkin.compare(a, b, read_mode="full")
+        sampled = modelkin.compare(a, b, read_mode="sampled", sample_policy=AGGRESSIVE)
+        assert _verdicts(sampled) == _verdicts(full) and sampled.verdict == full.verdict, (a.name, b.name)
+        sampled_any += sampled.reads.planned_bytes < sampled.reads.full_bytes
+    assert sampled_any >= len(pairs) - 1  # the policy really sampled (not everything read whole)
