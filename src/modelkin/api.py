@@ -32,7 +32,8 @@ ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
 
 def _ref(src: ModelSource, inv: Inventory, digests: dict[str, str] | None) -> ModelRef:
     files = digests if digests is not None else {str(f.path.name): None for f in src.files}
-    return ModelRef(src.location, str(src.root), inv.family, len(src.tensors), src.n_bytes, files)
+    parameters = {c: sum(n for n in roles.values()) for c, roles in inv.summary().items()}
+    return ModelRef(src.location, str(src.root), inv.family, len(src.tensors), src.n_bytes, files, parameters)
 
 
 def _vocabulary(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: Inventory) -> VocabMap | None:
@@ -175,4 +176,5 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         seconds=time.perf_counter() - started,
         notes=notes,
         vocabulary=None if vocab is None else vocab.to_dict(),
+        min_effect=options.min_effect,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 
 RELATED, INDEPENDENT, INCONCLUSIVE = "related", "independent", "inconclusive"
 
@@ -21,6 +22,7 @@ class ModelRef:
     n_tensors: int
     n_bytes: int
     files: dict[str, str | None]  # weights file -> sha256 (None when hashing was switched off)
+    parameters: dict[str, int] | None = None  # component -> parameters (all tensors of the model, compared or not)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,9 @@ class ComparisonResult:
     seconds: float
     notes: list[str] = field(default_factory=list)
     vocabulary: dict | None = None  # source, n_a, n_b, n_shared, remapped
+    min_effect: float | None = None  # weakest matched-unit cosine "independent" must rule out
+    created: str = field(default_factory=lambda: _now())  # when the comparison finished (UTC, ISO 8601)
+    command: list[str] | None = None  # the command line, when run from the CLI
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -101,6 +106,10 @@ class ComparisonResult:
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _finite(x):
