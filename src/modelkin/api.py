@@ -37,7 +37,8 @@ ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
 
 def _ref(src: ModelSource, inv: Inventory, digests: dict | None) -> ModelRef:
     files = digests if digests is not None else {src.relative_name(f): None for f in src.files}
-    return ModelRef(src.location, str(src.root), inv.family, len(src.tensors), src.n_bytes, files, src.revision)
+    parameters = {c: sum(n for n in roles.values()) for c, roles in inv.summary().items()}
+    return ModelRef(src.location, str(src.root), inv.family, len(src.tensors), src.n_bytes, files, src.revision, parameters)
 
 
 def _vocabulary(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: Inventory) -> VocabMap | None:
@@ -234,4 +235,5 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         vocabulary=None if vocab is None else vocab.to_dict(),
         reads=ReadSummary(plan.mode, plan.planned_bytes, plan.full_bytes, stats.bytes_fetched, stats.bytes_from_cache,
                           stats.requests, options.max_bytes, [p.a.name for p in plan.left_out]),
+        min_effect=options.min_effect,
     )

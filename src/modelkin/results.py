@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 
 from .sources.digests import FileDigest
 
@@ -24,6 +25,8 @@ class ModelRef:
     n_bytes: int
     files: dict[str, FileDigest | None]  # weights file -> identity (None when hashing was switched off)
     revision: str | None = None  # commit SHA the files were read at (remote sources)
+    files: dict[str, str | None]  # weights file -> sha256 (None when hashing was switched off)
+    parameters: dict[str, int] | None = None  # component -> parameters (all tensors of the model, compared or not)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,9 @@ class ComparisonResult:
     notes: list[str] = field(default_factory=list)
     vocabulary: dict | None = None  # source, n_a, n_b, n_shared, remapped
     reads: ReadSummary | None = None
+    min_effect: float | None = None  # weakest matched-unit cosine "independent" must rule out
+    created: str = field(default_factory=lambda: _now())  # when the comparison finished (UTC, ISO 8601)
+    command: list[str] | None = None  # the command line, when run from the CLI
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -126,6 +132,10 @@ class ComparisonResult:
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _finite(x):

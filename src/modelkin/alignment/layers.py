@@ -40,12 +40,15 @@ class LayerMap:
     unmatched_b: list[int]  # layers of B that match no layer of A
     duplicated_a: list[int]  # layers of A that several layers of B came from
     reordered: bool
-    similarity: list[list[float]] = field(repr=False)  # S[layer of A][layer of B]
+    similarity: list[list[float]] = field(repr=False)  # S[i][j]: layer layers_a[i] of A vs layers_b[j] of B
+    layers_a: list[int] = field(default_factory=list, repr=False)  # rows of S
+    layers_b: list[int] = field(default_factory=list, repr=False)  # columns of S
 
     def to_dict(self) -> dict:
         return {
             "method": self.method, "pairs": [list(p) for p in self.pairs], "dropped_a": self.dropped_a,
             "unmatched_b": self.unmatched_b, "duplicated_a": self.duplicated_a, "reordered": self.reordered,
+            "layers_a": list(self.layers_a), "layers_b": list(self.layers_b), "similarity": self.similarity,
         }
 
 
@@ -133,6 +136,8 @@ def map_layers(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: 
         duplicated_a=sorted(a for a, k in used.items() if k > 1) if method == "similarity" else [],
         reordered=any(x > y for x, y in zip(seq, seq[1:])) if method == "similarity" else False,
         similarity=np.round(s, 4).tolist(),
+        layers_a=list(order_a),
+        layers_b=list(order_b),
     )
 
 
