@@ -72,6 +72,8 @@ def compare(
             raise UsageError(f"unknown component(s) {bad}; choose from {list(COMPONENTS)}")
     started = time.perf_counter()
     stats = FetchStats()
+    if progress is not None:  # remote bytes as they arrive, against what the prefetches announced
+        stats.on_bytes = lambda n: progress(stats.bytes_fetched + stats.bytes_from_cache, max(stats.planned, 1))
     src_a = a if isinstance(a, ModelSource) else open_model(str(a) if isinstance(a, str) else a, options.revision_a, stats)
     try:
         src_b = b if isinstance(b, ModelSource) else open_model(str(b) if isinstance(b, str) else b, options.revision_b, stats)
@@ -97,7 +99,7 @@ def _read_mode(src_a: ModelSource, src_b: ModelSource, options: CompareOptions) 
 def _prefetch(src: ModelSource, inv: Inventory, options: CompareOptions, mode: str) -> None:
     """A remote model's bytes that the comparison will read, fetched together (coalesced, in parallel)."""
     if src.remote:
-        src.prefetch_rows(prefetch_requests(inv.tensors, set(options.components or ()), mode))
+        src.prefetch_rows(prefetch_requests(inv.tensors, set(options.components or ()), mode, options.sample_policy))
 
 
 def _align(src_a: ModelSource, src_b: ModelSource, options: CompareOptions):
@@ -120,7 +122,7 @@ def _align(src_a: ModelSource, src_b: ModelSource, options: CompareOptions):
 
 def _plan(src_a: ModelSource, src_b: ModelSource, pairs: list, options: CompareOptions) -> ReadPlan:
     """Full or sampled reads (sampled by default for remote models), capped; remote bytes fetched ahead."""
-    plan = plan_reads(pairs, _read_mode(src_a, src_b, options), options.max_bytes)
+    plan = plan_reads(pairs, _read_mode(src_a, src_b, options), options.max_bytes, options.sample_policy)
     for src, side in ((src_a, "a"), (src_b, "b")):
         if src.remote:
             src.prefetch_rows([(info, np.arange(info.shape[0])) for p in plan.pairs

@@ -52,6 +52,19 @@ def _console(stderr: bool = False) -> Console:
     return probe if probe.is_terminal else Console(stderr=stderr, width=150)
 
 
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """'500MB', '2GiB', '1e9' -> bytes."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    if not m or m.group(2).upper() not in _SIZE_UNITS:
+        raise ModelkinError(f"--max-bytes: cannot read {text!r} as a size (e.g. 500MB, 2GiB)")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
+
+
 def _write_json(text: str, dest: str) -> None:
     if dest == "-":
         sys.stdout.write(text + "\n")
@@ -96,7 +109,7 @@ def _gate(verdict: str, fail_on: list[Verdict] | None, quiet: bool) -> None:
 @app.command()
 def compare(
     ctx: typer.Context,
-    a: str = typer.Argument(..., metavar="A", help="Model A: a .safetensors file or a model folder."),
+    a: str = typer.Argument(..., metavar="A", help="Model A: a weights file, a model folder, a Hub id (org/name) or an https:// URL."),
     b: str = typer.Argument(..., metavar="B", help="Model B."),
     json_out: Optional[str] = typer.Option(None, "--json", metavar="PATH", help="Write the JSON report to PATH ('-' for stdout)."),
     html_out: Optional[str] = typer.Option(None, "--html", metavar="PATH", help="Write the self-contained HTML report to PATH."),
@@ -108,6 +121,10 @@ def compare(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table, progress bar or messages; errors and the exit code only."),
     no_hash: bool = typer.Option(False, "--no-hash", help="Skip the sha256 of the weights files."),
     rehash: bool = typer.Option(False, "--rehash", help="Hash every weights file again instead of trusting the digest cache."),
+    revision_a: Optional[str] = typer.Option(None, "--revision-a", help="Hub revision of A (branch, tag or commit)."),
+    revision_b: Optional[str] = typer.Option(None, "--revision-b", help="Hub revision of B."),
+    sample: Optional[bool] = typer.Option(None, "--sample/--full", help="Read key-seeded row blocks of each tensor (default for remote models) or every byte (default for local ones)."),
+    max_bytes: Optional[str] = typer.Option(None, "--max-bytes", help="Cap the tensor bytes read (A + B), e.g. 500MB; what is left out is reported."),
 ) -> None:
     """Compare two models and judge, per component, whether their weights are related."""
     from dataclasses import replace
@@ -115,7 +132,11 @@ def compare(
     from .api import compare as run_compare
     from .options import CompareOptions
 
-    options = CompareOptions(alpha=alpha, threads=threads, components=tuple(component) if component else None, hash_files=not no_hash, digest_cache=not rehash)
+    options = CompareOptions(
+        alpha=alpha, threads=threads, components=tuple(component) if component else None, hash_files=not no_hash,
+        digest_cache=not rehash, read_mode=None if sample is None else ("sampled" if sample else "full"),
+        max_bytes=None if max_bytes is None else parse_size(max_bytes), revision_a=revision_a, revision_b=revision_b,
+    )
     _check_dest(json_out, "JSON report")
     _check_dest(html_out, "HTML report")
     _check_dest(md_out, "Markdown report")
@@ -126,7 +147,7 @@ def compare(
 
         with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                       TimeRemainingColumn(), console=console, transient=True) as bar:
-            task = bar.add_task("comparing", total=None)
+            task = bar.add_task("reading", total=None)
             result = run_compare(a, b, options=options, progress=lambda done, total: bar.update(task, completed=done, total=total))
     else:
         result = run_compare(a, b, options=options)
@@ -165,18 +186,20 @@ def report(
 
 @app.command()
 def inspect(
-    a: str = typer.Argument(..., help="A .safetensors file or a model folder."),
+    a: str = typer.Argument(..., help="A weights file, a model folder, a Hub id (org/name) or an https:// URL."),
     json_out: Optional[str] = typer.Option(None, "--json", metavar="PATH", help="Write the inventory as JSON to PATH ('-' for stdout)."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)."),
 ) -> None:
-    """List what a model holds: family, parameters per component and role, unassigned tensors."""
+    """List what a model holds (from headers alone): family, parameters per component and role, unassigned tensors."""
     from .inventory import build_inventory
     from .sources import open_model
 
-    with open_model(a) as src:
+    with open_model(a, revision) as src:
         inv = build_inventory(src)
         if json_out:
             doc = {
                 "location": src.location,
+                "revision": src.revision,
                 "family": inv.family,
                 "summary": inv.summary(),
                 "tensors": [

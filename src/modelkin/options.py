@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import UsageError
+from .sampling import DEFAULT_SAMPLE, SamplePolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,7 @@ class CompareOptions:
     # "full" reads every byte of the compared tensors; "sampled" reads key-seeded blocks of rows of each
     # (docs/method.md); None: sampled when either model is remote, full for local models.
     read_mode: str | None = None
+    sample_policy: SamplePolicy = DEFAULT_SAMPLE  # how much of each tensor a sampled read takes
     max_bytes: int | None = None  # cap on the tensor bytes (A + B) read; pairs beyond it are left out, said so
     revision_a: str | None = None  # Hub revision (branch, tag or commit) of A
     revision_b: str | None = None

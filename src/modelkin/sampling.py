@@ -23,9 +23,9 @@ class SamplePolicy:
     """
 
     fraction: float = 0.01  # of each tensor's rows
-    min_rows: int = 32  # at least this many rows (the unit tests need >= 16 units)
+    min_rows: int = 16  # at least this many rows (the unit tests need >= 16 units)
     block_rows: int = 16  # rows per contiguous block
-    small_bytes: int = 1 << 20  # tensors up to this size are read whole (a request costs more than it saves)
+    small_bytes: int = 256 << 10  # tensors up to this size are read whole (a request costs more than it saves)
 
 
 DEFAULT_SAMPLE = SamplePolicy()

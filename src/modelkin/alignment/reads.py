@@ -36,11 +36,17 @@ def _sampled(p: TensorPair, policy: SamplePolicy) -> TensorPair:
         return p
     if not ia.shape or not ib.shape:
         return p
-    rows_a = sample_rows(p.a.key, ia.shape[0], ia.n_bytes, policy)
-    rows_b = sample_rows(p.a.key, ib.shape[0], ib.n_bytes, policy)
+    key = sample_key(p.a)
+    rows_a = sample_rows(key, ia.shape[0], ia.n_bytes, policy)
+    rows_b = sample_rows(key, ib.shape[0], ib.n_bytes, policy)
     if rows_a is None or rows_b is None:
         return p
     return replace(p, a=replace(p.a, info=ia.gathered(rows_a)), b=replace(p.b, info=ib.gathered(rows_b)))
+
+
+def sample_key(entry) -> str:
+    """Sample positions follow the tensor's template (the same rows in every layer), else its name."""
+    return entry.template or entry.key
 
 
 def _bytes(p: TensorPair) -> int:
@@ -87,6 +93,6 @@ def prefetch_requests(entries, components: set[str] | None, mode: str,
         info = e.info
         if not info.shape or not info.n_bytes or (components and e.component not in components):
             continue
-        rows = sample_rows(e.key, info.shape[0], info.n_bytes, policy) if mode == SAMPLED else None
+        rows = sample_rows(sample_key(e), info.shape[0], info.n_bytes, policy) if mode == SAMPLED else None
         out.append((info, np.arange(info.shape[0]) if rows is None else rows))
     return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ BACKOFF_SECONDS = 0.25  # doubled at every retry
 READ_TIMEOUT_SECONDS = 30.0
 COALESCE_GAP_BYTES = 64 << 10  # ranges closer than this are fetched in one request
 STREAM_REQUEST_BYTES = 16 << 20  # one request of a full streaming pass
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(-?\d+)/")
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -118,6 +120,7 @@ class FetchStats:
         self.bytes_fetched = 0
         self.bytes_from_cache = 0
         self.requests = 0
+        self.planned = 0  # bytes announced by prefetches (the progress bar's total)
         self.on_bytes = on_bytes
 
     def add(self, fetched: int = 0, cached: int = 0, requests: int = 0) -> None:
@@ -207,6 +210,10 @@ class HttpFile:
             if status != 206 or not got.startswith(f"bytes {offset}-{offset + n - 1}/"):
                 if status == 200 and offset == 0 and len(response.content) == n:
                     return response  # a server that ignores Range but the whole file was asked for
+                served = _CONTENT_RANGE.match(got)
+                if status == 206 and served and int(served.group(1)) == offset and int(served.group(2)) < offset + n - 1:
+                    problem = f"short response: the server sent {got}"  # honest but short: ask again
+                    continue
                 raise self._fail(f"asked for bytes {offset}-{offset + n - 1}, the server answered {status} {got or '(no Content-Range)'}")
             if len(response.content) != n:
                 problem = f"short response: {len(response.content)} of {n} bytes"

@@ -187,7 +187,8 @@ def _download(repo_id: str, name: str, commit: str, settings: HubSettings) -> Pa
 
     try:
         return Path(hf_hub_download(repo_id, name, revision=commit, endpoint=settings.endpoint,
-                                    token=settings.token or False, local_files_only=settings.offline))
+                                    token=settings.token or False, local_files_only=settings.offline,
+                                    cache_dir=os.environ.get("HF_HUB_CACHE") or None))
     except Exception as e:  # huggingface_hub raises its own errors and httpx's; all become one line
         raise RemoteError(f"cannot fetch {name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", repo_id) from None
 

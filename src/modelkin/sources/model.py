@@ -144,7 +144,11 @@ class ModelSource:
             for _, n, start in self._row_spans(info, rows):
                 by_file.setdefault(info.stored.file, []).append((info.stored, start, n * row_len))
         for name, spans in by_file.items():
-            self._by_name[name].prefetch(spans)
+            f = self._by_name[name]
+            stats = getattr(f.transport, "stats", None)
+            if stats is not None:
+                stats.planned += sum(i.dtype.n_bytes(c) or 0 for i, _, c in spans)
+            f.prefetch(spans)
 
     def iter_chunks(self, info: TensorInfo, chunk_elems: int) -> Iterator[tuple[int, np.ndarray]]:
         """(start, decoded chunk) pairs covering the tensor in order."""
