@@ -153,15 +153,28 @@ def test_reports_of_older_json_without_the_new_fields(vlm):
     assert html.count('data-figure="vision-layer-map"') == 0 and html.count('data-figure="vision-layers"') == 1
 
 
-def test_revision_and_reads_are_shown_when_the_record_has_them(vlm):
+def test_revision_reads_and_file_records_are_shown(vlm):
     doc = copy.deepcopy(vlm)
+    assert doc["a"]["files"]["model.safetensors"]["sha256_source"] == "hashed"
     doc["a"]["revision"] = "0123456789abcdef0123456789abcdef01234567"
-    doc["reads"] = "sampled"
-    doc["b"]["files"] = {"model.safetensors": {"sha256": "ab" * 32, "n_bytes": 1320192}}
+    doc["b"]["files"] = {"model.safetensors": {"size": 1325816, "sha256": "ab" * 32, "sha256_source": "hub", "etag": '"x1"'}}
+    doc["reads"] = {"mode": "sampled", "planned_bytes": 2_000_000, "full_bytes": 8_000_000, "remote_bytes_fetched": 900_000,
+                    "remote_bytes_cached": 100_000, "remote_requests": 12, "max_bytes": 3_000_000,
+                    "left_out": ["model.layers.1.mlp.up_proj.weight"]}
+    doc["tensors"][0].update(pearson_ci=[0.1, 0.2], sampled_rows=[64, 512], identical=True, identity_basis="sampled")
     f = build_findings(doc)
     assert f.inputs[0]["revision"] == "0123456789abcdef0123456789abcdef01234567" and f.inputs[1]["revision"] == "—"
-    assert dict(f.provenance)["reads"].startswith("sampled")
-    assert f.inputs[1]["files"] == [("model.safetensors", "ab" * 32 + " (n_bytes 1320192)")]
+    assert f.inputs[1]["files"] == [("model.safetensors", "ab" * 32, 'as reported by the Hub, 1.33 MB, etag "x1"')]
+    assert f.inputs[0]["files"][0][2] == "hashed by modelkin, 1.33 MB"
+    assert dict(f.provenance)["reads"] == (
+        "sampled: key-seeded blocks of rows of each compared tensor were read (see the method notes); 2 MB of 8 MB of "
+        "tensor data (25 %); 12 HTTP range requests, 900 KB fetched, 100 KB from the cache; byte cap 3 MB; "
+        "1 tensors left out by the cap (listed under Not compared)")
+    assert f.unmatched[-1].names == ["model.layers.1.mlp.up_proj.weight"]
+    assert f.caveats[-1].startswith("The tensors were read at sampled rows")
+    row = f.tensors[0]
+    assert row["pearson"].endswith(" [0.100, 0.200]") and row["shape"].endswith("(rows read 64/512)")
+    assert row["identical"] == "yes (sampled rows)"
 
 
 @pytest.mark.parametrize("text, problem", [
@@ -267,8 +280,8 @@ def test_markdown_report_structure_and_figure_files(vlm, tmp_path):
     assert all("— not counted: `" in b for b in bullets)
     # provenance names both weights files with their digests
     for side in ("a", "b"):
-        rec = vlm[side]["files"]["model.safetensors"]
-        assert f"| {side.upper()} | `model.safetensors` | `{rec['sha256']} (size {rec['size']}, sha256_source hashed)` |" in text
+        digest = vlm[side]["files"]["model.safetensors"]["sha256"]
+        assert f"| {side.upper()} | `model.safetensors` | `{digest}` | hashed by modelkin, 1.33 MB |" in text
 
 
 # ---------------------------------------------------------------- a real browser

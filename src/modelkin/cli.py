@@ -113,7 +113,7 @@ def compare(
     b: str = typer.Argument(..., metavar="B", help="Model B."),
     json_out: Optional[str] = typer.Option(None, "--json", metavar="PATH", help="Write the JSON report to PATH ('-' for stdout)."),
     html_out: Optional[str] = typer.Option(None, "--html", metavar="PATH", help="Write the self-contained HTML report to PATH."),
-    md_out: Optional[str] = typer.Option(None, "--md", metavar="PATH", help="Write the Markdown report to PATH (figures in PATH_figures/)."),
+    md_out: Optional[str] = typer.Option(None, "--md", metavar="PATH", help="Write the Markdown report to PATH, its SVG figures in NAME_figures/ beside it."),
     fail_on: Optional[list[Verdict]] = typer.Option(None, "--fail-on", metavar="VERDICT", help=FAIL_ON_HELP),
     component: Optional[list[str]] = typer.Option(None, "--component", help="Only this component (repeatable): text, vision, audio, projector, other."),
     threads: int = typer.Option(2, "--threads", help="Worker threads."),
@@ -168,7 +168,7 @@ def compare(
 def report(
     result_json: str = typer.Argument(..., metavar="RESULT.json", help="A JSON report written by 'modelkin compare --json'."),
     html_out: Optional[str] = typer.Option(None, "--html", metavar="PATH", help="Write the self-contained HTML report to PATH."),
-    md_out: Optional[str] = typer.Option(None, "--md", metavar="PATH", help="Write the Markdown report to PATH (figures in PATH_figures/)."),
+    md_out: Optional[str] = typer.Option(None, "--md", metavar="PATH", help="Write the Markdown report to PATH, its SVG figures in NAME_figures/ beside it."),
     fail_on: Optional[list[Verdict]] = typer.Option(None, "--fail-on", metavar="VERDICT", help=FAIL_ON_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No messages; errors and the exit code only."),
 ) -> None:

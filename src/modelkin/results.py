@@ -25,7 +25,6 @@ class ModelRef:
     n_bytes: int
     files: dict[str, FileDigest | None]  # weights file -> identity (None when hashing was switched off)
     revision: str | None = None  # commit SHA the files were read at (remote sources)
-    files: dict[str, str | None]  # weights file -> sha256 (None when hashing was switched off)
     parameters: dict[str, int] | None = None  # component -> parameters (all tensors of the model, compared or not)
 
 

@@ -2,7 +2,8 @@
 
 Everything here reads the documented JSON (``ComparisonResult.to_dict()``, docs/schema.md) — never the live
 objects — so a report made right after ``modelkin compare`` and one made later from the saved JSON are the
-same. Fields added to the schema later (a revision per model, full or sampled reads) are shown when present.
+same. Fields added to the schema later (a revision per model, full or sampled reads, intervals of sampled estimates) are
+shown when present.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ CAVEATS = (
     "trained models: independently trained models order their hidden units at random relative to each other.",
     "Cosine similarity of norm gains, biases and other tensors that start alike in every model is shown, never "
     "counted: it is high for any pair of models.",
+)
+
+SAMPLED_CAVEAT = (
+    "The tensors were read at sampled rows, not in full: Pearson, cosine and rel-L2 are estimates (95 % intervals "
+    "in the tensor table), and “same bytes” speaks of the rows read. The unit tests sample rows in either mode."
 )
 
 HOW_TO_READ = (
@@ -324,17 +330,30 @@ def _tensor_rows(doc: dict) -> list[dict]:
         rows.append({
             "a": t["a"], "b": t["b"] if t["b"] != t["a"] else "", "component": t["component"], "role": t["role"],
             "layers": layers, "layer_key": -1 if t["layer_a"] is None else t["layer_a"],
-            "matched_by": t["matched_by"], "shape": "×".join(map(str, t["shape"])), "numel": _numel(t["shape"]),
+            "matched_by": t["matched_by"], "shape": "×".join(map(str, t["shape"])) + _rows_read(t),
+            "numel": _numel(t["shape"]),
             "dtype": t["dtype_a"] if t["dtype_a"] == t["dtype_b"] else f"{t['dtype_a']}/{t['dtype_b']}",
-            "pearson": fmt(t["pearson"]), "cosine": fmt(t["cosine"]), "rel_l2": fmt(t["rel_l2"]),
+            "pearson": _with_ci(t, "pearson"), "cosine": _with_ci(t, "cosine"), "rel_l2": _with_ci(t, "rel_l2"),
             "unit_cosine": fmt(t["unit_cosine"]), "z": fmt(t["z"], ".1f"), "log10_p": fmt_p(t["log10_p"]),
-            "test": t["test"] or "", "identical": "yes" if t["identical"] else "",
+            "test": t["test"] or "",
+            "identical": ("yes (sampled rows)" if t.get("identity_basis") == "sampled" else "yes") if t["identical"] else "",
             "counted": "yes" if t["evidence"] else "no", "reason": t["non_evidence_reason"] or "",
             # numeric sort keys (missing numbers sort last)
             "k_pearson": t["pearson"], "k_cosine": t["cosine"], "k_rel_l2": t["rel_l2"],
             "k_unit_cosine": t["unit_cosine"], "k_z": t["z"], "k_log10_p": t["log10_p"],
         })
     return rows
+
+
+def _with_ci(t: dict, key: str) -> str:
+    """An estimate with its 95 % interval when the tensor was read at sampled rows."""
+    ci = t.get(f"{key}_ci")
+    return fmt(t[key]) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else "")
+
+
+def _rows_read(t: dict) -> str:
+    rows = t.get("sampled_rows")
+    return f" (rows read {rows[0]}/{rows[1]})" if rows and rows[0] != rows[1] else ""
 
 
 def _range(xs) -> str:
@@ -358,28 +377,59 @@ def _non_evidence(doc: dict) -> list[Group]:
     return groups
 
 
+def _plural(n: int) -> str:
+    return f"{n} tensor{'s' if n != 1 else ''}"
+
+
 def _unmatched(doc: dict) -> list[Group]:
     by = defaultdict(list)
     for u in doc["unmatched"]:
         by[(u["side"], u["reason"])].append(u["name"])
-    return [Group(f"only in {side.upper()}: {reason}", f"{len(names)} tensor{'s' if len(names) != 1 else ''}", names)
-            for (side, reason), names in sorted(by.items(), key=lambda kv: (kv[0][0], -len(kv[1])))]
+    groups = [Group(f"only in {side.upper()}: {reason}", _plural(len(names)), names)
+              for (side, reason), names in sorted(by.items(), key=lambda kv: (kv[0][0], -len(kv[1])))]
+    left_out = (doc.get("reads") or {}).get("left_out") if isinstance(doc.get("reads"), dict) else None
+    if left_out:
+        groups.append(Group("left out by the byte cap (not read, not compared)", _plural(len(left_out)), list(left_out)))
+    return groups
 
 
-def _files(files) -> list[tuple[str, str]]:
-    """Weights files and their digests, whatever shape the record has (name -> sha256, or richer records)."""
+DIGEST_SOURCE = {"hashed": "hashed by modelkin", "hub": "as reported by the Hub", "none": "digest not known"}
+READ_MODE = {"full": "full: every byte of the compared tensors was read",
+             "sampled": "sampled: key-seeded blocks of rows of each compared tensor were read (see the method notes)"}
+
+
+def _files(files) -> list[tuple[str, str, str]]:
+    """(file, sha256, how it is known) per weights file, from a digest or a {size, sha256, sha256_source, etag} record."""
     out = []
-    items = files.items() if isinstance(files, dict) else ((f.get("name") or f.get("path") or "?", f) for f in files or [])
-    for name, rec in items:
-        if rec is None or isinstance(rec, str):
-            out.append((str(name), rec or "not hashed (--no-hash)"))
+    for name, rec in (files or {}).items():
+        if rec is None:
+            out.append((str(name), "—", "not hashed (--no-hash)"))
         elif isinstance(rec, dict):
-            digest = rec.get("sha256") or "not hashed"
-            rest = ", ".join(f"{k} {v}" for k, v in rec.items() if k not in ("sha256", "name", "path") and v is not None)
-            out.append((str(name), digest + (f" ({rest})" if rest else "")))
+            parts = [DIGEST_SOURCE.get(rec.get("sha256_source"), rec.get("sha256_source") or ""),
+                     fmt_bytes(rec["size"]) if rec.get("size") is not None else "",
+                     f"etag {rec['etag']}" if rec.get("etag") else ""]
+            out.append((str(name), rec.get("sha256") or "—", ", ".join(p for p in parts if p)))
         else:
-            out.append((str(name), str(rec)))
+            out.append((str(name), str(rec), ""))
     return out
+
+
+def _reads(reads) -> str:
+    """Full or sampled reads, how many bytes, and what a byte cap left out (``ReadSummary``)."""
+    if not isinstance(reads, dict):
+        return READ_MODE.get(reads, str(reads))
+    text = READ_MODE.get(reads.get("mode"), str(reads.get("mode")))
+    planned, full = reads.get("planned_bytes"), reads.get("full_bytes")
+    if planned is not None and full:
+        text += f"; {fmt_bytes(planned)} of {fmt_bytes(full)} of tensor data ({fmt_share(planned, full)})"
+    if reads.get("remote_requests"):
+        text += (f"; {reads['remote_requests']} HTTP range requests, {fmt_bytes(reads.get('remote_bytes_fetched'))} "
+                 f"fetched, {fmt_bytes(reads.get('remote_bytes_cached'))} from the cache")
+    if reads.get("max_bytes"):
+        text += f"; byte cap {fmt_bytes(reads['max_bytes'])}"
+    if reads.get("left_out"):
+        text += f"; {len(reads['left_out'])} tensors left out by the cap (listed under Not compared)"
+    return text
 
 
 def _inputs(doc: dict) -> list[dict]:
@@ -409,25 +459,19 @@ def _provenance(doc: dict) -> list[tuple[str, str]]:
         rows.append(("command line", shlex.join(doc["command"])))
     rows.append(("α (family-wise)", f"{doc['alpha']:g}"))
     rows.append(("weakest effect “independent” must rule out", f"matched-unit cosine {doc.get('min_effect') or MIN_EFFECT_DEFAULT:g}"))
-    reads = doc.get("reads")
-    if reads:
-        mode = reads.get("mode") if isinstance(reads, dict) else reads
-        text = {"full": "full: every byte of the compared tensors was read",
-                "sampled": "sampled: key-seeded blocks of rows of each tensor were read"}.get(mode, str(mode))
-        if isinstance(reads, dict) and reads.get("full_bytes"):
-            text += f" ({reads['planned_bytes'] / reads['full_bytes']:.1%} of the compared tensors' bytes"
-            if reads.get("remote_requests"):
-                text += f"; {reads['remote_bytes_fetched'] / 1e6:.1f} MB fetched in {reads['remote_requests']} requests"
-            text += ")"
-        if isinstance(reads, dict) and reads.get("left_out"):
-            text += f"; {len(reads['left_out'])} tensor pairs left out by the byte cap"
-        rows.append(("reads", text))
+    if doc.get("reads"):
+        rows.append(("reads", _reads(doc["reads"])))
     voc = doc.get("vocabulary")
     if voc:
         how = "rows matched by token string" if voc.get("source") == "tokenizer" else "common leading token ids assumed"
         rows.append(("vocabulary", f"{voc.get('n_shared')} shared tokens of {voc.get('n_a')} (A) and {voc.get('n_b')} (B); {how}"))
     rows.append(("time", f"{doc['seconds']:.2f} s"))
     return rows
+
+
+def _mode(doc: dict) -> str | None:
+    reads = doc.get("reads")
+    return reads.get("mode") if isinstance(reads, dict) else reads
 
 
 def build_findings(doc: dict) -> Findings:
@@ -450,6 +494,6 @@ def build_findings(doc: dict) -> Findings:
         provenance=_provenance(doc),
         inputs=_inputs(doc),
         notes=list(doc.get("notes") or []),
-        caveats=[c.format(alpha=alpha) for c in CAVEATS],
+        caveats=[c.format(alpha=alpha) for c in CAVEATS] + ([SAMPLED_CAVEAT] if _mode(doc) == "sampled" else []),
         how_to_read=list(HOW_TO_READ),
     )
