@@ -80,8 +80,10 @@ def compare(
 def inspect(
     a: str = typer.Argument(..., help="A .safetensors file or a model folder."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write the inventory as JSON to PATH ('-' for stdout)."),
+    tensors: bool = typer.Option(False, "--tensors", help="Also list every tensor with its stored type and shape."),
 ) -> None:
-    """List what a model holds: family, parameters per component and role, unassigned tensors."""
+    """List what a model holds: family, parameters per component and role, unassigned tensors, and per file
+    its format, stored types (quantisations) and the metadata read from it."""
     from .inventory import build_inventory
     from .sources import open_model
 
@@ -99,12 +101,29 @@ def inspect(
                     for t in inv.tensors
                 ],
                 "unassigned": list(inv.unassigned),
+                "files": [{"name": src.relative_name(f), "format": f.format_name, "metadata_used": f.metadata_used()} for f in src.files],
             }
             _write_json(json.dumps(doc, indent=2), json_out)
         if json_out != "-":
             from .report import render_inventory
 
-            render_inventory(inv.summary(), inv.family, list(inv.unassigned), src.location, _console())
+            console = _console()
+            render_inventory(inv.summary(), inv.family, list(inv.unassigned), src.location, console)
+            _print_files(src, inv if tensors else None, console)
+
+
+def _print_files(src, inv, console: Console) -> None:
+    """Per weights file: format, stored types with tensor counts, metadata used; optionally every tensor."""
+    from collections import Counter
+
+    for f in src.files:
+        types = Counter(t.dtype.code for t in f.tensors.values())
+        console.print(f"{src.relative_name(f)}: format {f.format_name}; stored types: "
+                      + ", ".join(f"{code} ({n})" for code, n in types.most_common()), markup=False, highlight=False)
+        for key, value in f.metadata_used().items():
+            console.print(f"  metadata {key} = {value}", markup=False, highlight=False)
+    for t in inv.tensors if inv is not None else ():
+        console.print(f"  {t.name}  {t.info.dtype.code}  {list(t.shape)}  {t.role}", markup=False, highlight=False)
 
 
 @zoo_app.command("build")
