@@ -40,7 +40,7 @@ def _write_json(text: str, dest: str) -> None:
 
 @app.command()
 def compare(
-    a: str = typer.Argument(..., help="Model A: a .safetensors file or a model folder."),
+    a: str = typer.Argument(..., help="Model A: a .safetensors or .gguf file, or a model folder."),
     b: str = typer.Argument(..., help="Model B."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write the JSON report to PATH ('-' for stdout)."),
     component: Optional[list[str]] = typer.Option(None, "--component", help="Only this component (repeatable): text, vision, audio, projector, other."),
@@ -78,7 +78,7 @@ def compare(
 
 @app.command()
 def inspect(
-    a: str = typer.Argument(..., help="A .safetensors file or a model folder."),
+    a: str = typer.Argument(..., help="A .safetensors or .gguf file, or a model folder."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write the inventory as JSON to PATH ('-' for stdout)."),
     tensors: bool = typer.Option(False, "--tensors", help="Also list every tensor with its stored type and shape."),
 ) -> None:
