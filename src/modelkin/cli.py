@@ -27,6 +27,19 @@ def _console(stderr: bool = False) -> Console:
     return probe if probe.is_terminal else Console(stderr=stderr, width=150)
 
 
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """'500MB', '2GiB', '1e9' -> bytes."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    if not m or m.group(2).upper() not in _SIZE_UNITS:
+        raise ModelkinError(f"--max-bytes: cannot read {text!r} as a size (e.g. 500MB, 2GiB)")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
+
+
 def _write_json(text: str, dest: str) -> None:
     if dest == "-":
         sys.stdout.write(text + "\n")
@@ -40,7 +53,7 @@ def _write_json(text: str, dest: str) -> None:
 
 @app.command()
 def compare(
-    a: str = typer.Argument(..., help="Model A: a .safetensors or .gguf file, or a model folder."),
+    a: str = typer.Argument(..., help="Model A: a weights file (.safetensors, .gguf), a model folder, a Hub id (org/name) or an https:// URL."),
     b: str = typer.Argument(..., help="Model B."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write the JSON report to PATH ('-' for stdout)."),
     component: Optional[list[str]] = typer.Option(None, "--component", help="Only this component (repeatable): text, vision, audio, projector, other."),
@@ -49,12 +62,20 @@ def compare(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table or progress bar."),
     no_hash: bool = typer.Option(False, "--no-hash", help="Skip the sha256 of the weights files."),
     rehash: bool = typer.Option(False, "--rehash", help="Hash every weights file again instead of trusting the digest cache."),
+    revision_a: Optional[str] = typer.Option(None, "--revision-a", help="Hub revision of A (branch, tag or commit)."),
+    revision_b: Optional[str] = typer.Option(None, "--revision-b", help="Hub revision of B."),
+    sample: Optional[bool] = typer.Option(None, "--sample/--full", help="Read key-seeded row blocks of each tensor (default for remote models) or every byte (default for local ones)."),
+    max_bytes: Optional[str] = typer.Option(None, "--max-bytes", help="Cap the tensor bytes read (A + B), e.g. 500MB; what is left out is reported."),
 ) -> None:
     """Compare two models and judge, per component, whether their weights are related."""
     from .api import compare as run_compare
     from .options import CompareOptions
 
-    options = CompareOptions(alpha=alpha, threads=threads, components=tuple(component) if component else None, hash_files=not no_hash, digest_cache=not rehash)
+    options = CompareOptions(
+        alpha=alpha, threads=threads, components=tuple(component) if component else None, hash_files=not no_hash,
+        digest_cache=not rehash, read_mode=None if sample is None else ("sampled" if sample else "full"),
+        max_bytes=None if max_bytes is None else parse_size(max_bytes), revision_a=revision_a, revision_b=revision_b,
+    )
     if json_out and json_out != "-" and not os.path.isdir(os.path.dirname(os.path.abspath(json_out))):
         raise ModelkinError("cannot write JSON report: its folder does not exist", json_out)  # fail before the work
     console = _console(stderr=json_out == "-")
@@ -64,7 +85,7 @@ def compare(
 
         with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                       TimeRemainingColumn(), console=console, transient=True) as bar:
-            task = bar.add_task("comparing", total=None)
+            task = bar.add_task("reading", total=None)
             result = run_compare(a, b, options=options, progress=lambda done, total: bar.update(task, completed=done, total=total))
     else:
         result = run_compare(a, b, options=options)
@@ -78,20 +99,22 @@ def compare(
 
 @app.command()
 def inspect(
-    a: str = typer.Argument(..., help="A .safetensors or .gguf file, or a model folder."),
+    a: str = typer.Argument(..., help="A weights file, a model folder, a Hub id (org/name) or an https:// URL."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write the inventory as JSON to PATH ('-' for stdout)."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)."),
     tensors: bool = typer.Option(False, "--tensors", help="Also list every tensor with its stored type and shape."),
 ) -> None:
-    """List what a model holds: family, parameters per component and role, unassigned tensors, and per file
-    its format, stored types (quantisations) and the metadata read from it."""
+    """List what a model holds (from headers alone): family, parameters per component and role, unassigned tensors,
+    and per file its format, stored types (quantisations) and the metadata read from it."""
     from .inventory import build_inventory
     from .sources import open_model
 
-    with open_model(a) as src:
+    with open_model(a, revision) as src:
         inv = build_inventory(src)
         if json_out:
             doc = {
                 "location": src.location,
+                "revision": src.revision,
                 "family": inv.family,
                 "summary": inv.summary(),
                 "tensors": [

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..inventory import Inventory, TensorEntry
-from ..sampling import sample_indices
+from ..sampling import sample_indices, sample_rows
 from ..sources import ModelSource
 from .names import Alignment, TensorPair, Unmatched, logical_shape, width_differs
 
@@ -92,7 +92,13 @@ def map_layers(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: 
         if len(sa) == 1 and len(next(iter(sa))) >= 2:
             shape = next(iter(sa))
             rng = np.random.default_rng(zlib.crc32(repr(slot).encode()))
-            shapes[slot] = (sample_indices(shape[0], SAMPLE_ROWS, rng), sample_indices(int(np.prod(shape[1:])), SAMPLE_COLS, rng))
+            rows = sample_indices(shape[0], SAMPLE_ROWS, rng)
+            one = next(iter(la.values()))[slot]
+            # Large tensors: rows inside the blocks a sampled (remote) read fetches anyway, one request each.
+            planned = None if one.transposed else sample_rows(slot[0], shape[0], one.info.n_bytes)
+            if planned is not None:
+                rows = np.unique(planned[np.linspace(0, len(planned) - 1, min(SAMPLE_ROWS, len(planned))).astype(int)])
+            shapes[slot] = (rows, sample_indices(int(np.prod(shape[1:])), SAMPLE_COLS, rng))
     if not shapes:
         return None
     slots = sorted(shapes)
