@@ -109,7 +109,7 @@ def _gate(verdict: str, fail_on: list[Verdict] | None, quiet: bool) -> None:
 @app.command()
 def compare(
     ctx: typer.Context,
-    a: str = typer.Argument(..., metavar="A", help="Model A: a weights file, a model folder, a Hub id (org/name) or an https:// URL."),
+    a: str = typer.Argument(..., metavar="A", help="Model A: a weights file (.safetensors, .gguf), a model folder, a Hub id (org/name) or an https:// URL."),
     b: str = typer.Argument(..., metavar="B", help="Model B."),
     json_out: Optional[str] = typer.Option(None, "--json", metavar="PATH", help="Write the JSON report to PATH ('-' for stdout)."),
     html_out: Optional[str] = typer.Option(None, "--html", metavar="PATH", help="Write the self-contained HTML report to PATH."),
@@ -189,8 +189,10 @@ def inspect(
     a: str = typer.Argument(..., help="A weights file, a model folder, a Hub id (org/name) or an https:// URL."),
     json_out: Optional[str] = typer.Option(None, "--json", metavar="PATH", help="Write the inventory as JSON to PATH ('-' for stdout)."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)."),
+    tensors: bool = typer.Option(False, "--tensors", help="Also list every tensor with its stored type and shape."),
 ) -> None:
-    """List what a model holds (from headers alone): family, parameters per component and role, unassigned tensors."""
+    """List what a model holds (from headers alone): family, parameters per component and role, unassigned tensors,
+    and per file its format, stored types (quantisations) and the metadata read from it."""
     from .inventory import build_inventory
     from .sources import open_model
 
@@ -209,12 +211,29 @@ def inspect(
                     for t in inv.tensors
                 ],
                 "unassigned": list(inv.unassigned),
+                "files": [{"name": src.relative_name(f), "format": f.format_name, "metadata_used": f.metadata_used()} for f in src.files],
             }
             _write_json(json.dumps(doc, indent=2), json_out)
         if json_out != "-":
             from .report import render_inventory
 
-            render_inventory(inv.summary(), inv.family, list(inv.unassigned), src.location, _console())
+            console = _console()
+            render_inventory(inv.summary(), inv.family, list(inv.unassigned), src.location, console)
+            _print_files(src, inv if tensors else None, console)
+
+
+def _print_files(src, inv, console: Console) -> None:
+    """Per weights file: format, stored types with tensor counts, metadata used; optionally every tensor."""
+    from collections import Counter
+
+    for f in src.files:
+        types = Counter(t.dtype.code for t in f.tensors.values())
+        console.print(f"{src.relative_name(f)}: format {f.format_name}; stored types: "
+                      + ", ".join(f"{code} ({n})" for code, n in types.most_common()), markup=False, highlight=False)
+        for key, value in f.metadata_used().items():
+            console.print(f"  metadata {key} = {value}", markup=False, highlight=False)
+    for t in inv.tensors if inv is not None else ():
+        console.print(f"  {t.name}  {t.info.dtype.code}  {list(t.shape)}  {t.role}", markup=False, highlight=False)
 
 
 @zoo_app.command("build")
