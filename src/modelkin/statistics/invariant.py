@@ -9,79 +9,166 @@ that can:
 * **channels** (``channel_test``): networks without such an embedding (CNNs, plain MLP stacks) whose first
   layer reads the input directly; channels are recovered layer by layer from that input basis.
 * otherwise the test cannot run, and says why; the verdict then cannot be "independent" (see ``verdict``).
+
+Every test is planned before anything is read (which rows of which tensors), so a remote model's bytes are
+fetched together, in parallel, before the tests read them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
+
 from ..alignment import VocabMap, logical_shape
-from ..alignment.channels import infer_graph
+from ..alignment.channels import ChannelGraph, infer_graph
 from ..inventory import Inventory, TensorEntry
 from ..sources import ModelSource
 from .channel_test import channel_test
 from .margins import ComponentTest, not_run
-from .shared_basis import Basis, head_counts, pixel_basis, shared_basis_test, token_basis
+from .shared_basis import BasisPlan, UnitPlan, head_counts, pixel_plan, plan_units, shared_basis_test, token_plan
 
 IMAGE_CHANNELS = 4  # a first kernel reading at most this many channels reads an image (RGB, RGBA, grey)
 NO_BASIS = "channels could not be aligned: no input basis shared"
+# Unit rows come from the row blocks sampled reads fetch anyway; the basis (embedding rows, a patch embedding
+# read whole) and attention heads (read whole) are extra. They may cost at most this much per model, in every
+# read mode alike (so sampled and full reads give the same verdicts).
+EXTRA_FLOOR_BYTES = 1 << 20
+EXTRA_FRACTION = 0.02
+
+
+@dataclass(frozen=True)
+class _SharedJob:
+    name = "shared-basis"
+    basis: BasisPlan
+    units_a: UnitPlan
+    units_b: UnitPlan
+    residual: bool  # the basis is the component's own embedding: its dimensions are units too
+
+    def requests(self) -> tuple[list, list]:
+        ra, rb = self.basis.requests()
+        return ra + self.units_a.requests(), rb + self.units_b.requests()
+
+    def run(self, src_a: ModelSource, src_b: ModelSource, comp: str) -> ComponentTest:
+        basis = self.basis.read(src_a, src_b)
+        return shared_basis_test(src_a, src_b, basis, self.units_a, self.units_b, comp, self.residual)
+
+
+@dataclass(frozen=True)
+class _ChannelJob:
+    name = "channels"
+    ga: ChannelGraph
+    gb: ChannelGraph
+
+    def requests(self) -> tuple[list, list]:
+        whole = lambda g: [(n.entry.info, np.arange(n.entry.shape[0])) for n in g.nodes]  # noqa: E731
+        return whole(self.ga), whole(self.gb)
+
+    def run(self, src_a: ModelSource, src_b: ModelSource, comp: str) -> ComponentTest:
+        return channel_test(src_a, src_b, self.ga, self.gb)
+
+
+@dataclass(frozen=True)
+class _NotRun:
+    test: ComponentTest
+
+    def requests(self) -> tuple[list, list]:
+        return [], []
+
+    def run(self, src_a: ModelSource, src_b: ModelSource, comp: str) -> ComponentTest:
+        return self.test
 
 
 def _first(entries: list[TensorEntry], role: str) -> TensorEntry | None:
     return next((e for e in entries if e.role == role and len(e.shape) >= 2), None)
 
 
-def _own_basis(src_a, src_b, ea: list[TensorEntry], eb: list[TensorEntry],
-               vocab: VocabMap | None) -> tuple[Basis | None, str | None]:
+def _own_basis(ea: list[TensorEntry], eb: list[TensorEntry], vocab: VocabMap | None) -> tuple[BasisPlan | None, str | None]:
     """The component's own shared basis, or why its embeddings give none (None, None: it has no embedding)."""
     emb_a, emb_b = _first(ea, "embedding"), _first(eb, "embedding")
     if emb_a is not None and emb_b is not None:
-        basis = token_basis(src_a, src_b, emb_a, emb_b, vocab)
-        return basis, None if basis else "too few token strings shared by the two vocabularies to fingerprint units"
+        plan = token_plan(emb_a, emb_b, vocab)
+        return plan, None if plan else "too few token strings shared by the two vocabularies to fingerprint units"
     pe_a, pe_b = _first(ea, "patch_embed"), _first(eb, "patch_embed")
     if pe_a is not None and pe_b is not None:
-        basis = pixel_basis(src_a, src_b, pe_a, pe_b)
+        plan = pixel_plan(pe_a, pe_b)
         why = f"the patch embeddings read different pixel layouts ({list(pe_a.shape[1:])} vs {list(pe_b.shape[1:])})"
-        return basis, None if basis else why
+        return plan, None if plan else why
     return None, None
 
 
+def _bytes(requests: list) -> int:
+    return sum(len(rows) * (info.n_bytes // info.shape[0]) for info, rows in requests if info.shape and info.shape[0])
+
+
 def component_tests(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: Inventory,
-                    vocab: VocabMap | None, components: list[str]) -> dict[str, list[ComponentTest]]:
-    """Component name -> its invariant test(s) (one per component today)."""
+                    vocab: VocabMap | None, components: list[str], budget: int | None = None) -> dict[str, list[ComponentTest]]:
+    """Component name -> its invariant test(s) (one per component today).
+
+    ``budget``: bytes the tests may read (what ``--max-bytes`` leaves after the read plan); a test whose reads
+    do not fit is not run, and says so.
+    """
     entries = {c: ([e for e in inv_a.tensors if e.component == c], [e for e in inv_b.tensors if e.component == c])
                for c in components}
-    found = {c: _own_basis(src_a, src_b, *entries[c], vocab) for c in components}
-    bases = {c: b for c, (b, _) in found.items()}
-    out: dict[str, list[ComponentTest]] = {}
+    own = {c: _own_basis(*entries[c], vocab) for c in components}
+    jobs = {}
     for comp in components:
         ea, eb = entries[comp]
         if not any(e.evidence for e in ea) or not any(e.evidence for e in eb):
             continue  # nothing to test (only scalars, buffers, norm gains, biases): not counted at all
-        basis, why_not = found[comp]
+        basis, why_not = own[comp]
         if why_not is not None:
-            out[comp] = [not_run("shared-basis", f"{NO_BASIS}: {why_not}")]
+            jobs[comp] = _NotRun(not_run("shared-basis", f"{NO_BASIS}: {why_not}"))
         elif basis is not None:
             heads = (head_counts(src_a.config), head_counts(src_b.config)) if basis.kind == "tokens" else (None, None)
-            out[comp] = [shared_basis_test(src_a, src_b, ea, eb, basis, comp, heads=heads)]
-        elif comp == "projector" and bases.get("vision") is not None and bases["vision"].kind == "pixels":
+            jobs[comp] = _shared_job(basis, ea, eb, heads if None not in heads else (None, None), True)
+        elif comp == "projector" and (vision := own.get("vision", (None, None))[0]) is not None and vision.kind == "pixels":
             # A projector reads the vision tower's stream: its units are fingerprinted through the pixels.
-            out[comp] = [shared_basis_test(src_a, src_b, ea, eb, bases["vision"], comp, residual=False)]
+            jobs[comp] = _shared_job(vision, ea, eb, (None, None), False)
         else:
-            out[comp] = [_channels(src_a, src_b, inv_a, inv_b, comp, ea, eb)]
-    return out
+            jobs[comp] = _channel_job(inv_a, inv_b, comp, ea, eb)
+    if budget is not None:
+        for comp, job in list(jobs.items()):
+            need = sum(_bytes(r) for r in job.requests())
+            if need > budget:
+                jobs[comp] = _NotRun(not_run(getattr(job, "name", "shared-basis"), (
+                    f"not run: its reads ({need:,} bytes) exceed what the byte cap leaves ({budget:,} bytes)")))
+            else:
+                budget -= need
+    for src, side in ((src_a, 0), (src_b, 1)):
+        if src.remote:  # one batch of requests for everything the tests below will read
+            src.prefetch_rows([r for job in jobs.values() for r in job.requests()[side]])
+    return {comp: [job.run(src_a, src_b, comp)] for comp, job in jobs.items()}
 
 
-def _channels(src_a, src_b, inv_a: Inventory, inv_b: Inventory, comp: str, ea, eb) -> ComponentTest:
+def _shared_job(basis: BasisPlan, ea: list[TensorEntry], eb: list[TensorEntry], heads, residual: bool):
+    """The shared-basis test, unless its basis costs more than allowed; heads only where they fit too."""
+    cap = [max(EXTRA_FLOOR_BYTES, EXTRA_FRACTION * sum(e.info.n_bytes for e in es)) for es in (ea, eb)]
+    extra = [_bytes(r) for r in basis.requests()]
+    if extra[0] > cap[0] or extra[1] > cap[1]:
+        what = "embedding rows" if basis.kind == "tokens" else "patch embedding"
+        return _NotRun(not_run("shared-basis", (
+            f"{NO_BASIS} within the read budget: its basis ({what}, {max(extra):,} bytes) would cost more than "
+            f"{EXTRA_FRACTION:.0%} of the component")))
+    units = [plan_units(es, h) for es, h in zip((ea, eb), heads)]
+    if any(extra[i] + _bytes([r for h in units[i].heads for r in ((h.q.info, h.q_rows), (h.k.info, h.k_rows))]) > cap[i]
+           for i in (0, 1)):
+        units = [plan_units(es) for es in (ea, eb)]  # attention heads are read whole: dropped when over budget
+    return _SharedJob(basis, units[0], units[1], residual)
+
+
+def _channel_job(inv_a: Inventory, inv_b: Inventory, comp: str, ea, eb):
     ga, gb = infer_graph(ea), infer_graph(eb)
     if ga is None or gb is None:
-        return not_run("channels", f"{NO_BASIS} (no layer with channels to align)")
+        return _NotRun(not_run("channels", f"{NO_BASIS} (no layer with channels to align)"))
     if not (ga.input_found and gb.input_found):
-        return not_run("channels", f"{NO_BASIS}: no layer reads an input of a width the network does not also "
-                                   "produce inside, so the layer reading the input could not be identified")
+        return _NotRun(not_run("channels", f"{NO_BASIS}: no layer reads an input of a width the network does not "
+                                           "also produce inside, so the layer reading the input could not be identified"))
     first = ga.nodes[0].entry
     reads_image = len(first.shape) >= 3 and logical_shape(first)[1] <= IMAGE_CHANNELS
     whole_network = all(e.component == comp for e in inv_a.tensors if e.evidence) and all(
         e.component == comp for e in inv_b.tensors if e.evidence)
     if not (reads_image or whole_network):
-        return not_run("channels", f"{NO_BASIS}: its first layer ({ga.nodes[0].key}) reads the hidden units of "
-                                   "another part of the model, not an input both models share")
-    return channel_test(src_a, src_b, ga, gb)
+        return _NotRun(not_run("channels", f"{NO_BASIS}: its first layer ({ga.nodes[0].key}) reads the hidden units "
+                                           "of another part of the model, not an input both models share"))
+    return _ChannelJob(ga, gb)

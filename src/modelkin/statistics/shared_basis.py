@@ -28,17 +28,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..alignment import VocabMap, logical_shape
+from ..alignment.reads import sample_key
 from ..inventory import TensorEntry
-from ..sampling import sample_indices
-from ..sources import ModelSource
+from ..sampling import sample_indices, sample_rows
+from ..sources import ModelSource, TensorInfo
 from .margins import ComponentTest, Margins, from_margins, not_run, sibling_margins, split_features
 
 NAME = "shared-basis"
-MAX_INPUTS = 512  # shared inputs (tokens, pixels) in the basis
+MAX_INPUTS = 256  # shared inputs (tokens, pixels) in the basis
 MAX_POOL = 1536  # units read per side and unit type
 MAX_TESTED = 512  # units of the smaller model scored per unit type
 MIN_ROWS_PER_TENSOR = 8
 MIN_SHARED_INPUTS = 32
+TOKEN_BLOCK = 16  # shared tokens are taken in blocks of consecutive ids
 
 # Matrices whose rows read the residual stream: row u is a unit whose fingerprint is its response to the
 # shared inputs. gate and up rows of one FFN unit are one unit (their fingerprints are concatenated).
@@ -46,6 +48,9 @@ UNIT_TYPE = {
     "mlp.gate": "ffn", "mlp.up": "ffn", "mlp.gate_up": "ffn", "attn.q": "attn.q", "attn.k": "attn.k",
     "attn.v": "attn.v", "attn.qkv": "attn.qkv", "router": "router",
 }
+
+
+Request = tuple[TensorInfo, np.ndarray]  # (tensor, rows): what a test will read, known before reading
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +66,30 @@ class Basis:
         return self.a.shape[0]
 
 
-def _centre(x: np.ndarray) -> np.ndarray:
-    return x - x.mean(axis=0, keepdims=True)
+@dataclass(frozen=True)
+class BasisPlan:
+    """Which inputs form the basis, and the embedding rows each model is read at (nothing read yet)."""
+
+    kind: str  # "tokens" or "pixels"
+    emb_a: TensorEntry
+    emb_b: TensorEntry
+    rows_a: np.ndarray  # tokens: embedding rows of the shared inputs; pixels: every row (hidden unit)
+    rows_b: np.ndarray
+    pick: np.ndarray | None = None  # pixels: the pixel columns used
+
+    def requests(self) -> tuple[list[Request], list[Request]]:
+        return [(self.emb_a.info, self.rows_a)], [(self.emb_b.info, self.rows_b)]
+
+    def read(self, src_a: ModelSource, src_b: ModelSource) -> Basis:
+        xa = src_a.read_rows(self.emb_a.info, self.rows_a).astype(np.float64)
+        xb = src_b.read_rows(self.emb_b.info, self.rows_b).astype(np.float64)
+        if self.kind == "pixels":  # rows are hidden units, columns pixels: each pixel is an input
+            xa, xb = xa[:, self.pick].T, xb[:, self.pick].T
+        return Basis(self.kind, xa - xa.mean(axis=0, keepdims=True), xb - xb.mean(axis=0, keepdims=True))
 
 
-def token_basis(src_a: ModelSource, src_b: ModelSource, emb_a: TensorEntry, emb_b: TensorEntry,
-                vocab: VocabMap | None) -> Basis | None:
-    """Shared token strings embedded by each model's own embedding rows."""
+def token_plan(emb_a: TensorEntry, emb_b: TensorEntry, vocab: VocabMap | None) -> BasisPlan | None:
+    """Shared token strings, embedded by each model's own embedding rows (None: too few shared tokens)."""
     if len(emb_a.shape) != 2 or len(emb_b.shape) != 2 or emb_a.transposed or emb_b.transposed:
         return None
     if vocab is not None:
@@ -76,25 +98,111 @@ def token_basis(src_a: ModelSource, src_b: ModelSource, emb_a: TensorEntry, emb_
         rows_a = rows_b = np.arange(min(emb_a.shape[0], emb_b.shape[0]))
     if rows_a.size < MIN_SHARED_INPUTS:
         return None
+    # Blocks of consecutive shared tokens (in A's id order): a remote read is then a few short ranges, not
+    # hundreds of scattered rows (which a coalescing reader would turn into the whole embedding).
+    n_blocks = -(-rows_a.size // TOKEN_BLOCK)
     rng = np.random.default_rng(zlib.crc32(b"shared-tokens"))
-    pick = sample_indices(rows_a.size, MAX_INPUTS, rng)
-    xa = src_a.read_rows(emb_a.info, rows_a[pick]).astype(np.float64)
-    xb = src_b.read_rows(emb_b.info, rows_b[pick]).astype(np.float64)
-    return Basis("tokens", _centre(xa), _centre(xb))
+    blocks = sample_indices(n_blocks, -(-MAX_INPUTS // TOKEN_BLOCK), rng)
+    pick = np.concatenate([np.arange(b * TOKEN_BLOCK, min(rows_a.size, (b + 1) * TOKEN_BLOCK)) for b in blocks])
+    return BasisPlan("tokens", emb_a, emb_b, rows_a[pick], rows_b[pick])
 
 
-def pixel_basis(src_a: ModelSource, src_b: ModelSource, pe_a: TensorEntry, pe_b: TensorEntry) -> Basis | None:
+def pixel_plan(pe_a: TensorEntry, pe_b: TensorEntry) -> BasisPlan | None:
     """Unit impulses on each pixel (channel x position) of a patch, through each model's patch embedding."""
     if pe_a.shape[1:] != pe_b.shape[1:] or len(pe_a.shape) < 2:
         return None
     n_pix = int(np.prod(pe_a.shape[1:]))
     if n_pix < MIN_SHARED_INPUTS:
         return None
-    rng = np.random.default_rng(zlib.crc32(b"shared-pixels"))
-    pick = sample_indices(n_pix, MAX_INPUTS, rng)
-    xa = src_a.read(pe_a.info).reshape(pe_a.shape[0], -1)[:, pick].T.astype(np.float64)
-    xb = src_b.read(pe_b.info).reshape(pe_b.shape[0], -1)[:, pick].T.astype(np.float64)
-    return Basis("pixels", _centre(xa), _centre(xb))
+    pick = sample_indices(n_pix, MAX_INPUTS, np.random.default_rng(zlib.crc32(b"shared-pixels")))
+    return BasisPlan("pixels", pe_a, pe_b, np.arange(pe_a.shape[0]), np.arange(pe_b.shape[0]), pick)
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """Rows of one matrix (or of gate and up together: one FFN unit each) of one unit type."""
+
+    kind: str
+    layer: int  # -1 when none
+    members: tuple[TensorEntry, ...]
+    rows: np.ndarray  # logical rows: the units read
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    layer: int
+    q: TensorEntry
+    k: TensorEntry
+    q_rows: np.ndarray  # the head's rows of Q
+    k_rows: np.ndarray  # its key/value head's rows of K
+
+
+@dataclass(frozen=True)
+class UnitPlan:
+    """Every unit one model will be fingerprinted by, as rows to read (nothing read yet)."""
+
+    groups: tuple[_Group, ...]
+    heads: tuple[_Head, ...]
+    totals: dict[str, int]  # units of each type in the model (before sampling)
+
+    def requests(self) -> list[Request]:
+        out = []
+        for g in self.groups:
+            for m in g.members:
+                out.append((m.info, np.arange(m.shape[0]) if m.transposed else g.rows))
+        for h in self.heads:
+            out += [(h.q.info, h.q_rows), (h.k.info, h.k_rows)]
+        return out
+
+
+def _unit_rows(e: TensorEntry, n_out: int, per: int) -> np.ndarray:
+    """The units read: the key-seeded row blocks the sampled read mode fetches anyway (see ``sampling``), or,
+    for tensors it reads whole, a key-seeded sample of ``per`` rows. The same rows for A and for B."""
+    if not e.transposed:
+        rows = sample_rows(sample_key(e), n_out, e.info.n_bytes)
+        if rows is not None:
+            return rows
+    return sample_indices(n_out, per, np.random.default_rng(zlib.crc32(sample_key(e).encode())))
+
+
+def plan_units(entries: list[TensorEntry], heads: tuple[int, int] | None = None) -> UnitPlan:
+    """Rows of every matrix reading the stream (sampled to about ``MAX_POOL`` units per type), and of heads."""
+    by_type: dict[str, dict[tuple, list[TensorEntry]]] = defaultdict(dict)
+    for e in entries:
+        kind = UNIT_TYPE.get(e.role)
+        if kind is None or not e.evidence or len(e.shape) != 2:
+            continue
+        key = (e.layer, e.expert, tuple(x for x in e.slot if x[0] != "expert"))
+        by_type[kind].setdefault(key, []).append(e)
+    groups, totals = [], {}
+    for kind, found in sorted(by_type.items()):
+        per = max(MIN_ROWS_PER_TENSOR, MAX_POOL // max(len(found), 1))
+        for key, members in sorted(found.items(), key=lambda kv: repr(kv[0])):
+            members = sorted(members, key=lambda e: e.role)
+            n_out = logical_shape(members[0])[0]
+            if any(logical_shape(m)[0] != n_out for m in members):
+                members = members[:1]
+            groups.append(_Group(kind, -1 if key[0] is None else key[0], tuple(members), _unit_rows(members[0], n_out, per)))
+            totals[kind] = totals.get(kind, 0) + n_out
+    head_plan = _plan_heads(entries, heads) if heads is not None else ()
+    if head_plan:
+        totals["attn.head"] = heads[0] * len({h.layer for h in head_plan})
+    return UnitPlan(tuple(groups), head_plan, totals)
+
+
+def collect_units(src: ModelSource, plan: UnitPlan, x: np.ndarray) -> dict[str, _Units]:
+    """Fingerprints of every planned unit: its responses to the basis inputs x [n_inputs, width]."""
+    out: dict[str, _Units] = {}
+    for g in plan.groups:
+        parts = [_fingerprints(src, m, g.rows, x) for m in g.members]
+        if any(p is None for p in parts):
+            continue
+        units = out.setdefault(g.kind, _Units([], [], plan.totals[g.kind]))
+        units.prints.append(np.hstack(parts))
+        units.groups.append(np.full(len(g.rows), g.layer))
+    if plan.heads:
+        out["attn.head"] = _head_units(src, plan, x)
+    return out
 
 
 @dataclass
@@ -109,50 +217,20 @@ def _fingerprints(src: ModelSource, entry: TensorEntry, rows: np.ndarray, x: np.
 
     A row as wide as k times the basis width reads k concatenated copies of the stream (a patch merger).
     """
-    out_dim, in_dim = logical_shape(entry)[:2]
+    in_dim = logical_shape(entry)[1]
     width = x.shape[1]
     if in_dim % width:
         return None
     if entry.transposed:  # stored [in, out]: logical rows are stored columns
-        w = src.read_rows(entry.info, np.arange(in_dim))[:, rows].T
+        w = src.read_rows(entry.info, np.arange(entry.shape[0]))[:, rows].T
     else:
         w = src.read_rows(entry.info, rows)
     w = w.astype(np.float64).reshape(len(rows), in_dim // width, width)
     return (w @ x.T).reshape(len(rows), -1)
 
 
-def collect_units(src: ModelSource, entries: list[TensorEntry], x: np.ndarray) -> dict[str, _Units]:
-    """Fingerprints of every unit type among the entries (sampled to ``MAX_POOL`` units per type)."""
-    by_type: dict[str, dict[tuple, list[TensorEntry]]] = defaultdict(dict)
-    for e in entries:
-        kind = UNIT_TYPE.get(e.role)
-        if kind is None or not e.evidence or len(e.shape) != 2:
-            continue
-        key = (e.layer, e.expert, tuple(x for x in e.slot if x[0] != "expert"))
-        by_type[kind].setdefault(key, []).append(e)
-    out: dict[str, _Units] = {}
-    for kind, groups in by_type.items():
-        per = max(MIN_ROWS_PER_TENSOR, MAX_POOL // max(len(groups), 1))
-        units = _Units([], [])
-        for key, members in sorted(groups.items(), key=lambda kv: repr(kv[0])):
-            members = sorted(members, key=lambda e: e.role)
-            n_out = logical_shape(members[0])[0]
-            if any(logical_shape(m)[0] != n_out for m in members):
-                members = members[:1]
-            rng = np.random.default_rng(zlib.crc32(members[0].template.encode() if members[0].template else members[0].name.encode()))
-            rows = sample_indices(n_out, per, rng)
-            parts = [_fingerprints(src, m, rows, x) for m in members]
-            if any(p is None for p in parts):
-                continue
-            units.prints.append(np.hstack(parts))
-            units.groups.append(np.full(len(rows), -1 if key[0] is None else key[0]))
-            units.total += n_out
-        if units.prints:
-            out[kind] = units
-    return out
-
-
-MAX_HEADS = 128  # query heads read per model (spread over layers): each costs its Q rows and its K group's rows
+MAX_HEADS = 32  # query heads read per model (spread over layers): each costs its Q rows and its K group's rows
+HEAD_FRACTION = 8  # at most 1 in 8 of a layer's query heads (at least one): a head is read whole
 N_PROBES = 16  # probe inputs: a head's fingerprint is its attention logits from each shared input to each probe
 
 
@@ -166,33 +244,39 @@ def head_counts(config: dict | None) -> tuple[int, int] | None:
     return None
 
 
-def _head_units(src: ModelSource, entries: list[TensorEntry], x: np.ndarray, heads: tuple[int, int],
-                probes: np.ndarray) -> _Units | None:
-    """Attention heads: head h's fingerprint is q_h(t) . k_g(p) for every shared input t and probe p, with g its
-    key/value head. A rotation inside the head (or a different head size) leaves it unchanged."""
+def _plan_heads(entries: list[TensorEntry], heads: tuple[int, int]) -> tuple[_Head, ...]:
     n_q, n_kv = heads
-    qs = {e.layer: e for e in entries if e.role == "attn.q" and e.evidence and len(e.shape) == 2 and not e.transposed}
-    ks = {e.layer: e for e in entries if e.role == "attn.k" and e.evidence and len(e.shape) == 2 and not e.transposed}
+    usable = lambda e, role: e.role == role and e.evidence and len(e.shape) == 2 and not e.transposed  # noqa: E731
+    qs = {e.layer: e for e in entries if usable(e, "attn.q")}
+    ks = {e.layer: e for e in entries if usable(e, "attn.k")}
     layers = sorted(layer for layer in qs if layer in ks and layer is not None)
-    if not layers:
-        return None
-    units = _Units([], [])
-    per = max(1, MAX_HEADS // len(layers))
+    out = []
     for layer in layers:
         q, k = qs[layer], ks[layer]
-        (rows_q, width), rows_k = logical_shape(q), logical_shape(k)[0]
-        if width != x.shape[1] or rows_q % n_q or rows_k % n_kv or rows_q // n_q != rows_k // n_kv:
-            return None
+        rows_q, rows_k = logical_shape(q)[0], logical_shape(k)[0]
+        if rows_q % n_q or rows_k % n_kv or rows_q // n_q != rows_k // n_kv or logical_shape(q)[1] != logical_shape(k)[1]:
+            return ()
         d = rows_q // n_q
-        rng = np.random.default_rng(zlib.crc32(f"heads:{q.template or q.name}".encode()))
-        for h in sample_indices(n_q, per, rng):
+        rng = np.random.default_rng(zlib.crc32(f"heads:{sample_key(q)}".encode()))
+        for h in sample_indices(n_q, max(1, min(n_q // HEAD_FRACTION, MAX_HEADS // len(layers))), rng):
             g = h // (n_q // n_kv)
-            wq = src.read_rows(q.info, np.arange(h * d, (h + 1) * d)).astype(np.float64)
-            wk = src.read_rows(k.info, np.arange(g * d, (g + 1) * d)).astype(np.float64)
-            logits = (x[probes] @ wk.T) @ (x @ wq.T).T  # [probes, inputs]: probe-major, like stream copies
-            units.prints.append(logits.reshape(1, -1))
-            units.groups.append(np.array([layer]))
-        units.total += n_q
+            out.append(_Head(layer, q, k, np.arange(h * d, (h + 1) * d), np.arange(g * d, (g + 1) * d)))
+    return tuple(out)
+
+
+def _head_units(src: ModelSource, plan: UnitPlan, x: np.ndarray) -> _Units | None:
+    """Attention heads: head h's fingerprint is q_h(t) . k_g(p) for every shared input t and probe p, with g its
+    key/value head. A rotation inside the head (or a different head size) leaves it unchanged."""
+    if x.shape[0] <= N_PROBES or logical_shape(plan.heads[0].q)[1] != x.shape[1]:
+        return None
+    probes = np.sort(np.random.default_rng(zlib.crc32(b"probes")).choice(x.shape[0], N_PROBES, replace=False))
+    units = _Units([], [], plan.totals["attn.head"])
+    for h in plan.heads:
+        wq = src.read_rows(h.q.info, h.q_rows).astype(np.float64)
+        wk = src.read_rows(h.k.info, h.k_rows).astype(np.float64)
+        logits = (x[probes] @ wk.T) @ (x @ wq.T).T  # [probes, inputs]: probe-major, like stream copies
+        units.prints.append(logits.reshape(1, -1))
+        units.groups.append(np.array([h.layer]))
     return units
 
 
@@ -201,23 +285,14 @@ def _residual_units(x: np.ndarray) -> _Units:
     return _Units([np.full(x.shape[1], -1)], [x.T.copy()], x.shape[1])
 
 
-def shared_basis_test(src_a: ModelSource, src_b: ModelSource, entries_a: list[TensorEntry],
-                      entries_b: list[TensorEntry], basis: Basis, seed: str, residual: bool = True,
-                      heads: tuple[tuple[int, int] | None, tuple[int, int] | None] = (None, None)) -> ComponentTest:
-    """Match every unit type present in both models through the basis; pool the margins (see ``margins``).
-
-    ``heads``: (query heads, key/value heads) of A and of B, when known: attention heads are units too.
-    """
-    ua = collect_units(src_a, entries_a, basis.a)
-    ub = collect_units(src_b, entries_b, basis.b)
+def shared_basis_test(src_a: ModelSource, src_b: ModelSource, basis: Basis, plan_a: UnitPlan, plan_b: UnitPlan,
+                      seed: str, residual: bool = True) -> ComponentTest:
+    """Match every unit type present in both models through the basis; pool the margins (see ``margins``)."""
+    ua = collect_units(src_a, plan_a, basis.a)
+    ub = collect_units(src_b, plan_b, basis.b)
+    ua, ub = {k: v for k, v in ua.items() if v is not None}, {k: v for k, v in ub.items() if v is not None}
     if residual:
         ua["residual"], ub["residual"] = _residual_units(basis.a), _residual_units(basis.b)
-    if heads[0] is not None and heads[1] is not None and basis.n_inputs > N_PROBES:
-        probes = np.sort(np.random.default_rng(zlib.crc32(b"probes")).choice(basis.n_inputs, N_PROBES, replace=False))
-        ha = _head_units(src_a, entries_a, basis.a, heads[0], probes)
-        hb = _head_units(src_b, entries_b, basis.b, heads[1], probes)
-        if ha is not None and hb is not None:
-            ua["attn.head"], ub["attn.head"] = ha, hb
     rng = np.random.default_rng(zlib.crc32(f"{NAME}:{seed}".encode()))
     split = split_features(basis.n_inputs, rng)
     if split is None:
