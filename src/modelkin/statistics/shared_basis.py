@@ -230,7 +230,6 @@ def _fingerprints(src: ModelSource, entry: TensorEntry, rows: np.ndarray, x: np.
 
 
 MAX_HEADS = 32  # query heads read per model (spread over layers): each costs its Q rows and its K group's rows
-HEAD_FRACTION = 8  # at most 1 in 8 of a layer's query heads (at least one): a head is read whole
 N_PROBES = 16  # probe inputs: a head's fingerprint is its attention logits from each shared input to each probe
 
 
@@ -258,7 +257,7 @@ def _plan_heads(entries: list[TensorEntry], heads: tuple[int, int]) -> tuple[_He
             return ()
         d = rows_q // n_q
         rng = np.random.default_rng(zlib.crc32(f"heads:{sample_key(q)}".encode()))
-        for h in sample_indices(n_q, max(1, min(n_q // HEAD_FRACTION, MAX_HEADS // len(layers))), rng):
+        for h in sample_indices(n_q, max(1, MAX_HEADS // len(layers)), rng):
             g = h // (n_q // n_kv)
             out.append(_Head(layer, q, k, np.arange(h * d, (h + 1) * d), np.arange(g * d, (g + 1) * d)))
     return tuple(out)
