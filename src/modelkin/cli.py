@@ -99,12 +99,29 @@ def inspect(
                     for t in inv.tensors
                 ],
                 "unassigned": list(inv.unassigned),
+                "files": [{"file": src.relative_name(f), "format": f.format_name, "dtypes": _dtype_counts(f), "metadata": f.metadata}
+                          for f in src.files],
             }
             _write_json(json.dumps(doc, indent=2), json_out)
         if json_out != "-":
             from .report import render_inventory
 
-            render_inventory(inv.summary(), inv.family, list(inv.unassigned), src.location, _console())
+            console = _console()
+            render_inventory(inv.summary(), inv.family, list(inv.unassigned), src.location, console)
+            for f in src.files:
+                dtypes = ", ".join(f"{code} ×{n}" for code, n in _dtype_counts(f).items())
+                console.print(f"{src.relative_name(f)}: {f.format_name}; dtypes {dtypes}", markup=False, highlight=False)
+                for key, value in f.metadata.items():
+                    if isinstance(value, (str, int, float)):
+                        console.print(f"  {key}: {value}", markup=False, highlight=False)
+
+
+def _dtype_counts(f) -> dict[str, int]:
+    """Tensors per stored dtype of one weights file (quantised ONNX weights: QI8, QU8, ...)."""
+    counts: dict[str, int] = {}
+    for info in f.tensors.values():
+        counts[info.dtype.code] = counts.get(info.dtype.code, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 @zoo_app.command("build")

@@ -31,9 +31,16 @@ def _safetensors(transport: Transport) -> WeightFile:
     return SafetensorsFile(transport)
 
 
+def _onnx(transport: Transport) -> WeightFile:
+    from .onnx_format import OnnxFile
+
+    return OnnxFile(transport)
+
+
 # In order of preference when a folder holds several formats (the first that has files wins).
 FORMATS: tuple[Format, ...] = (
     Format("safetensors", (".safetensors",), ".safetensors.index.json", ("model.safetensors",), _safetensors),
+    Format("onnx", (".onnx",), None, ("model.onnx",), _onnx),
 )
 
 
