@@ -194,6 +194,29 @@ def test_dequantisation_is_exact(tmp_path):
     src.close()
 
 
+@pytest.mark.parametrize("shape, axis, block", [((7, 5), 0, 0), ((7, 5), 1, 0), ((3, 4, 5), 0, 0), ((3, 4, 5), 1, 0),
+                                                  ((3, 4, 5), 2, 2), ((6, 4, 5), 0, 4), ((3, 7, 5), 1, 3), ((9,), 0, 4)])
+def test_scales_per_axis_and_blocked_match_a_per_element_reference(shape, axis, block):
+    """Scales and zero points broadcast by rows and columns equal a per-element lookup, for any range."""
+    r = np.random.default_rng(7)
+    pshape = tuple(-(-d // block) if (block and i == axis) else d for i, d in enumerate(shape)) if block else (shape[axis],)
+    scale = r.uniform(0.5, 2.0, size=pshape).astype(np.float32)
+    zero = r.integers(-3, 4, size=pshape).astype(np.float32)
+    quant = onnx_format._Quant(onnx_format._Param(scale.reshape(-1), axis, block, pshape),
+                               onnx_format._Param(zero.reshape(-1), axis, block, pshape), "")
+    q = r.integers(-100, 100, size=shape).astype(np.float32)
+    idx = list(np.indices(shape))
+    if block:
+        idx[axis] = idx[axis] // block
+        expected = (q - zero[tuple(idx)]) * scale[tuple(idx)]
+    else:
+        expected = (q - zero[idx[axis]]) * scale[idx[axis]]
+    flat, want = q.reshape(-1), expected.reshape(-1)
+    for start, count in [(0, flat.size), (1, flat.size - 1), (3, 4), (flat.size - 2, 2), (2, flat.size // 2)]:
+        got = quant.apply_flat(flat[start : start + count], start, shape)
+        assert np.array_equal(got, want[start : start + count]), (start, count)
+
+
 # -- independence ------------------------------------------------------------------------------------------
 
 

@@ -57,8 +57,9 @@ MAX_DEPTH = 32  # nested messages walked (model > graph > node > attribute > sub
 MAX_RANK = 16
 SMALL_MESSAGE_BYTES = 1 << 16  # nodes this small cannot hold weights worth reading lazily: kept whole
 WINDOW_BYTES = 1 << 16  # read-ahead of the wire walk
-PANEL_ELEMS = 1 << 20  # elements of one cached panel of a transposed tensor (4 MiB of float32)
-PANELS_PER_THREAD = 4
+HOLD_BYTES = 256 << 20  # a transposed matrix up to this size stays mapped while a thread reads it
+PANEL_ELEMS = 1 << 22  # larger ones (and remote ones) are read by cached panels of this many elements
+PANELS_PER_THREAD = 2
 MIN_LISTED_ELEMS = 16  # anonymous constants smaller than this are graph constants, not weights
 
 # -- element types --------------------------------------------------------------------------------
@@ -254,37 +255,67 @@ class _Memory:
 
 @dataclass(frozen=True)
 class _Param:
-    """A scale or zero point: one value, one per index along ``axis``, or one per block along it."""
+    """A scale or zero point: one value, one per index along ``axis``, or one per block along it (then
+    shaped like the weight with ``axis`` cut into blocks)."""
 
     values: np.ndarray  # float32, flattened
     axis: int | None  # None: per tensor
-    block: int  # 0: per axis; else elements per block along ``axis`` (scale shape = weight shape, blocked)
-    shape: tuple[int, ...]  # its own shape (blocked)
+    block: int  # 0: per axis; else elements per block along ``axis``
+    shape: tuple[int, ...]  # its own shape
 
-    def at(self, flat: np.ndarray, stored: tuple[int, ...]) -> np.ndarray | np.float32:
+    def grid(self, rows: np.ndarray, c0: int, c1: int, stored: tuple[int, ...]) -> np.ndarray | np.float32:
+        """Values for rows ``rows`` (of the weight seen as [prod(shape[:-1]), shape[-1]]), columns c0:c1,
+        broadcastable to (len(rows), c1 - c0): index arithmetic per row and per column, never per element."""
         if self.axis is None:
             return self.values[0]
-        inner = math.prod(stored[self.axis + 1 :])
-        coord = (flat // inner) % stored[self.axis]
+        rank = len(stored)
+        if self.axis == rank - 1:
+            if not self.block:
+                return self.values[c0:c1][None, :]
+            blocks = self.values.reshape(-1, self.shape[-1])  # one row of block values per weight row
+            return blocks[rows][:, np.arange(c0, c1) // self.block]
+        inner = math.prod(stored[self.axis + 1 : -1])  # weight rows per index along the axis
+        dim = stored[self.axis]
+        coord = (rows // inner) % dim
         if not self.block:
-            return self.values[coord]
-        outer = flat // (inner * stored[self.axis])
-        return self.values[(outer * self.shape[self.axis] + coord // self.block) * inner + flat % inner]
+            return self.values[coord][:, None]
+        outer = rows // (inner * dim)
+        value_rows = (outer * self.shape[self.axis] + coord // self.block) * inner + rows % inner
+        return self.values.reshape(-1, stored[-1])[value_rows][:, c0:c1]
 
 
 @dataclass(frozen=True)
 class _Quant:
     scale: _Param
     zero: _Param | None
-    scheme: str  # for inspect: "DequantizeLinear per-axis (axis 1)"
+    scheme: str  # for inspect: "DequantizeLinear I8 per-axis (axis 1)"
 
-    def apply(self, values: np.ndarray, flat: np.ndarray, stored: tuple[int, ...]) -> np.ndarray:
+    def apply(self, values: np.ndarray, rows: np.ndarray, c0: int, c1: int, stored: tuple[int, ...]) -> np.ndarray:
+        """Dequantise a (len(rows), c1 - c0) block of the weight seen as rows of its last axis."""
         v = values.astype(np.float32)
         with np.errstate(over="ignore", invalid="ignore"):  # a hostile scale gives inf, reported downstream
             if self.zero is not None:
-                v -= self.zero.at(flat, stored)
-            v *= self.scale.at(flat, stored)
+                v -= self.zero.grid(rows, c0, c1, stored)
+            v *= self.scale.grid(rows, c0, c1, stored)
         return v
+
+    def apply_flat(self, values: np.ndarray, start: int, stored: tuple[int, ...]) -> np.ndarray:
+        """Dequantise stored elements start.. (flattened): a partial first row, whole rows, a partial last row."""
+        row_len = stored[-1] if stored else 1
+        out = np.empty(len(values), np.float32)
+        pos, flat = 0, start
+        while pos < len(values):
+            r, c = divmod(flat, row_len)
+            if c or len(values) - pos < row_len:  # a part of one row
+                n = min(row_len - c, len(values) - pos)
+                out[pos : pos + n] = self.apply(values[pos : pos + n][None, :], np.array([r]), c, c + n, stored).reshape(-1)
+            else:  # whole rows
+                k = (len(values) - pos) // row_len
+                n = k * row_len
+                block = values[pos : pos + n].reshape(k, row_len)
+                out[pos : pos + n] = self.apply(block, np.arange(r, r + k), 0, row_len, stored).reshape(-1)
+            pos, flat = pos + n, flat + n
+        return out
 
 
 @dataclass(frozen=True)
@@ -310,9 +341,10 @@ _ANONYMOUS = re.compile(r"^(?:.*::.*|\d+|_?val_\d+|_v_\d+|/.*|)$")
 _QUANT_SUFFIXES = ("_quantized", "_Q4", "_Q8", "_QuantizeLinear_Output", "_DequantizeLinear_Output")
 _PASS_THROUGH = frozenset({"Identity", "Cast", "DequantizeLinear", "QuantizeLinear", "Transpose"})
 _SCOPE_SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.\d+)*$")
-# op -> (input positions holding a matrix whose product feeds the next layer, stored [in, out] at these)
+# matrix products: op -> the input position of a right-hand operand (x @ W: W is stored [in, out])
 _MATMUL_OPS = {"MatMul": 1, "MatMulInteger": 1, "QLinearMatMul": 3, "Gemm": 1}
-# op -> {input position of the quantised weight: (scale input or None, zero point input or None, axis)}
+# integer ops: op -> (weight input, its scale input (None: on the Mul after the op), zero point input,
+# the weight axis a 1-D scale or zero point runs along)
 _INTEGER_OPS = {
     "MatMulInteger": (1, None, 3, -1),
     "QLinearMatMul": (3, 4, 5, -1),
@@ -572,7 +604,7 @@ class OnnxFile(WeightFile):
         self._stored: dict[str, _Stored] = {}
         self._external: dict[str, Transport] = {}
         self._local = threading.local()
-        self._lock = threading.Lock()
+        self._held: dict[int, tuple] = {}  # thread -> (stored matrix, its open mapping, the view)
         try:
             self._parse()
         except BaseException:
@@ -692,6 +724,8 @@ class OnnxFile(WeightFile):
 
     def _external_storage(self, name: str, proto, elem: DType, dims: tuple, expected: int) -> _Stored:
         entries = {e.key: e.value for e in proto.external_data}
+        if not all(isinstance(v, str) for kv in entries.items() for v in kv):
+            raise self._fail(f"tensor {name!r}: external data entries are not valid UTF-8")
         location = entries.get("location", "")
         try:
             offset = int(entries.get("offset", "0"))
@@ -977,32 +1011,65 @@ class OnnxFile(WeightFile):
                 return vals
             out = decode(vals, st.elem)
         if st.quant is not None:
-            out = st.quant.apply(out, np.arange(start, start + count, dtype=np.int64), st.shape)
+            out = st.quant.apply_flat(out, start, st.shape)
         return out
 
-    def _tile(self, st: _Stored, c0: int, c1: int, r0: int, r1: int, raw: bool) -> np.ndarray:
-        """Stored rows c0:c1, columns r0:r1 of a stored 2-D matrix (its logical rows r0:r1, columns c0:c1)."""
+    def _logical_block(self, st: _Stored, c0: int, c1: int, r0: int, r1: int, raw: bool) -> np.ndarray:
+        """Logical rows r0:r1, columns c0:c1 of a matrix stored transposed (stored rows c0:c1, columns
+        r0:r1), as a C-contiguous block.
+
+        A local file is gathered from its memory map (only the touched pages are read, and dropped
+        after); a remote one is read as one range per stored row; 4-bit types as one stretch of rows."""
         cols = st.shape[1]
         width = r1 - r0
-        isz = st.elem.bits // 8
-        if st.elem.packed or width * 8 >= cols or cols * isz <= 4096 or c1 - c0 == 1:
-            # whole stored rows cost little more than parts of them: one contiguous read, then slice
-            flat = self._read_flat(st, c0 * cols + r0, (c1 - c0 - 1) * cols + width, raw)
+        if st.elem.packed:
+            flat = self._read_flat(st, c0 * cols + r0, (c1 - c0 - 1) * cols + width, raw=True)
             padded = np.empty((c1 - c0) * cols, flat.dtype)
             padded[: len(flat)] = flat
-            return padded.reshape(c1 - c0, cols)[:, :width]
-        pieces = st.source.read_ranges([(st.offset + (c * cols + r0) * isz, width * isz) for c in range(c0, c1)])
-        vals = np.frombuffer(b"".join(pieces), st.elem.storage).reshape(c1 - c0, width)
+            vals = _transpose(padded.reshape(c1 - c0, cols)[:, :width])
+        elif st.source.remote:
+            isz = st.elem.storage.itemsize
+            pieces = st.source.read_ranges([(st.offset + (c * cols + r0) * isz, width * isz) for c in range(c0, c1)])
+            vals = _transpose(np.frombuffer(b"".join(pieces), st.elem.storage).reshape(c1 - c0, width))
+        elif (held := self._held_view(st)) is not None:
+            vals = _transpose(held[c0:c1, r0:r1])
+        else:
+            span = (c1 - c0) * cols * st.elem.storage.itemsize
+            pieces = st.source.stream(st.offset + c0 * cols * st.elem.storage.itemsize, span, span)
+            try:
+                vals = _transpose(next(pieces).view(st.elem.storage).reshape(c1 - c0, cols)[:, r0:r1])
+            finally:
+                pieces.close()  # the transport drops the mapped pages
         if raw:
             return vals
-        out = decode(vals.reshape(-1), st.elem).reshape(c1 - c0, width)
-        if st.quant is not None:
-            flat = np.arange(c0, c1, dtype=np.int64)[:, None] * cols + np.arange(r0, r1, dtype=np.int64)[None, :]
-            out = st.quant.apply(out.reshape(-1), flat.reshape(-1), st.shape).reshape(c1 - c0, width)
-        return out
+        if st.elem.packed:
+            out = _F4_VALUES[vals.view(np.uint8)] if st.elem.code == "F4" else vals.astype(np.float32)
+        else:
+            out = decode(vals.reshape(-1), st.elem).reshape(vals.shape)
+        if st.quant is not None:  # dequantised in stored coordinates, seen transposed
+            out = st.quant.apply(out.T, np.arange(c0, c1), r0, r1, st.shape).T
+        return np.ascontiguousarray(out)
+
+    def _held_view(self, st: _Stored) -> np.ndarray | None:
+        """The whole stored matrix as a view of the transport's memory map, kept by this thread until it
+        reads another one (then the pages are dropped): sampled rows and stream pieces of one matrix touch
+        each page once. Local matrices up to HOLD_BYTES only."""
+        if st.source.remote or st.elem.packed or st.n_bytes > HOLD_BYTES or not hasattr(st.source, "stream"):
+            return None
+        me = threading.get_ident()
+        held = self._held.get(me)
+        if held is not None and held[0] is st:
+            return held[2]
+        if held is not None:
+            self._held.pop(me)[1].close()
+        pieces = st.source.stream(st.offset, st.n_bytes, st.n_bytes)
+        view = next(pieces).view(st.elem.storage).reshape(st.shape)
+        self._held[me] = (st, pieces, view)
+        return view
 
     def _panel(self, st: _Stored, c0: int, c1: int, row: int, raw: bool) -> tuple[int, np.ndarray]:
-        """(first logical row, stored tile) of the cached panel holding logical ``row``, stored rows c0:c1."""
+        """(first logical row, block) of the cached panel of logical rows holding ``row``, columns c0:c1
+        (a thread keeps its last few panels: sampled rows and stream pieces fall into the same ones)."""
         rows = st.shape[1]
         height = max(1, min(rows, PANEL_ELEMS // max(c1 - c0, 1)))
         p0 = row - row % height
@@ -1010,15 +1077,15 @@ class OnnxFile(WeightFile):
         cache_ = getattr(self._local, "panels", None)
         if cache_ is None:
             cache_ = self._local.panels = OrderedDict()
-        tile = cache_.get(key)
-        if tile is None:
-            tile = self._tile(st, c0, c1, p0, min(rows, p0 + height), raw)
-            cache_[key] = tile
+        block = cache_.get(key)
+        if block is None:
+            block = self._logical_block(st, c0, c1, p0, min(rows, p0 + height), raw)
+            cache_[key] = block
             while len(cache_) > PANELS_PER_THREAD:
                 cache_.popitem(last=False)
         else:
             cache_.move_to_end(key)
-        return p0, tile
+        return p0, block
 
     def _read_logical(self, st: _Stored, start: int, count: int, raw: bool) -> np.ndarray:
         if not st.transposed:
@@ -1027,21 +1094,23 @@ class OnnxFile(WeightFile):
         r_first, r_last = start // cols, (start + count - 1) // cols
         if r_first == r_last:  # part of one logical row: a stretch of one stored column
             c0 = start - r_first * cols
-            p0, tile = self._panel(st, c0, c0 + count, r_first, raw)
-            return tile[:, r_first - p0].copy()
+            if self._held_view(st) is not None:
+                return self._logical_block(st, c0, c0 + count, r_first, r_first + 1, raw).reshape(-1)
+            p0, block = self._panel(st, c0, c0 + count, r_first, raw)
+            return block[r_first - p0].copy()
         height = max(1, min(st.shape[1], PANEL_ELEMS // cols))
-        if r_last - r_first + 1 >= height:
-            block = self._tile(st, 0, cols, r_first, r_last + 1, raw).T.reshape(-1)
+        if r_last - r_first + 1 >= height or self._held_view(st) is not None:
+            block = self._logical_block(st, 0, cols, r_first, r_last + 1, raw).reshape(-1)
         else:
             parts, r = [], r_first
             while r <= r_last:
-                p0, tile = self._panel(st, 0, cols, r, raw)
-                upto = min(r_last + 1, p0 + tile.shape[1])
-                parts.append(tile[:, r - p0 : upto - p0].T.reshape(-1))
+                p0, panel = self._panel(st, 0, cols, r, raw)
+                upto = min(r_last + 1, p0 + len(panel))
+                parts.append(panel[r - p0 : upto - p0].reshape(-1))
                 r = upto
-            block = np.concatenate(parts)
+            block = parts[0] if len(parts) == 1 else np.concatenate(parts)
         s = start - r_first * cols
-        return block[s : s + count]
+        return block[s : s + count].copy()
 
     def _info_storage(self, info: TensorInfo) -> _Stored:
         return self._stored[info.name]
@@ -1090,10 +1159,23 @@ class OnnxFile(WeightFile):
         self.close()
 
     def close(self) -> None:
+        for _, pieces, _ in list(self._held.values()):
+            pieces.close()
+        self._held = {}
         for t in self._external.values():
             t.close()
         self._external = {}
         super().close()
+
+
+def _transpose(a: np.ndarray, step: int = 64) -> np.ndarray:
+    """``a.T`` made contiguous, a band of rows at a time (several times faster than one strided copy)."""
+    if a.shape[0] <= step or a.shape[1] == 1:
+        return np.ascontiguousarray(a.T)
+    out = np.empty(a.shape[::-1], a.dtype)
+    for i in range(0, a.shape[0], step):
+        out[:, i : i + step] = a[i : i + step].T
+    return out
 
 
 def _replace(st: _Stored, **changes) -> _Stored:
