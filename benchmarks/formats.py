@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """Reading each weights format: ``modelkin compare`` against loading the file whole with the format's own
-library, in one run (issue 9). Formats so far: ONNX.
+library, in one run (issue 9). Formats so far: safetensors (the reference) and ONNX.
 
 For each format it writes (or reuses) a synthetic Llama-shaped model A of about ``--size-mb`` and a
 related model B (A plus noise of 10 % of each tensor's scale), then times comparing A with B two ways:
 
 * ``modelkin``  ``modelkin.compare(A, B)`` in this process after one untimed warm-up run (page cache warm),
   and ``python -m modelkin compare A B --quiet --json /dev/null`` in a child for peak RSS.
-* ``load-all``  the format's own library loads both files whole (``onnx.load``, then
-  ``onnx.numpy_helper.to_array`` per initializer), then cosine and Pearson per tensor: what a script
-  without modelkin does. Same warm-up, same child measurement.
+* ``load-all``  the format's own library loads both files whole (``safetensors.numpy.load_file``;
+  ``onnx.load``, then ``onnx.numpy_helper.to_array`` per initializer), then cosine and Pearson per tensor:
+  what a script without modelkin does. Same warm-up, same child measurement.
 
 ONNX cases: ``onnx-fp32`` (B an fp32 export like A: anonymous [in, out] MatMul weights, transposed back
 on read) and ``onnx-int8`` (B quantised like onnxruntime's dynamic quantiser: MatMulInteger, per-channel
@@ -60,22 +60,26 @@ def _tensors(size_mb: float, seed: int = 0) -> dict[str, np.ndarray]:
     return t
 
 
-def write_onnx_cases(root: Path, size_mb: float) -> dict[str, tuple[Path, Path]]:
-    """(A, B) folders per ONNX case, written once and reused."""
+def write_cases(root: Path, size_mb: float) -> dict[str, tuple[Path, Path]]:
+    """(A, B) folders per case, written once and reused."""
     import onnx_builders as ob
+    from builders import write_model
 
-    spec = {"size_mb": size_mb, "version": 1}
-    marker = root / "onnx-spec.json"
-    cases = {"onnx-fp32": (root / "onnx-a", root / "onnx-b"), "onnx-int8": (root / "onnx-a", root / "onnx-b8")}
+    spec = {"size_mb": size_mb, "version": 2}
+    marker = root / "spec.json"
+    cases = {"safetensors": (root / "st-a", root / "st-b"), "onnx-fp32": (root / "onnx-a", root / "onnx-b"),
+             "onnx-int8": (root / "onnx-a", root / "onnx-b8")}
     if marker.exists() and json.loads(marker.read_text()) == spec:
         return cases
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     a = _tensors(size_mb)
+    write_model(root / "st-a", a)
     ob.save(ob.export_decoder(a), root / "onnx-a")
     r = np.random.default_rng(1)
     b = {k: (v + np.float32(0.1) * v.std() * r.standard_normal(v.shape, np.float32)).astype(np.float32) for k, v in a.items()}
     del a
+    write_model(root / "st-b", b)
     ob.save(ob.export_decoder(b), root / "onnx-b")
     ob.save(ob.export_decoder(b, quant="dynamic", weight_type="int8", per_channel=True), root / "onnx-b8")
     marker.write_text(json.dumps(spec))
@@ -115,11 +119,19 @@ def _onnx_arrays(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def _arrays(folder: Path) -> dict[str, np.ndarray]:
+    if (folder / "model.safetensors").exists():
+        from safetensors.numpy import load_file
+
+        return load_file(str(folder / "model.safetensors"))
+    return _onnx_arrays(folder / "model.onnx")
+
+
 def run_load_all(a: Path, b: Path, threads: int) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    arrays_a, arrays_b = _onnx_arrays(a / "model.onnx"), _onnx_arrays(b / "model.onnx")
-    order_a, order_b = list(arrays_a), list(arrays_b)  # same graph order: the i-th weight pairs with the i-th
+    arrays_a, arrays_b = _arrays(a), _arrays(b)
+    order_a, order_b = list(arrays_a), list(arrays_b)  # same order: the i-th weight pairs with the i-th
 
     def stats(pair):
         x, y = (v.astype(np.float64).reshape(-1) for v in pair)
@@ -171,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         METHODS[method](Path(a), Path(b), args.threads)
         return 0
     t0 = time.perf_counter()
-    cases = write_onnx_cases(args.dir, args.size_mb)
+    cases = write_cases(args.dir, args.size_mb)
     print(f"files ready in {time.perf_counter() - t0:.1f} s ({args.dir})")
     header = f"{'case':10} {'method':9} {'source MB':>9} {'time s':>7} {'MB/s':>7} {'peak RSS MB':>11} {'child wall s':>12}"
     print(header)
@@ -186,8 +198,11 @@ def main(argv: list[str] | None = None) -> int:
             rss, wall = child_peak(method, a, b, args.threads)
             rows.append((case, method, mb, seconds, rss))
             print(f"{case:10} {method:9} {mb:9.0f} {seconds:7.2f} {mb / seconds:7.0f} {rss or float('nan'):11.0f} {wall or float('nan'):12.1f}")
+    st = next(r for r in rows if r[0] == "safetensors" and r[1] == "modelkin")
     for case in cases:
         mk = next(r for r in rows if r[0] == case and r[1] == "modelkin")
+        if case != "safetensors":
+            print(f"{case}: modelkin reads it at {(mk[2] / mk[3]) / (st[2] / st[3]):.2f}x the MB/s it reads safetensors at")
         la = next(r for r in rows if r[0] == case and r[1] == "load-all")
         print(f"{case}: modelkin {la[3] / mk[3]:.1f}x the throughput of load-all, {la[4] / mk[4] if mk[4] and la[4] else float('nan'):.1f}x less peak RSS")
     return 0

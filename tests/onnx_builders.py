@@ -165,14 +165,15 @@ def export_decoder(tensors: dict[str, np.ndarray], prefix: str = "model.", **opt
     return b.model([helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "seq"])], [logits])
 
 
-def export_bert(tensors: dict[str, np.ndarray], **options) -> onnx.ModelProto:
-    """A BERT masked LM as torch exports it (post-LayerNorm; decoder tied to the word embeddings)."""
+def export_bert(tensors: dict[str, np.ndarray], prefix: str = "bert.", **options) -> onnx.ModelProto:
+    """A BERT masked LM as torch exports it (post-LayerNorm; decoder tied to the word embeddings).
+    ``prefix=""`` is the bare BertModel layout (MiniLM and other sentence encoders)."""
     b = _Builder(tensors, **_defaults(options))
-    e = "bert.embeddings."
-    x = b.node("Add", [b.embed(e + "word_embeddings.weight", "input_ids"), b.embed(e + "position_embeddings.weight", "position_ids")], "bert.embeddings")[0]
+    e = f"{prefix}embeddings."
+    x = b.node("Add", [b.embed(e + "word_embeddings.weight", "input_ids"), b.embed(e + "position_embeddings.weight", "position_ids")], e)[0]
     x = b.norm(e + "LayerNorm", x, layer_norm=True)
-    for i in range(_n_layers(tensors, "bert.encoder.layer.")):
-        p = f"bert.encoder.layer.{i}."
+    for i in range(_n_layers(tensors, f"{prefix}encoder.layer.")):
+        p = f"{prefix}encoder.layer.{i}."
         q = b.linear(p + "attention.self.query", x)
         b.linear(p + "attention.self.key", x)
         b.linear(p + "attention.self.value", x)
@@ -192,10 +193,10 @@ def _defaults(options: dict) -> dict:
             "per_channel": options.get("per_channel", True), "weight_type": options.get("weight_type", "int8")}
 
 
-def bert_tensors(seed: int, hidden: int = 64, ffn: int = 256, vocab: int = 256, layers: int = 2, positions: int = 64) -> dict[str, np.ndarray]:
+def bert_tensors(seed: int, hidden: int = 64, ffn: int = 256, vocab: int = 256, layers: int = 2, positions: int = 64, prefix: str = "bert.") -> dict[str, np.ndarray]:
     """Random BERT-named weights (HF BertForMaskedLM layout), like tests.builders.qwen2_tensors."""
     r = np.random.default_rng(seed)
-    e = "bert.embeddings."
+    e = f"{prefix}embeddings."
     t = {e + "word_embeddings.weight": r.normal(size=(vocab, hidden)) * 0.5,
          e + "position_embeddings.weight": r.normal(size=(positions, hidden)) * 0.5,
          e + "LayerNorm.weight": 1 + 0.02 * r.normal(size=hidden), e + "LayerNorm.bias": 0.02 * r.normal(size=hidden)}
@@ -203,7 +204,7 @@ def bert_tensors(seed: int, hidden: int = 64, ffn: int = 256, vocab: int = 256, 
             ("attention.self.value", hidden, hidden), ("attention.output.dense", hidden, hidden),
             ("intermediate.dense", ffn, hidden), ("output.dense", hidden, ffn)]
     for i in range(layers):
-        p = f"bert.encoder.layer.{i}."
+        p = f"{prefix}encoder.layer.{i}."
         for name, out, inp in mats:
             t[p + name + ".weight"] = r.normal(size=(out, inp)) / np.sqrt(inp)
             t[p + name + ".bias"] = 0.02 * r.normal(size=out)

@@ -77,6 +77,9 @@ def test_fp32_export_of_the_qwen2_example_is_related(tmp_path, scopes, external)
         assert ("from node scopes" in names) == scopes and ("by graph position" in names)
         assert f.tensors["model.layers.1.mlp.down_proj.weight"].shape == (64, 128)
     assert not res.unmatched
+    # the external data file holds the weights: it is identified (hashed) in the report too
+    assert sorted(res.b.files) == (["model.onnx", "model.onnx_data"] if external else ["model.onnx"])
+    assert all(d.sha256 for d in res.b.files.values())
 
 
 def test_positional_names_without_any_bias(tmp_path):
@@ -101,10 +104,11 @@ def test_positions_that_do_not_fit_the_layout_name_nothing(tmp_path):
         assert "model.embed_tokens.weight" in f.tensors
 
 
-def test_fp32_bert_export_is_related(tmp_path):
-    tensors = ob.bert_tensors(1)
+@pytest.mark.parametrize("prefix, scopes", [("bert.", True), ("", False)], ids=["bert-mlm", "minilm-style-no-node-names"])
+def test_fp32_bert_export_is_related(tmp_path, prefix, scopes):
+    tensors = ob.bert_tensors(1, prefix=prefix)
     src = builders.write_model(tmp_path / "src", tensors, ob.BERT_CONFIG)
-    path = ob.save(ob.export_bert(tensors), tmp_path / "export", config=ob.BERT_CONFIG)
+    path = ob.save(ob.export_bert(tensors, prefix=prefix, scopes=scopes), tmp_path / "export")
     res = modelkin.compare(src, path.parent)
     _assert_same_model(res, _n_matrices(tensors), min_pearson=0.9999)
     # The decoder is tied to the word embeddings: the export's transposed copy is named after its bias.

@@ -31,7 +31,7 @@ ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
 def _ref(src: ModelSource, inv: Inventory, digests: dict | None) -> ModelRef:
-    files = digests if digests is not None else {src.relative_name(f): None for f in src.files}
+    files = digests if digests is not None else {name: None for name in src.file_names()}
     return ModelRef(src.location, str(src.root), inv.family, len(src.tensors), src.n_bytes, files, src.revision)
 
 

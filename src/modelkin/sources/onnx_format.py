@@ -50,7 +50,7 @@ from .transport import LocalFile, Transport
 from .weightfile import STREAM_PIECE_ELEMS, WeightFile
 
 MAX_SKELETON_BYTES = 64 << 20  # graph structure without tensor data: real exports hold a few MB
-MAX_WIRE_FIELDS = 1_000_000  # protobuf fields walked (a 70B-parameter export has ~10^5)
+MAX_WIRE_FIELDS = 1_000_000  # protobuf fields walked (one per initializer field and per large node)
 MAX_GRAPH_EDGES = 4_000_000  # node inputs + outputs of the main graph
 MAX_TRACE_STEPS = 4_000_000  # consumers visited while following weights through the graph
 MAX_DEPTH = 32  # nested messages walked (model > graph > node > attribute > subgraph > ...)
@@ -351,6 +351,7 @@ _INTEGER_OPS = {
     "QLinearConv": (3, 4, 5, 0),
     "ConvInteger": (1, None, 3, 0),
 }
+_BIAS_INPUTS = {"Gemm": 2, "Conv": 2, "ConvTranspose": 2, "QLinearConv": 8}  # ops that add their own bias
 # ops whose anonymous constant inputs are weights worth listing (others hold folded graph constants)
 _WEIGHT_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "Gather", "MatMulInteger", "QLinearMatMul",
                          "QLinearConv", "ConvInteger", "LayerNormalization", "BatchNormalization",
@@ -533,10 +534,11 @@ class _Graph:
         return None
 
     def bias_of(self, k: int) -> str | None:
-        """Name of the bias added to node k's product (Gemm's C, or an Add a few nodes on)."""
+        """Name of the bias added to node k's product (its own bias input, or an Add a few nodes on)."""
         node = self.nodes[k]
-        if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
-            return self._bias_name(node.input[2])
+        b = _BIAS_INPUTS.get(node.op_type)
+        if b is not None and len(node.input) > b and node.input[b]:
+            return self._bias_name(node.input[b])
         value = node.output[0] if node.output else ""
         for _ in range(4):
             users = self.consumers.get(value, [])
@@ -1151,6 +1153,9 @@ class OnnxFile(WeightFile):
         plain = [(i, s, c) for i, s, c in spans if self._stored[i.name].plain and self._stored[i.name].source is self.transport]
         if plain:
             super().prefetch(plain)
+
+    def data_transports(self) -> tuple[Transport, ...]:
+        return (self.transport, *self._external.values())
 
     def __enter__(self) -> "OnnxFile":
         return self

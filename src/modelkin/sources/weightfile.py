@@ -48,6 +48,11 @@ class WeightFile:
         """Token string -> id from a tokenizer stored inside the file, used when no tokenizer file is."""
         return None
 
+    def data_transports(self) -> tuple[Transport, ...]:
+        """Every file this one's tensors are read from: itself, and files it refers to (ONNX external
+        data). Each is identified (hashed) in the report."""
+        return (self.transport,)
+
     def _fail(self, message: str) -> FormatError:
         return FormatError(message, self.name)
 
