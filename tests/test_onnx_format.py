@@ -104,6 +104,34 @@ def test_positions_that_do_not_fit_the_layout_name_nothing(tmp_path):
         assert "model.embed_tokens.weight" in f.tensors
 
 
+def test_names_from_torch_dynamo_metadata(tmp_path):
+    """torch's dynamo exporter (the default since torch 2.9) folds W.T into ``val_<n>`` and names nodes
+    ``node_MatMul_<n>``, but records each node's module scopes and FX node: the weight is named from them
+    when the FX node confirms the parameter; stack traces are dropped while reading."""
+    r = np.random.default_rng(4)
+    wq, wk = r.normal(size=(8, 8)).astype(np.float32), r.normal(size=(8, 8)).astype(np.float32)
+
+    def node(value, out, layer, module, param_in_fx):
+        n = helper.make_node("MatMul", ["x", value], [out], name=f"node_MatMul_{out}")
+        fx = f"%linear : call_function[target=torch.ops.aten.linear.default](args = (%x, %{param_in_fx}, None))"
+        for key, text in (("pkg.torch.onnx.name_scopes", f"['', 'encoder.layer.{layer}', '{module}', 'linear']"),
+                          ("pkg.torch.onnx.fx_node", fx), ("pkg.torch.onnx.stack_trace", "File x.py, line 1\n" * 40)):
+            n.metadata_props.add(key=key, value=text)
+        return n
+
+    q = "encoder.layer.0.attention.self.query"
+    nodes = [node("val_17", "yq", 0, q, "p_" + q.replace(".", "_") + "_weight"),
+             node("val_25", "yk", 0, "encoder.layer.0.attention.self.key", "p_somewhere_else_weight")]  # not confirmed
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info(v, TensorProto.FLOAT, [1, 8]) for v in ("yq", "yk")],
+                              [numpy_helper.from_array(wq.T.copy(), "val_17"), numpy_helper.from_array(wk.T.copy(), "val_25")])
+    path = ob.save(helper.make_model(graph), tmp_path / "dynamo")
+    with OnnxFile(path) as f:
+        assert sorted(f.tensors) == [q + ".weight", "val_25"]
+        assert f.metadata["names"] == "1 from torch metadata, 1 left anonymous"
+        assert np.array_equal(f.read_elements(f.tensors[q + ".weight"], 0, 64).reshape(8, 8), wq)
+
+
 @pytest.mark.parametrize("prefix, scopes", [("bert.", True), ("", False)], ids=["bert-mlm", "minilm-style-no-node-names"])
 def test_fp32_bert_export_is_related(tmp_path, prefix, scopes):
     tensors = ob.bert_tensors(1, prefix=prefix)
@@ -488,7 +516,7 @@ def test_escaping_external_data_through_the_cli(tmp_path):
 
 def test_fuzz_target_seeds_and_cuts():
     """The fuzz target reads its seeds, and every prefix of a seed raises only ModelkinError."""
-    assert len(target_onnx.SEEDS) == 4
+    assert len(target_onnx.SEEDS) == 5
     for seed in target_onnx.SEEDS:
         target_onnx.fuzz_one(seed)
         for cut in range(0, len(seed), 7):

@@ -4,7 +4,7 @@
 tensor; bad input may only raise ``ModelkinError`` (an external-data reference gives ``UnsupportedError``:
 an in-memory file has no folder). ``SEEDS`` are small valid models: a float MatMul graph with an
 anonymous [in, out] weight and a named bias, a per-channel DequantizeLinear graph, a MatMulInteger graph
-with its scale on the Mul after the Cast, and a Constant-node weight.
+with its scale on the Mul after the Cast, a Constant-node weight, and a dynamo-style node with metadata.
 """
 
 from __future__ import annotations
@@ -82,7 +82,20 @@ def _seeds() -> list[bytes]:
               {"w_q": (q.astype(np.int16) + 128).astype(np.uint8), "w_s": scale, "w_z": np.full(4, 128, np.uint8)}),
         model([helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(w, "c")),
                helper.make_node("MatMul", ["x", "c"], ["y"])], {}),
+        model([_dynamo_node()], {"val_3": w}),
     ]
+
+
+def _dynamo_node():
+    """A MatMul as torch's dynamo exporter writes it: module scopes, FX node, a long stack trace."""
+    from onnx import helper
+
+    node = helper.make_node("MatMul", ["x", "val_3"], ["y"], name="node_MatMul_3")
+    for key, value in (("pkg.torch.onnx.name_scopes", "['', 'fc', 'linear']"),
+                       ("pkg.torch.onnx.fx_node", "%linear : call_function(args = (%x, %p_fc_weight, None))"),
+                       ("pkg.torch.onnx.stack_trace", 'File "model.py", line 1, in forward\n' * 20)):
+        node.metadata_props.add(key=key, value=value)
+    return node
 
 
 SEEDS: list[bytes] = _seeds()

@@ -17,11 +17,13 @@ their scales and zero points are folded in and not listed. Graph constants that 
 (anonymous shape/axes integers, scalars) are not listed either.
 
 **Names.** Exporters fold ``W.T`` of a ``Linear`` into an anonymous initializer (``onnx::MatMul_123``,
-stored [in, out]). Such a weight is named, in order of trust, after (1) the named bias added to its
-product (``…query.bias`` -> ``…query.weight``), (2) its node's scope (``/model/layers.0/mlp/up_proj/MatMul``)
-when that scope lies under a module the export names elsewhere, (3) its position in the graph: the
-MatMul/Gemm weights in topological order, laid against a family's block layout
-(``_data/onnx/layouts.json``) and anchored on the named tensors; otherwise it keeps its own name. An
+``val_17``, stored [in, out]). Such a weight is named, in order of trust, after (1) the parameter torch's
+dynamo exporter records on its node (module scopes, confirmed by the FX node's ``%p_<path>_weight``),
+(2) the named bias added to its product (``…query.bias`` -> ``…query.weight``), (3) its node's scope
+(``/model/layers.0/mlp/up_proj/MatMul``, TorchScript exporter) when that scope lies under a module the
+export names elsewhere, (4) its position in the graph: the MatMul/Gemm weights in topological order, laid
+against a family's block layout (``_data/onnx/layouts.json``) and anchored on the named tensors;
+otherwise it keeps its own name. An
 anonymous matrix a MatMul consumes as [in, out] (or a Gemm with ``transB=0``) is presented transposed,
 as the source model stored it; a named initializer is presented exactly as stored.
 """
@@ -50,12 +52,13 @@ from .transport import LocalFile, Transport
 from .weightfile import STREAM_PIECE_ELEMS, WeightFile
 
 MAX_SKELETON_BYTES = 64 << 20  # graph structure without tensor data: real exports hold a few MB
-MAX_WIRE_FIELDS = 1_000_000  # protobuf fields walked (one per initializer field and per large node)
-MAX_GRAPH_EDGES = 4_000_000  # node inputs + outputs of the main graph
+MAX_WIRE_FIELDS = 4_000_000  # protobuf fields walked (a few per initializer and per node with metadata)
+MAX_GRAPH_EDGES = 1_000_000  # node inputs + outputs of the main graph (a 70-layer LLM: ~50,000)
 MAX_TRACE_STEPS = 4_000_000  # consumers visited while following weights through the graph
 MAX_DEPTH = 32  # nested messages walked (model > graph > node > attribute > subgraph > ...)
 MAX_RANK = 16
-SMALL_MESSAGE_BYTES = 1 << 16  # nodes this small cannot hold weights worth reading lazily: kept whole
+SMALL_MESSAGE_BYTES = 1 << 16  # messages this small cannot hold weights worth reading lazily: kept whole
+SMALL_NODE_BYTES = 512  # nodes this small hold no bulky metadata either (torch's stack traces): kept whole
 WINDOW_BYTES = 1 << 16  # read-ahead of the wire walk
 HOLD_BYTES = 256 << 20  # a transposed matrix up to this size stays mapped while a thread reads it
 PANEL_ELEMS = 1 << 22  # larger ones (and remote ones) are read by cached panels of this many elements
@@ -101,13 +104,17 @@ _WALK: dict[str, dict[int, str]] = {
     "subgraph": {1: "node", 5: "tensor", 15: "sparse"},
     "training": {1: "subgraph", 2: "subgraph"},
     "function": {7: "node"},
-    "node": {5: "attribute"},
+    "node": {5: "attribute", 9: "metadata"},
     "attribute": {5: "tensor", 10: "tensor", 6: "subgraph", 11: "subgraph", 22: "sparse", 23: "sparse"},
     "sparse": {1: "tensor", 2: "tensor"},
     "tensor": {},
+    "metadata": {},
 }
 _KEEP_WHOLE_IF_SMALL = frozenset({"node", "function", "sparse", "subgraph", "training"})
 _DATA_FIELDS = {9: "raw_data", 4: "float_data", 10: "double_data"}  # TensorProto fields read lazily
+# node metadata kept (torch's dynamo exporter: the module scopes and the FX node, naming the parameter);
+# the rest (stack traces, class hierarchies) is dropped, so graph structure stays small
+NODE_METADATA_KEPT = frozenset({"pkg.torch.onnx.name_scopes", "pkg.torch.onnx.fx_node"})
 
 
 def _varint_bytes(n: int) -> bytes:
@@ -170,6 +177,17 @@ class _WireWalk:
         self.transport.read_into(pos, arr)
         return arr.tobytes()
 
+    def _entry_key(self, start: int, end: int) -> str | None:
+        """The key of a StringStringEntryProto (field 1), when short and first."""
+        tag, p = self._varint(start, end)
+        if tag != (1 << 3 | _LEN):
+            return None
+        n, body = self._varint(p, end)
+        if n > 256 or body + n > end:
+            return None
+        buf, i = self._window(body, n)
+        return buf[i : i + n].decode("utf-8", "replace")
+
     def message(self, start: int, end: int, kind: str, key: tuple | None = None, depth: int = 0) -> bytes:
         if depth > MAX_DEPTH:
             raise self.fail(f"protobuf messages nested more than {MAX_DEPTH} deep")
@@ -206,7 +224,10 @@ class _WireWalk:
             if kind == "tensor" and wire == _LEN and field in _DATA_FIELDS:
                 if key is not None:
                     self.records.setdefault(key, {})[_DATA_FIELDS[field]] = (body, value_end - body)
-            elif sub is None or (sub in _KEEP_WHOLE_IF_SMALL and value_end - body < SMALL_MESSAGE_BYTES):
+            elif sub == "metadata":
+                if self._entry_key(body, value_end) in NODE_METADATA_KEPT:
+                    out.append(self._bytes(pos, value_end - pos))
+            elif sub is None or (sub in _KEEP_WHOLE_IF_SMALL and value_end - body < (SMALL_NODE_BYTES if sub == "node" else SMALL_MESSAGE_BYTES)):
                 out.append(self._bytes(pos, value_end - pos))
             else:
                 if kind == "model" and sub == "graph" and index:
@@ -341,6 +362,7 @@ _ANONYMOUS = re.compile(r"^(?:.*::.*|\d+|_?val_\d+|_v_\d+|/.*|)$")
 _QUANT_SUFFIXES = ("_quantized", "_Q4", "_Q8", "_QuantizeLinear_Output", "_DequantizeLinear_Output")
 _PASS_THROUGH = frozenset({"Identity", "Cast", "DequantizeLinear", "QuantizeLinear", "Transpose"})
 _SCOPE_SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.\d+)*$")
+_MODULE_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.(?:[A-Za-z_][A-Za-z0-9_]*|\d+))*$")
 # matrix products: op -> the input position of a right-hand operand (x @ W: W is stored [in, out])
 _MATMUL_OPS = {"MatMul": 1, "MatMulInteger": 1, "QLinearMatMul": 3, "Gemm": 1}
 # integer ops: op -> (weight input, its scale input (None: on the Mul after the op), zero point input,
@@ -569,6 +591,18 @@ class _Graph:
             return None
         return ".".join(segments)
 
+    def torch_parameter(self, k: int) -> str | None:
+        """The weight of node k as torch's dynamo exporter records it: the module in the node's
+        ``name_scopes`` plus ``.weight``, confirmed by the parameter the FX node names (``%p_<path>_weight``)."""
+        meta = {p.key: p.value for p in self.nodes[k].metadata_props if p.key in NODE_METADATA_KEPT}
+        scopes = re.findall(r"'([^'\\]*)'", meta.get("pkg.torch.onnx.name_scopes", ""))
+        params = set(re.findall(r"%(p_[A-Za-z0-9_]+)", meta.get("pkg.torch.onnx.fx_node", "")))
+        for scope in reversed(scopes[:-1]):  # the last entry is the function ("linear"), not a module
+            if scope and _MODULE_PATH.match(scope):
+                name = scope + ".weight"
+                return name if "p_" + name.replace(".", "_") in params else None
+        return None
+
     def downstream_scale(self, k: int) -> str | None:
         """The weight scale of an integer MatMul/Conv: on a Mul after the (Cast of the) int32 product,
         alone or multiplied by the input's dynamic scale (onnxruntime's dynamic quantisation)."""
@@ -646,6 +680,7 @@ class OnnxFile(WeightFile):
             texts += [v for e in t.external_data for v in (e.key, e.value)]
         for n in g.node:
             texts += [n.name, n.op_type, n.domain, *n.input, *n.output, *(a.name for a in n.attribute)]
+            texts += [v for p in n.metadata_props for v in (p.key, p.value)]
         if not all(isinstance(t, str) for t in texts):
             raise self._fail("a name or string in the graph is not valid UTF-8")
 
@@ -948,7 +983,8 @@ class OnnxFile(WeightFile):
             parts = n.split(".")
             ancestors.update(".".join(parts[:i]) for i in range(2, len(parts)))
         names: dict[str, str] = {}
-        counts = {"stored": 0, "from their bias": 0, "from node scopes": 0, "by graph position": 0, "left anonymous": 0}
+        counts = {"stored": 0, "from torch metadata": 0, "from their bias": 0, "from node scopes": 0, "by graph position": 0,
+                  "left anonymous": 0}
         taken = set(named)
 
         def claim(w: _Weight, name: str | None, how: str) -> bool:
@@ -971,6 +1007,8 @@ class OnnxFile(WeightFile):
             if w.endpoint is not None:
                 k = w.endpoint[0]
                 op = g.nodes[k].op_type
+                if claim(w, g.torch_parameter(k), "from torch metadata"):
+                    continue
                 bias = g.bias_of(k) if op in _MATMUL_OPS or op in _INTEGER_OPS or op == "Conv" else None
                 if bias is not None and claim(w, bias_owners.get(bias, bias[: -len("bias")].rstrip(".")) + ".weight", "from their bias"):
                     continue
