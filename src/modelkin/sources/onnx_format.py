@@ -53,7 +53,7 @@ from .weightfile import STREAM_PIECE_ELEMS, WeightFile
 
 MAX_SKELETON_BYTES = 64 << 20  # graph structure without tensor data: real exports hold a few MB
 MAX_WIRE_FIELDS = 4_000_000  # protobuf fields walked (a few per initializer and per node with metadata)
-MAX_GRAPH_EDGES = 1_000_000  # node inputs + outputs of the main graph (a 70-layer LLM: ~50,000)
+MAX_GRAPH_EDGES = 1_000_000  # node inputs + outputs of the main graph (torch exports: ~350 per decoder layer)
 MAX_TRACE_STEPS = 4_000_000  # consumers visited while following weights through the graph
 MAX_DEPTH = 32  # nested messages walked (model > graph > node > attribute > subgraph > ...)
 MAX_RANK = 16
