@@ -1009,7 +1009,7 @@ class OnnxFile(WeightFile):
                 op = g.nodes[k].op_type
                 if claim(w, g.torch_parameter(k), "from torch metadata"):
                     continue
-                bias = g.bias_of(k) if op in _MATMUL_OPS or op in _INTEGER_OPS or op == "Conv" else None
+                bias = g.bias_of(k) if op in _MATMUL_OPS or op in _INTEGER_OPS or op in _BIAS_INPUTS else None
                 if bias is not None and claim(w, bias_owners.get(bias, bias[: -len("bias")].rstrip(".")) + ".weight", "from their bias"):
                     continue
                 scope = g.scope(k)
