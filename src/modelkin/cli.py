@@ -40,7 +40,7 @@ def _write_json(text: str, dest: str) -> None:
 
 @app.command()
 def compare(
-    a: str = typer.Argument(..., help="Model A: a .safetensors file or a model folder."),
+    a: str = typer.Argument(..., help="Model A: a weights file (.safetensors, .bin, .pt, .pth) or a model folder."),
     b: str = typer.Argument(..., help="Model B."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write the JSON report to PATH ('-' for stdout)."),
     component: Optional[list[str]] = typer.Option(None, "--component", help="Only this component (repeatable): text, vision, audio, projector, other."),
@@ -78,19 +78,25 @@ def compare(
 
 @app.command()
 def inspect(
-    a: str = typer.Argument(..., help="A .safetensors file or a model folder."),
+    a: str = typer.Argument(..., help="A weights file (.safetensors, .bin, .pt, .pth) or a model folder."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write the inventory as JSON to PATH ('-' for stdout)."),
 ) -> None:
-    """List what a model holds: family, parameters per component and role, unassigned tensors."""
+    """List what a model holds: file formats, dtypes, family, parameters per component and role, unassigned tensors."""
+    from collections import Counter
+
     from .inventory import build_inventory
     from .sources import open_model
 
     with open_model(a) as src:
         inv = build_inventory(src)
+        formats = {src.relative_name(f): {"format": f.format_name, "metadata": {k: str(v) for k, v in f.metadata.items()}} for f in src.files}
+        dtypes = dict(Counter(t.info.dtype.code for t in inv.tensors).most_common())
         if json_out:
             doc = {
                 "location": src.location,
                 "family": inv.family,
+                "files": formats,
+                "dtypes": dtypes,
                 "summary": inv.summary(),
                 "tensors": [
                     {"name": t.name, "role": t.role, "component": t.component, "layer": t.layer, "expert": t.expert,
@@ -104,7 +110,7 @@ def inspect(
         if json_out != "-":
             from .report import render_inventory
 
-            render_inventory(inv.summary(), inv.family, list(inv.unassigned), src.location, _console())
+            render_inventory(inv.summary(), inv.family, list(inv.unassigned), src.location, _console(), formats, dtypes)
 
 
 @zoo_app.command("build")
