@@ -316,6 +316,37 @@ def test_memo_bomb_is_refused_in_bounded_memory_and_time(tmp_path):
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB
 
 
+def _shared_tuple(levels: int) -> bytes:
+    """t = (); t = (t, t) ``levels`` times: 3 bytes per level, 2**levels nodes for a hash to visit."""
+    return b")" + b"2\x86" * levels  # EMPTY_TUPLE, then DUP + TUPLE2
+
+
+def _shared_list(levels: int) -> bytes:
+    """L = []; L = [L, L] ``levels`` times (its repr is 2**levels long)."""
+    out = b"]q\x000"  # EMPTY_LIST PUT POP
+    for i in range(levels):
+        out += b"(h" + bytes([i]) + b"h" + bytes([i]) + b"lq" + bytes([i + 1]) + b"0"  # MARK GET GET LIST PUT POP
+    return out + b"h" + bytes([levels])
+
+
+HANGS = {  # pickles of a few hundred bytes that would keep the C unpickler (or a repr) busy for hours
+    "shared tuple as a dict key": (b"\x80\x02}" + _shared_tuple(60) + b"Ns.", "tuple of"),
+    "shared tuple in a set": (b"\x80\x02c__builtin__\nset\n]" + _shared_tuple(60) + b"a\x85R.", "tuple of"),
+    "many heavy keys": (b"\x80\x02}" + _shared_tuple(12) + b"q\x00(" + b"h\x00N" * 20_000 + b"u.", "would hash more than"),
+    "shared list in a message": (b"\x80\x02ctorch\ndevice\n" + _shared_list(60) + b"\x85R.", "torch.device"),
+}
+
+
+@pytest.mark.parametrize("name", list(HANGS))
+def test_pickles_built_to_hang_are_refused_quickly(tmp_path, name):
+    pkl, message = HANGS[name]
+    t0 = time.perf_counter()
+    with pytest.raises(FormatError, match=message) as err:
+        PytorchFile(tf.zip_checkpoint(tmp_path / "hang.bin", pickle_bytes=pkl))
+    assert time.perf_counter() - t0 < 2.0
+    assert len(str(err.value)) < 400
+
+
 @pytest.mark.parametrize("pkl, message", [
     (b"\x80\x02\x82\x01.", "EXT1"),  # extension registry
     (b"\x80\x02\x8e" + struct.pack("<Q", 2**40) + b"abc.", "truncated"),  # BINBYTES8 claiming 1 TiB
@@ -323,6 +354,7 @@ def test_memo_bomb_is_refused_in_bounded_memory_and_time(tmp_path):
     (b"\x80\x02\xff.", "not a valid pickle"),
     (b"\x80\x02}}b.", "not a valid checkpoint pickle"),  # BUILD on a plain dict
     (b"\x80\x02N.junk", "after the end of its pickle"),
+    (b"\x80\x02}X" + struct.pack("<I", 5000) + b"a" * 5000 + b"Ns.", "runs past 4096 characters"),  # a name
 ])
 def test_malformed_pickles(tmp_path, pkl, message):
     with pytest.raises(FormatError, match=message):
@@ -608,3 +640,14 @@ def test_export_compares_with_its_source_as_related(exported, kind):
 def test_independent_exports_compare_as_independent(exported):
     res = modelkin.compare(exported["base", "bin"], exported["independent", "pth"])
     assert res.verdict == "independent" and res.components["text"].verdict == "independent"
+
+
+def test_fuzz_seeds_open_cleanly():
+    """The fuzz target's seeds are valid files of both layouts (a harness mutates them)."""
+    sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
+    import target_pytorch
+
+    assert len(target_pytorch.SEEDS) >= 4
+    for seed in target_pytorch.SEEDS:
+        target_pytorch.fuzz_one(seed)
+        assert PytorchFile(target_pytorch.BytesTransport(seed)).tensors

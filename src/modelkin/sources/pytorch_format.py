@@ -49,6 +49,9 @@ MAX_RECORD_BYTES = 4096  # small zip records read whole (byteorder, version)
 MAX_STRIDED_BYTES = 64 << 20  # storage span (and logical size) of a tensor stored as a strided view
 GATHER_PIECE_ELEMS = 1 << 20  # elements of a strided tensor gathered per storage read
 MAX_NAME_DEPTH = 64  # nesting of containers walked to find tensors
+MAX_NAME_CHARS = 4096  # a tensor's dotted name (shared long keys could otherwise build huge names)
+MAX_TUPLE_WEIGHT = 100_000  # nodes of one tuple tree (a tensor's rebuild arguments: ~15)
+MAX_HASH_WORK = 100_000_000  # tuple nodes a pickle may make the unpickler hash (~20 per tensor; ~1 s)
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 LEGACY_FIRST_READ = 1 << 20  # bytes read first to find the legacy pickles (grown x4 as needed)
@@ -88,16 +91,52 @@ IGNORED_KEYS = ("optimizer", "optimizer_state_dict", "optim", "lr_scheduler", "s
 # Opcodes refused outright: the extension registry maps codes to globals without find_class.
 _BANNED_OPCODES = {"EXT1", "EXT2", "EXT4"}
 _PUT_OPCODES = {"PUT", "BINPUT", "LONG_BINPUT"}
+_TUPLE_OPCODES = {"TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_TUPLE"}
+_INTO_OPCODES = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS"}  # put items into the object below them
+_CALL_OPCODES = {"REDUCE", "NEWOBJ", "NEWOBJ_EX", "OBJ", "INST", "BUILD", "DICT", "FROZENSET"}  # may hash their operands
 _MODULE_ALIASES = {"__builtin__": "builtins"}  # Python 2 pickles (protocol 2 from old torch)
 
 
 def _short(value: object, limit: int = 80) -> str:
-    """repr of an untrusted value for an error message: one line, bounded, never raising."""
-    try:
-        text = repr(value)
-    except Exception:  # deep nesting, ints too long to print, ...
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """An untrusted value for an error message: one line, at most ``limit`` characters, in time bounded by
+    ``limit`` (``repr`` of a pickled structure that shares sub-lists can be exponentially long)."""
+    out: list[str] = []
+    budget = [limit]
+
+    def emit(text: str) -> None:
+        out.append(text[: max(budget[0], 0)])
+        budget[0] -= len(text)
+
+    def walk(x: object, depth: int) -> None:
+        if budget[0] <= 0:
+            return
+        if isinstance(x, (list, tuple, set, frozenset, dict)):
+            if depth >= 3:
+                return emit("...")
+            emit({list: "[", tuple: "(", dict: "{"}.get(type(x), type(x).__name__ + "(["))
+            for i, item in enumerate(x.items() if isinstance(x, dict) else x):
+                if budget[0] <= 0:
+                    break
+                if i:
+                    emit(", ")
+                if isinstance(x, dict):
+                    walk(item[0], depth + 1)
+                    emit(": ")
+                    item = item[1]
+                walk(item, depth + 1)
+            emit({list: "]", tuple: ",)" if len(x) == 1 else ")", dict: "}"}.get(type(x), "])"))
+        elif isinstance(x, (str, bytes)):
+            emit(repr(x[:limit]))
+        elif isinstance(x, int) and not isinstance(x, bool):
+            emit(str(x) if x.bit_length() <= 256 else f"<an integer of {x.bit_length()} bits>")
+        elif x is None or isinstance(x, (bool, float, _Inert)):
+            emit(repr(x))
+        else:
+            emit(f"<{type(x).__name__}>")
+
+    walk(value, 0)
+    text = "".join(out).replace("\n", " ")
+    return text if budget[0] >= 0 else text[: limit - 3] + "..."
 
 
 # -- inert stand-ins the unpickler hands out instead of torch objects ---------------------------------
@@ -320,23 +359,59 @@ class _Unpickler(pickle.Unpickler):
         return func(*args)
 
 
+class _Node:
+    """What the pre-scan knows of one object on the pickle's stack: the size of its tuple tree (tuples
+    nest by reference, so ten opcodes can build a tuple whose hash visits 2**10 nodes) and the summed
+    weight of the items put into it (lists, dicts, sets: what a call on it may hash)."""
+
+    __slots__ = ("weight", "items")
+
+    def __init__(self, weight: int = 1):
+        self.weight = weight
+        self.items = 0
+
+
+_MARK = object()
+
+
 def _pickle_end(data: bytes, start: int, where: str, more: bool = False) -> int:
     """Walk one pickle's opcodes from ``start`` without running any; return the offset after its STOP.
 
-    Refuses extension-registry opcodes and memo indices past the number of opcodes read (the C unpickler
-    sizes its memo table by the largest index: ``LONG_BINPUT 0x3fffffff`` would cost 16 GB).
+    Refuses what would make the C unpickler hang or allocate without bound: extension-registry opcodes,
+    memo indices past the number of opcodes read (it sizes its memo table by the largest index:
+    ``LONG_BINPUT 0x3fffffff`` would cost 16 GB), and hashing work — tuples built from shared tuples,
+    used as dict keys or set items — past ``MAX_HASH_WORK``; to know that, the stack is emulated with
+    the opcodes' documented stack effects, like ``pickletools.dis``.
     When the bytes end before STOP: ``_Truncated`` if ``more`` bytes could be read, else a FormatError.
     """
     stream = io.BytesIO(data)
     stream.seek(start)
-    n_ops = 0
+    n_ops = work = 0
+    model = _StackModel()
     try:
         for op, arg, _ in pickletools.genops(stream):
             n_ops += 1
-            if op.name in _BANNED_OPCODES:
-                raise FormatError(f"refused to unpickle: opcode {op.name} (the extension registry) is never used by torch.save", where)
-            if op.name in _PUT_OPCODES and not 0 <= arg <= n_ops:
+            name = op.name
+            if name in _BANNED_OPCODES:
+                raise FormatError(f"refused to unpickle: opcode {name} (the extension registry) is never used by torch.save", where)
+            if name in _PUT_OPCODES and not 0 <= arg <= n_ops:
                 raise FormatError(f"refused to unpickle: memo index {_short(arg)} at opcode {n_ops} (would allocate a huge memo)", where)
+            popped = model.pop(op)
+            if name in _TUPLE_OPCODES:
+                node = _Node(1 + sum(p.weight for p in popped))
+                if node.weight > MAX_TUPLE_WEIGHT:
+                    raise FormatError(f"refused to unpickle: a tuple of {node.weight} nested items (built to hang hashing)", where)
+                model.stack.append(node)
+                continue
+            if name in _INTO_OPCODES:  # the target object sits below its items
+                added = sum(p.weight for p in popped[1:])
+                popped[0].items += added
+                work += added
+            elif name in _CALL_OPCODES:
+                work += sum(p.weight + p.items for p in popped)
+            if work > MAX_HASH_WORK:
+                raise FormatError(f"refused to unpickle: it would hash more than {MAX_HASH_WORK} nested items", where)
+            model.push(op, arg, popped)
     except ModelkinError:
         raise
     except Exception as e:
@@ -346,6 +421,51 @@ def _pickle_end(data: bytes, start: int, where: str, more: bool = False) -> int:
             raise FormatError("file ends inside its pickle (truncated?)", where) from None
         raise FormatError(f"not a valid pickle: {_short(str(e), 160)}", where) from None
     return stream.tell()
+
+
+class _StackModel:
+    """The pickle machine's stack and memo with ``_Node`` stand-ins, driven by the opcodes' documented
+    stack effects (``OpcodeInfo.stack_before`` / ``stack_after``, as ``pickletools.dis`` uses them)."""
+
+    def __init__(self) -> None:
+        self.stack: list = []
+        self.marks: list[int] = []  # stack positions of the MARKs
+        self.memo: dict[object, _Node] = {}
+
+    def pop(self, op: pickletools.OpcodeInfo) -> list[_Node]:
+        """What ``op`` consumes, bottom first (the items above the topmost MARK, if it takes a mark)."""
+        before, stack = op.stack_before, self.stack
+        n, taken = len(before), []
+        if pickletools.markobject in before or (op.name == "POP" and stack and stack[-1] is _MARK):
+            if not self.marks:
+                raise ValueError(f"{op.name} without a MARK")
+            pos = self.marks.pop()
+            taken = stack[pos + 1 :]
+            del stack[pos:]
+            n = before.index(pickletools.markobject) if pickletools.markobject in before else 0
+        if len(stack) < n or (n and self.marks and self.marks[-1] >= len(stack) - n):
+            raise ValueError(f"{op.name} pops more than the stack holds")
+        below = stack[len(stack) - n :] if n else []
+        del stack[len(stack) - n :]
+        return below + taken
+
+    def push(self, op: pickletools.OpcodeInfo, arg: object, popped: list[_Node]) -> None:
+        name, stack = op.name, self.stack
+        if name in _PUT_OPCODES or name == "MEMOIZE":
+            if not stack or stack[-1] is _MARK:
+                raise ValueError(f"{name} with nothing to store")
+            self.memo[len(self.memo) if name == "MEMOIZE" else arg] = stack[-1]
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            stack.append(self.memo.get(arg) or _Node())
+        elif name == "DUP":
+            stack.extend(popped * 2)
+        elif name in _INTO_OPCODES:
+            stack.append(popped[0])
+        elif name == "MARK":
+            self.marks.append(len(stack))
+            stack.append(_MARK)
+        else:
+            stack.extend(_Node() for _ in op.stack_after)
 
 
 class _Truncated(Exception):
@@ -398,18 +518,20 @@ def _collect_tensors(obj: object, where: str) -> dict[str, _Tensor]:
                 raise FormatError(f"two tensors are both named {_short(name)}", where)
             found[name] = value
             continue
+        if not isinstance(value, (dict, list, tuple)) or id(value) in seen:
+            continue  # numbers, strings, dtypes, devices: not tensors; or a container already walked
+        seen.add(id(value))
         if isinstance(value, dict):
             items = [(_key_text(k), v) for k, v in value.items()]
-        elif isinstance(value, (list, tuple)):
-            items = [(str(i), v) for i, v in enumerate(value)]
         else:
-            continue  # numbers, strings, dtypes, devices: not tensors
-        if id(value) in seen:
-            continue
-        seen.add(id(value))
+            items = [(str(i), v) for i, v in enumerate(value)]
         if depth >= MAX_NAME_DEPTH:
             raise FormatError(f"containers nested more than {MAX_NAME_DEPTH} deep", where)
-        stack.extend((f"{name}.{k}" if name else k, v, depth + 1) for k, v in reversed(items))
+        for k, v in reversed(items):
+            full = f"{name}.{k}" if name else k
+            if len(full) > MAX_NAME_CHARS:
+                raise FormatError(f"a tensor name runs past {MAX_NAME_CHARS} characters ({_short(full)})", where)
+            stack.append((full, v, depth + 1))
     return found
 
 
