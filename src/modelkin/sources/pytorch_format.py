@@ -54,7 +54,7 @@ MAX_TUPLE_WEIGHT = 100_000  # nodes of one tuple tree (a tensor's rebuild argume
 MAX_HASH_WORK = 100_000_000  # tuple nodes a pickle may make the unpickler hash (~20 per tensor; ~1 s)
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
-LEGACY_FIRST_READ = 1 << 20  # bytes read first to find the legacy pickles (grown x4 as needed)
+LEGACY_FIRST_READ = 64 << 10  # bytes read first to find the legacy pickles (grown x4 as needed)
 MAX_INT = 1 << 63  # sizes, strides, offsets and counts are int64 in torch
 ZIP_LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # signature ... name length, extra length (30 bytes)
 
