@@ -140,6 +140,11 @@ def test_training_checkpoint_reads_the_model_not_the_optimizer(tmp_path):
     tf.emit_state_dict(ops, weights)
     f = PytorchFile(tf.zip_checkpoint(tmp_path / "ckpt2.pt", pickle_bytes=ops.raw(b"u").stop(), storages=storages))
     assert list(f.tensors) == ["student.w"]
+    # Tensors at the top: still no optimizer moments; a tensor named like an ignored key is kept.
+    sd = tf.state_dict_pickle(weights | {"scaler": weights["w"]},
+                              extra=lambda ops: tf.emit_state_dict(ops.text("optimizer"), moments))
+    f = PytorchFile(tf.zip_checkpoint(tmp_path / "ckpt3.pt", pickle_bytes=sd, storages=storages))
+    assert list(f.tensors) == ["w", "scaler"]
 
 
 def test_integer_buffers_are_not_evidence(tmp_path):
@@ -651,3 +656,25 @@ def test_fuzz_seeds_open_cleanly():
     for seed in target_pytorch.SEEDS:
         target_pytorch.fuzz_one(seed)
         assert PytorchFile(target_pytorch.BytesTransport(seed)).tensors
+
+
+@pytest.mark.parametrize("build", [tf.zip_checkpoint, tf.legacy_checkpoint], ids=["zip", "legacy"])
+def test_opening_reads_headers_only_through_the_transport(tmp_path, build):
+    """Everything goes through the transport (as over HTTP): opening a 4 MB file reads a few KB."""
+    sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
+    from target_pytorch import BytesTransport
+
+    class Remote(BytesTransport):
+        remote = True
+        n_bytes = 0
+
+        def read_into(self, offset, out):
+            Remote.n_bytes += out.nbytes
+            super().read_into(offset, out)
+
+    big = np.arange(1 << 20, dtype="<f4").reshape(1024, 1024)
+    data = build(tmp_path / "big.bin", {"a": big, "b": big[:8]}).read_bytes()
+    f = PytorchFile(Remote(data, "https://example.org/big.bin"))
+    assert Remote.n_bytes < 70_000 < len(data) // 50
+    f.prefetch([(f.tensors["a"], 0, 2048)])
+    np.testing.assert_array_equal(f.read_elements(f.tensors["a"], 1024 * 1000, 1024), big[1000])

@@ -12,9 +12,11 @@ Here a restricted unpickler (``_Unpickler``) resolves only the handful of global
 needs — tensor rebuild functions, storage types, dtypes, ``OrderedDict`` — to inert stand-ins defined in
 this module (torch is never imported), and turns persistent ids into storage records. Any other global,
 persistent id or opcode is refused with one FormatError naming the file and the offending global; nothing
-of the file's runs. Before the C unpickler sees the bytes, ``pickletools.genops`` walks every opcode: a
-truncated pickle, an extension-registry opcode or a memo index that would make the unpickler allocate
-gigabytes (``LONG_BINPUT 0x3fffffff``) is refused there.
+of the file's runs. Before the C unpickler sees the bytes, ``pickletools.genops`` walks every opcode and
+a model of the stack follows it: a truncated pickle, an extension-registry opcode, a memo index that would
+make the unpickler allocate gigabytes (``LONG_BINPUT 0x3fffffff``) or tuples shared so deeply that hashing
+them would take hours (a 200-byte pickle can do that) are refused there, in time linear in the pickle.
+Error messages quote the pickle's values through a bounded repr.
 
 Tensors become ``TensorInfo`` records pointing at absolute offsets in the file: zip entries are located
 through the archive's central directory and local headers, read through the transport, so reads are
@@ -495,14 +497,16 @@ def _key_text(key: object) -> str:
 
 def _state_dict(obj: object) -> tuple[object, str | None]:
     """The state_dict inside a training checkpoint (``{"model": {...}, "optimizer": ...}``): the first
-    ``STATE_DICT_KEYS`` entry holding tensors, else the checkpoint less its ``IGNORED_KEYS``."""
-    if not isinstance(obj, dict) or any(isinstance(v, _Tensor) for v in obj.values()):
+    ``STATE_DICT_KEYS`` entry holding tensors, else the checkpoint less the containers under its
+    ``IGNORED_KEYS`` (a tensor of that name is kept: it is the model's)."""
+    if not isinstance(obj, dict):
         return obj, None
-    for key in STATE_DICT_KEYS:
-        sub = obj.get(key)
-        if isinstance(sub, dict) and any(isinstance(v, _Tensor) for v in sub.values()):
-            return sub, key
-    return {k: v for k, v in obj.items() if k not in IGNORED_KEYS}, None
+    if not any(isinstance(v, _Tensor) for v in obj.values()):
+        for key in STATE_DICT_KEYS:
+            sub = obj.get(key)
+            if isinstance(sub, dict) and any(isinstance(v, _Tensor) for v in sub.values()):
+                return sub, key
+    return {k: v for k, v in obj.items() if k not in IGNORED_KEYS or isinstance(v, _Tensor)}, None
 
 
 def _collect_tensors(obj: object, where: str) -> dict[str, _Tensor]:
