@@ -371,15 +371,16 @@ def test_inspect_shows_format_and_quantised_dtypes(tmp_path, capsys):
     path = ob.save(ob.export_decoder(BASE, quant="dynamic"), tmp_path / "export")
     assert cli_main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "model.onnx: onnx; dtypes QI8 ×15, F32 ×12" in out
-    assert "names: 12 stored, 6 from their bias, 8 from node scopes, 1 by graph position" in out
+    assert "model.onnx: format onnx; stored types: QI8 (15), F32 (12)" in out
+    assert "metadata names = 12 stored, 6 from their bias, 8 from node scopes, 1 by graph position" in out
+    assert "metadata quantized = MatMulInteger I8 per-axis (axis 1) (15)" in out
     assert cli_main(["inspect", str(path), "--json", "-"]) == 0
     import json
 
     doc = json.loads(capsys.readouterr().out)
     (f,) = doc["files"]
-    assert f["format"] == "onnx" and f["dtypes"] == {"QI8": 15, "F32": 12}
-    assert f["metadata"]["quantized"]["model.layers.0.self_attn.q_proj.weight"] == "MatMulInteger I8 per-axis (axis 1)"
+    assert f["format"] == "onnx" and doc["dtypes"] == {"QI8": 15, "F32": 12}
+    assert f["metadata_used"]["opset"] == "ai.onnx 21"
     assert {t["name"]: t["dtype"] for t in doc["tensors"]}["model.layers.1.mlp.up_proj.weight"] == "QI8"
     assert not doc["unassigned"]
 

@@ -51,17 +51,26 @@ def _open_folder(path: Path, location: str, fmt: Format) -> ModelSource | None:
                 raise ShardIndexError(f"several shard indexes ({names}); give the one to use", path)
             return _from_index(path, (preferred or indexes)[0], location, fmt)
     singles = [path / n for n in fmt.preferred if (path / n).is_file()]
-    candidates = singles[:1] or sorted(p for p in path.iterdir() if p.is_file() and fmt.owns(p.name))
+    candidates = singles[:1] or sorted(p for p in path.iterdir() if p.is_file() and fmt.weights_in_folder(p.name))
     if not candidates:
         return None
     return _assemble(location, path, tuple(fmt.opener(LocalFile(p)) for p in candidates), path)
 
 
 def read_weight_map(index_path: Path) -> dict[str, str]:
-    """The ``weight_map`` of a shard index (tensor name -> shard file name), validated."""
+    """The ``weight_map`` of a local shard index, validated."""
     try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        text = index_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ShardIndexError(f"cannot read shard index: {e}", index_path) from None
+    return parse_weight_map(text, index_path)
+
+
+def parse_weight_map(text: str, index_path) -> dict[str, str]:
+    """The ``weight_map`` of a shard index's text (tensor name -> shard file name), validated."""
+    try:
+        index = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
         raise ShardIndexError(f"cannot read shard index: {e}", index_path) from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):

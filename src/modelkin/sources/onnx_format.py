@@ -1195,6 +1195,17 @@ class OnnxFile(WeightFile):
     def data_transports(self) -> tuple[Transport, ...]:
         return (self.transport, *self._external.values())
 
+    def metadata_used(self) -> dict[str, object]:
+        """What the graph told modelkin: producer and opset, how weights were named, how they were
+        dequantised (schemes with their counts; per tensor in ``metadata["quantized"]``)."""
+        used = {k: self.metadata[k] for k in ("producer", "opset", "names") if self.metadata.get(k)}
+        schemes: dict[str, int] = {}
+        for scheme in self.metadata.get("quantized", {}).values():
+            schemes[scheme] = schemes.get(scheme, 0) + 1
+        if schemes:
+            used["quantized"] = ", ".join(f"{s} ({n})" for s, n in sorted(schemes.items(), key=lambda kv: -kv[1]))
+        return used
+
     def __enter__(self) -> "OnnxFile":
         return self
 

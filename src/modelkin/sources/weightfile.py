@@ -48,6 +48,10 @@ class WeightFile:
         """Token string -> id from a tokenizer stored inside the file, used when no tokenizer file is."""
         return None
 
+    def metadata_used(self) -> dict[str, object]:
+        """The file's own metadata entries that ``embedded_config``/``embedded_vocab`` were read from."""
+        return {}
+
     def data_transports(self) -> tuple[Transport, ...]:
         """Every file this one's tensors are read from: itself, and files it refers to (ONNX external
         data). Each is identified (hashed) in the report."""
