@@ -295,6 +295,31 @@ def test_torch_exports_of_zoo_bert_and_vision_tower(tmp_path):
     assert res.verdict == "related" and min(t.pearson for t in _matrices(res)) >= 0.9999 and not res.unmatched
 
 
+def test_over_http_the_same_as_local(tmp_path, monkeypatch):
+    """An ONNX file read through HTTP ranges (the local stand-in Hub): the same numbers as the local file;
+    external data, which needs the neighbouring file, is refused there in one line."""
+    try:
+        from .hub_server import HubServer, patch_hf_endpoint
+    except ImportError:
+        from hub_server import HubServer, patch_hf_endpoint
+    pytest.importorskip("huggingface_hub")
+    folder = ob.save(ob.export_decoder(BASE, quant="dynamic"), tmp_path / "int8").parent
+    ext = ob.save(ob.export_decoder(BASE), tmp_path / "ext", external=True).parent
+    local = modelkin.compare(EXAMPLES / "base", folder, read_mode="full")
+    with HubServer() as hub:
+        patch_hf_endpoint(monkeypatch, hub.url)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+        monkeypatch.setenv("MODELKIN_CACHE", str(tmp_path / "mk-cache"))
+        hub.add_repo("someone/int8", folder)
+        hub.add_repo("someone/ext", ext)
+        remote = modelkin.compare(EXAMPLES / "base", hub.content_url("someone/int8", "model.onnx"), read_mode="full")
+        assert remote.verdict == local.verdict == "related"
+        assert remote.log10_p == pytest.approx(local.log10_p, abs=1e-9)
+        assert [t.pearson for t in remote.tensors] == pytest.approx([t.pearson for t in local.tensors], abs=1e-12)
+        with pytest.raises(ModelkinError, match="external data .* can only be read from local files"):
+            open_model(hub.content_url("someone/ext", "model.onnx"))
+
+
 # -- reading --------------------------------------------------------------------------------------------
 
 
