@@ -249,6 +249,20 @@ def test_scales_per_axis_and_blocked_match_a_per_element_reference(shape, axis, 
         assert np.array_equal(got, want[start : start + count]), (start, count)
 
 
+def test_block_quantised_contrib_weights_are_said_unread(tmp_path):
+    """onnxruntime's MatMulNBits (4-bit LLM exports) is not decoded: its weight is not listed as raw bytes
+    (that would compare packed nibbles as numbers) and inspect says how many were left out."""
+    nodes = [helper.make_node("MatMulNBits", ["x", "fc.weight_Q4", "fc.weight_scales"], ["y"], domain="com.microsoft",
+                              K=8, N=4, bits=4, block_size=8)]
+    inits = [numpy_helper.from_array(np.zeros((4, 1, 4), np.uint8), "fc.weight_Q4"),
+             numpy_helper.from_array(np.ones(4, np.float32), "fc.weight_scales"),
+             numpy_helper.from_array(np.ones((4, 8), np.float32), "other.weight")]
+    path = ob.save(helper.make_model(helper.make_graph(nodes, "g", [], [], inits)), tmp_path / "nbits")
+    with OnnxFile(path) as f:
+        assert list(f.tensors) == ["other.weight"]
+        assert f.metadata_used()["not read"].startswith("1 block-quantised weights of MatMulNBits")
+
+
 # -- independence ------------------------------------------------------------------------------------------
 
 

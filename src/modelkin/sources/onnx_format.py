@@ -359,7 +359,7 @@ class _Stored:
 # -- the graph: weights, their quantisation and names ---------------------------------------------
 
 _ANONYMOUS = re.compile(r"^(?:.*::.*|\d+|_?val_\d+|_v_\d+|/.*|)$")
-_QUANT_SUFFIXES = ("_quantized", "_Q4", "_Q8", "_QuantizeLinear_Output", "_DequantizeLinear_Output")
+_QUANT_SUFFIXES = ("_quantized", "_QuantizeLinear_Output", "_DequantizeLinear_Output")
 _PASS_THROUGH = frozenset({"Identity", "Cast", "DequantizeLinear", "QuantizeLinear", "Transpose"})
 _SCOPE_SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.\d+)*$")
 _MODULE_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.(?:[A-Za-z_][A-Za-z0-9_]*|\d+))*$")
@@ -381,8 +381,10 @@ _WEIGHT_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "Gather", "M
 _PARAM_INPUTS = {
     "DequantizeLinear": (1, 2), "QuantizeLinear": (1, 2), "MatMulInteger": (2, 3), "ConvInteger": (2, 3),
     "QLinearMatMul": (1, 2, 4, 5, 6, 7), "QLinearConv": (1, 2, 4, 5, 6, 7), "QLinearAdd": (1, 2, 4, 5, 6, 7),
-    "QLinearMul": (1, 2, 4, 5, 6, 7), "DynamicQuantizeLinear": (),
+    "QLinearMul": (1, 2, 4, 5, 6, 7), "DynamicQuantizeLinear": (), "MatMulNBits": (2, 3, 4),
 }
+# block-quantised weights of onnxruntime's contrib ops, not decoded here (listed as not read)
+_UNREAD_OPS = {"MatMulNBits": 1, "GatherBlockQuantized": 0}
 
 
 def anonymous(name: str) -> bool:
@@ -846,7 +848,7 @@ class OnnxFile(WeightFile):
     def _weights(self, g: _Graph, storage: dict[str, _Stored]) -> tuple[list[_Weight], set[str]]:
         """The tensors to list (with their first real consumer and dequantising node) and the
         quantisation parameters folded into them (not listed)."""
-        candidates, params = [], set()
+        candidates, params, unread = [], set(), 0
         for value, st in storage.items():
             uses = g.forward(value)
             as_param = [u for u in uses if u[1] in _PARAM_INPUTS.get(g.nodes[u[0]].op_type, ())]
@@ -855,6 +857,10 @@ class OnnxFile(WeightFile):
                 continue
             data_uses = [u for u in uses if u not in as_param]
             first = data_uses[0] if data_uses else None
+            if first is not None and _UNREAD_OPS.get(g.nodes[first[0]].op_type) == first[1]:
+                unread += 1
+                params.add(value)  # not listed: its bytes are blocks only that op decodes
+                continue
             quant = None
             if first is not None:
                 k, pos, _, dq, _ = first
@@ -877,6 +883,8 @@ class OnnxFile(WeightFile):
                 params.update(v for v in self._quant_inputs(g, w)[:2] if v)
         weights = [w for w in candidates if w.init not in params]
         weights.sort(key=lambda w: (w.endpoint is None, w.endpoint or (0, 0), w.init))
+        if unread:
+            self.metadata["not read"] = f"{unread} block-quantised weights of {'/'.join(_UNREAD_OPS)} (not supported)"
         return weights, params
 
     @staticmethod
@@ -1198,7 +1206,7 @@ class OnnxFile(WeightFile):
     def metadata_used(self) -> dict[str, object]:
         """What the graph told modelkin: producer and opset, how weights were named, how they were
         dequantised (schemes with their counts; per tensor in ``metadata["quantized"]``)."""
-        used = {k: self.metadata[k] for k in ("producer", "opset", "names") if self.metadata.get(k)}
+        used = {k: self.metadata[k] for k in ("producer", "opset", "names", "not read") if self.metadata.get(k)}
         schemes: dict[str, int] = {}
         for scheme in self.metadata.get("quantized", {}).values():
             schemes[scheme] = schemes.get(scheme, 0) + 1
