@@ -276,3 +276,17 @@ def test_audit_breaks_a_graft_down_by_component_and_checks_claims(zoo_fps, repo_
     assert doc["claims"]["claimed_but_not_found"] == ["base", "someorg/not-indexed"]
     assert doc["claims"]["claimed_not_indexed"] == ["someorg/not-indexed"]
     assert doc["claims"]["found_but_not_claimed"] == ["vlm-donor"]
+
+
+def test_audit_cli_writes_json_and_html(zoo_fps, repo_root, tmp_path, capsys):
+    ex = repo_root / "examples"
+    db = tmp_path / "ix.sqlite"
+    with Index(db) as ix:
+        ix.add(zoo_fps[ex / "vlm-donor"], name="vlm-donor")
+    assert main(["audit", str(zoo_fps[ex / "vlm-graft"]), "--index", str(db), "--html", str(tmp_path / "a.html"),
+                 "--json", str(tmp_path / "a.json")]) == 0
+    out = capsys.readouterr().out
+    assert "vision" in out and "derived from vlm-donor" in out and "no relative among 1 indexed models" in out
+    page = (tmp_path / "a.html").read_text()
+    assert "default-src 'none'" in page and "http://" not in page and "https://" not in page
+    assert json.loads((tmp_path / "a.json").read_text())["components"]
