@@ -46,6 +46,15 @@ zoo_app = typer.Typer(no_args_is_help=True, help="Build the ground-truth model z
 app.add_typer(zoo_app, name="zoo")
 
 
+def _register_index_commands() -> None:
+    from .index.cli import register
+
+    register(app)
+
+
+_register_index_commands()
+
+
 def _console(stderr: bool = False) -> Console:
     """A terminal keeps its width; piped or captured output gets room for the tables."""
     probe = Console(stderr=stderr)

@@ -22,6 +22,8 @@ class Format:
     preferred: tuple[str, ...]  # single-file names preferred in a folder ("model.safetensors")
     opener: Callable[[Transport], WeightFile]
     not_weights: tuple[str, ...] = ()  # name patterns with a weights suffix that a folder scan skips
+    # The file carries its own config, vocabulary and provenance (a fingerprint): files beside it are not read.
+    self_contained: bool = False
 
     def owns(self, filename: str) -> bool:
         return filename.endswith(self.suffixes)
@@ -55,6 +57,12 @@ def _onnx(transport: Transport) -> WeightFile:
     return OnnxFile(transport)
 
 
+def _fingerprint(transport: Transport) -> WeightFile:
+    from .fingerprint_format import FingerprintFile
+
+    return FingerprintFile(transport)
+
+
 # In order of preference when a folder holds several formats (the first that has files wins).
 FORMATS: tuple[Format, ...] = (
     Format("safetensors", (".safetensors",), ".safetensors.index.json", ("model.safetensors",), _safetensors),
@@ -65,6 +73,8 @@ FORMATS: tuple[Format, ...] = (
         not_weights=("training_args.bin", "optimizer*.pt", "optimizer*.bin", "scheduler*.pt", "scaler*.pt", "rng_state*.pth"),
     ),
     Format("onnx", (".onnx",), None, ("model.onnx",), _onnx),
+    # A modelkin fingerprint is opened by its file name only (a folder of fingerprints is not one model).
+    Format("fingerprint", (".mkfp",), None, (), _fingerprint, not_weights=("*",), self_contained=True),
 )
 
 

@@ -155,6 +155,20 @@ class ModelSource:
         for start in range(0, info.numel, chunk_elems):
             yield start, self.read(info, start, min(chunk_elems, info.numel - start))
 
+    def covers(self, info: TensorInfo) -> bool:
+        """Whether every row ``info`` reads is held (a fingerprint holds some rows only; files hold all)."""
+        stored = info.stored
+        f = self.file_of(stored)
+        if not hasattr(f, "covers") or not info.shape:
+            return True
+        if info.gather is not None:
+            rows = np.asarray(info.gather, dtype=np.int64)
+        elif info.base is not None:
+            rows = np.arange(info.row0, info.row0 + info.shape[0])
+        else:
+            rows = np.arange(info.shape[0])
+        return f.covers(stored, np.unique(rows))
+
     # -- identity -------------------------------------------------------------------------------
     def file_records(self, use_cache: bool = True) -> dict[str, FileDigest]:
         """Identity of every file the weights are read from (weights files and the data files they refer
