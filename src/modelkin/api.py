@@ -76,13 +76,7 @@ def compare(
     stats = FetchStats()
     if progress is not None:  # remote bytes as they arrive, against what the prefetches announced
         stats.on_bytes = lambda n: progress(stats.bytes_fetched + stats.bytes_from_cache, max(stats.planned, 1))
-    src_a = a if isinstance(a, ModelSource) else open_model(str(a) if isinstance(a, str) else a, options.revision_a, stats)
-    try:
-        src_b = b if isinstance(b, ModelSource) else open_model(str(b) if isinstance(b, str) else b, options.revision_b, stats)
-    except BaseException:
-        if src_a is not a:
-            src_a.close()
-        raise
+    src_a, src_b = _open_both(a, b, options, stats)
     try:
         options = _fingerprint_options(src_a, src_b, options)
         # modelkin parallelises over tensors itself; BLAS threads on top of that only fight for the cores.
@@ -107,6 +101,22 @@ def _fingerprint_options(src_a: ModelSource, src_b: ModelSource, options: Compar
     return replace(options, read_mode=SAMPLED, sample_policy=policies.pop())
 
 
+def _open_both(a, b, options: CompareOptions, stats: FetchStats) -> tuple[ModelSource, ModelSource]:
+    """Both sources, opened together (a remote model's listing and headers are a few round trips each)."""
+    def one(x, revision):
+        return x if isinstance(x, ModelSource) else open_model(x, revision, stats)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(one, a, options.revision_a), pool.submit(one, b, options.revision_b)]
+    errors = [f.exception() for f in futures]
+    if any(errors):
+        for f, x in zip(futures, (a, b)):
+            if f.exception() is None and f.result() is not x:
+                f.result().close()
+        raise next(e for e in errors if e is not None)
+    return futures[0].result(), futures[1].result()
+
+
 def _read_mode(src_a: ModelSource, src_b: ModelSource, options: CompareOptions) -> str:
     return options.read_mode or (SAMPLED if src_a.remote or src_b.remote else FULL)
 
@@ -121,8 +131,8 @@ def _align(src_a: ModelSource, src_b: ModelSource, options: CompareOptions):
     """Inventory and alignment stages: names/roles/fused parts, vocabulary, layers, experts."""
     inv_a, inv_b = build_inventory(src_a), build_inventory(src_b)
     mode = _read_mode(src_a, src_b, options)
-    _prefetch(src_a, inv_a, options, mode)
-    _prefetch(src_b, inv_b, options, mode)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # both models' requests in flight together
+        list(pool.map(lambda si: _prefetch(si[0], si[1], options, mode), ((src_a, inv_a), (src_b, inv_b))))
     inv_a, inv_b = split_fused(inv_a, inv_b)
     vocab = _vocabulary(src_a, src_b, inv_a, inv_b)
     alignment = align_by_name(inv_a, inv_b, vocab)
