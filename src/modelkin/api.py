@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from .metrics.intervals import sample_intervals
 from .options import CompareOptions
 from .results import ComparisonResult, ModelRef, ReadSummary, TensorResult, UnmatchedTensor
 from .sources import ModelSource, open_model
+from .sources.fingerprint_format import MissingRowsError
 from .sources.http import FetchStats
 from .statistics import find_anchor, pair_evidence
 from .statistics.evidence import realign_candidates
@@ -38,7 +40,7 @@ ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
 def _ref(src: ModelSource, inv: Inventory, digests: dict | None) -> ModelRef:
-    files = digests if digests is not None else {src.relative_name(f): None for f in src.files}
+    files = digests if digests is not None else {name: None for name in src.file_names()}
     parameters = {c: sum(roles.values()) for c, roles in inv.summary().items()}
     return ModelRef(src.location, str(src.root), inv.family, len(src.tensors), src.n_bytes, files, src.revision, parameters)
 
@@ -76,14 +78,9 @@ def compare(
     stats = FetchStats()
     if progress is not None:  # remote bytes as they arrive, against what the prefetches announced
         stats.on_bytes = lambda n: progress(stats.bytes_fetched + stats.bytes_from_cache, max(stats.planned, 1))
-    src_a = a if isinstance(a, ModelSource) else open_model(str(a) if isinstance(a, str) else a, options.revision_a, stats)
+    src_a, src_b = _open_both(a, b, options, stats)
     try:
-        src_b = b if isinstance(b, ModelSource) else open_model(str(b) if isinstance(b, str) else b, options.revision_b, stats)
-    except BaseException:
-        if src_a is not a:
-            src_a.close()
-        raise
-    try:
+        options = _fingerprint_options(src_a, src_b, options)
         # modelkin parallelises over tensors itself; BLAS threads on top of that only fight for the cores.
         with threadpool_limits(limits=1, user_api="blas"):
             return _run(src_a, src_b, options, progress, started, stats)
@@ -92,6 +89,34 @@ def compare(
             src_a.close()
         if src_b is not b:
             src_b.close()
+
+
+def _fingerprint_options(src_a: ModelSource, src_b: ModelSource, options: CompareOptions) -> CompareOptions:
+    """A fingerprint holds the rows the sampled mode reads with its policy: compare in that mode, that policy."""
+    policies = {f.policy for s in (src_a, src_b) for f in s.files if f.format_name == "fingerprint"}
+    if not policies:
+        return options
+    if len(policies) > 1:
+        raise UsageError("the two fingerprints were made with different sample policies: make them with the same one")
+    if options.read_mode == FULL:
+        raise UsageError("a fingerprint holds sampled rows only: compare it in sampled mode (drop --full)")
+    return replace(options, read_mode=SAMPLED, sample_policy=policies.pop())
+
+
+def _open_both(a, b, options: CompareOptions, stats: FetchStats) -> tuple[ModelSource, ModelSource]:
+    """Both sources, opened together (a remote model's listing and headers are a few round trips each)."""
+    def one(x, revision):
+        return x if isinstance(x, ModelSource) else open_model(x, revision, stats)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(one, a, options.revision_a), pool.submit(one, b, options.revision_b)]
+    errors = [f.exception() for f in futures]
+    if any(errors):
+        for f, x in zip(futures, (a, b)):
+            if f.exception() is None and f.result() is not x:
+                f.result().close()
+        raise next(e for e in errors if e is not None)
+    return futures[0].result(), futures[1].result()
 
 
 def _read_mode(src_a: ModelSource, src_b: ModelSource, options: CompareOptions) -> str:
@@ -108,23 +133,35 @@ def _align(src_a: ModelSource, src_b: ModelSource, options: CompareOptions):
     """Inventory and alignment stages: names/roles/fused parts, vocabulary, layers, experts."""
     inv_a, inv_b = build_inventory(src_a), build_inventory(src_b)
     mode = _read_mode(src_a, src_b, options)
-    _prefetch(src_a, inv_a, options, mode)
-    _prefetch(src_b, inv_b, options, mode)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # both models' requests in flight together
+        list(pool.map(lambda si: _prefetch(si[0], si[1], options, mode), ((src_a, inv_a), (src_b, inv_b))))
     inv_a, inv_b = split_fused(inv_a, inv_b)
     vocab = _vocabulary(src_a, src_b, inv_a, inv_b)
     alignment = align_by_name(inv_a, inv_b, vocab)
     shared = sorted(set(inv_a.components()) & set(inv_b.components()))
     if options.components:
         shared = [c for c in shared if c in options.components]
-    layer_maps = {c: m for c in shared if (m := map_layers(src_a, src_b, inv_a, inv_b, c)) is not None}
+    layer_maps = {c: m for c in shared if (m := _held(map_layers, None, src_a, src_b, inv_a, inv_b, c)) is not None}
     alignment = repair_by_layers(alignment, inv_a, inv_b, layer_maps)
-    alignment, expert_maps = map_experts(src_a, src_b, inv_a, inv_b, alignment, vocab)
+    alignment, expert_maps = _held(map_experts, (alignment, {}), src_a, src_b, inv_a, inv_b, alignment, vocab)
     return inv_a, inv_b, vocab, alignment, layer_maps, expert_maps
+
+
+def _held(step, fallback, *args):
+    """A step whose reads a fingerprint may not hold: without those rows it is skipped (as without data)."""
+    try:
+        return step(*args)
+    except MissingRowsError:
+        return fallback
 
 
 def _plan(src_a: ModelSource, src_b: ModelSource, pairs: list, options: CompareOptions) -> ReadPlan:
     """Full or sampled reads (sampled by default for remote models), capped; remote bytes fetched ahead."""
     plan = plan_reads(pairs, _read_mode(src_a, src_b, options), options.max_bytes, options.sample_policy)
+    held = [p for p in plan.pairs if src_a.covers(p.a.info) and src_b.covers(p.b.info)]
+    if len(held) < len(plan.pairs):  # a fingerprint lacks rows this pairing needs (e.g. a re-mapped vocabulary)
+        ids = {id(p) for p in held}
+        plan = replace(plan, pairs=tuple(held), not_held=tuple(p for p in plan.pairs if id(p) not in ids))
     for src, side in ((src_a, "a"), (src_b, "b")):
         if src.remote:
             src.prefetch_rows([(info, np.arange(info.shape[0])) for p in plan.pairs
@@ -157,7 +194,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
     with ThreadPoolExecutor(max_workers=1) as side:
         digests = [side.submit(s.file_records, options.digest_cache) for s in (src_a, src_b)] if options.hash_files else None
         metrics = stream_metrics(src_a, src_b, pairs, threads=options.threads, on_bytes=on_bytes)
-        anchors = {c: find_anchor(src_a, src_b, [p for p in pairs if p.component == c]) for c in {p.component for p in pairs}}
+        anchors = {c: _held(find_anchor, None, src_a, src_b, [p for p in pairs if p.component == c]) for c in {p.component for p in pairs}}
         screened = screen(src_a, pairs, metrics)
         realign = realign_candidates(pairs)
         evidence_idx = [i for i, p in enumerate(pairs) if p.evidence and i not in screened]
@@ -223,6 +260,11 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
             f"Sampled reads: {plan.planned_bytes / max(plan.full_bytes, 1):.1%} of the compared tensors' bytes were read "
             "(key-seeded blocks of rows). Pearson, cosine and rel-L2 of sampled tensors are estimates with 95 % "
             "intervals; 'identical' of a sampled tensor speaks of the sampled rows only."
+        )
+    if plan.not_held:
+        notes.append(
+            f"{len(plan.not_held)} tensor pairs were not compared: a fingerprint does not hold the rows this pairing "
+            "needs (compare the models themselves for them): " + ", ".join(p.a.name for p in plan.not_held[:5])
         )
     if plan.left_out:
         notes.append(

@@ -24,6 +24,7 @@ class ReadPlan:
     left_out: tuple[TensorPair, ...]  # dropped by the byte cap
     planned_bytes: int  # bytes of A and B the compared pairs read
     full_bytes: int  # bytes of A and B the same pairs hold in full
+    not_held: tuple[TensorPair, ...] = ()  # rows a fingerprint does not hold: not compared
 
     @property
     def fraction(self) -> float:

@@ -33,6 +33,8 @@ def open_local(location: str | Path) -> ModelSource:
             return _from_index(path.parent, path, str(location), fmt)
         if (fmt := format_of(path.name)) is None:
             raise SourceNotFoundError(f"not a weights file ({_suffix_list()}) or a model folder", path)
+        if fmt.self_contained:
+            return self_contained_source(str(location), path, fmt.opener(LocalFile(path)))
         return _assemble(str(location), path, (fmt.opener(LocalFile(path)),), path.parent)
     for fmt in FORMATS:
         found = _open_folder(path, str(location), fmt)
@@ -51,7 +53,7 @@ def _open_folder(path: Path, location: str, fmt: Format) -> ModelSource | None:
                 raise ShardIndexError(f"several shard indexes ({names}); give the one to use", path)
             return _from_index(path, (preferred or indexes)[0], location, fmt)
     singles = [path / n for n in fmt.preferred if (path / n).is_file()]
-    candidates = singles[:1] or sorted(p for p in path.iterdir() if p.is_file() and fmt.owns(p.name))
+    candidates = singles[:1] or sorted(p for p in path.iterdir() if p.is_file() and fmt.weights_in_folder(p.name))
     if not candidates:
         return None
     return _assemble(location, path, tuple(fmt.opener(LocalFile(p)) for p in candidates), path)
@@ -135,3 +137,13 @@ def _assemble(location: str, root: Path, files: tuple[WeightFile, ...], folder: 
         config_path = None
     extra = {name: folder / name for name in SIDE_FILES if (folder / name).is_file()}
     return ModelSource(location, root, files, tensors, config, config_path if config is not None else None, extra)
+
+
+def self_contained_source(location: str, root, f: WeightFile) -> ModelSource:
+    """A model in one file that carries its own config, vocabulary and provenance (a fingerprint)."""
+    src = ModelSource(location, root, (f,), dict(f.tensors), f.embedded_config(), None, {},
+                      getattr(f, "source_revision", None))
+    digests = f.source_digests() if hasattr(f, "source_digests") else None
+    if digests is not None:
+        src._digests = digests
+    return src

@@ -1,0 +1,292 @@
+"""Fingerprints (.mkfp), the fingerprint index, search and audit."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import modelkin
+from modelkin.cli import main
+from modelkin.errors import FormatError, UsageError
+from modelkin.index.fingerprint import make_fingerprint, write_safetensors
+from modelkin.index.search import audit, search
+from modelkin.index.store import Index
+from modelkin.sampling import SamplePolicy
+from modelkin.sources import open_model
+from modelkin.sources.fingerprint_format import MAGIC_KEY
+
+# Sample every tensor, however small (the zoo's models are tiny: the default policy keeps them whole).
+AGGRESSIVE = SamplePolicy(fraction=0.01, min_rows=32, block_rows=16, small_bytes=0)
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _verdicts(r) -> dict[str, str]:
+    return {n: c.verdict for n, c in r.components.items()}
+
+
+def _pairs(smoke_zoo, repo_root):
+    manifest = json.loads((smoke_zoo / "manifest.json").read_text())
+    pairs = [(smoke_zoo / p["a"], smoke_zoo / p["b"], p) for p in manifest["pairs"]]
+    ex = repo_root / "examples"
+    pairs += [(ex / "base", ex / b, None) for b in ("finetuned", "independent")] + [(ex / "vlm-donor", ex / "vlm-graft", None)]
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def zoo_fps(smoke_zoo, repo_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fps")
+    fps = {}
+    for a, b, _ in _pairs(smoke_zoo, repo_root):
+        for m in (a, b):
+            if m not in fps:
+                fps[m] = Path(make_fingerprint(m, out / f"{m.parent.name}-{m.name}.mkfp", policy=AGGRESSIVE).path)
+    return fps
+
+
+def test_fingerprint_compare_gives_the_models_verdicts(zoo_fps, smoke_zoo, repo_root):
+    sampled_any = 0
+    for a, b, _ in _pairs(smoke_zoo, repo_root):
+        full = modelkin.compare(a, b, read_mode="full")
+        sampled = modelkin.compare(a, b, read_mode="sampled", sample_policy=AGGRESSIVE)
+        fp = modelkin.compare(zoo_fps[a], zoo_fps[b])
+        mixed = modelkin.compare(zoo_fps[a], b)
+        assert _verdicts(fp) == _verdicts(full) and fp.verdict == full.verdict, (a.name, b.name)
+        assert _verdicts(mixed) == _verdicts(full), (a.name, b.name)
+        # Exactly the sampled compare: the same rows give the same numbers.
+        for c in fp.components:
+            assert fp.components[c].log10_p == pytest.approx(sampled.components[c].log10_p, abs=1e-9)
+        assert not fp.reads.left_out and fp.reads.mode == "sampled"
+        sampled_any += fp.reads.planned_bytes < fp.reads.full_bytes
+    assert sampled_any >= 10
+
+
+def test_fingerprint_records_provenance_and_is_small(zoo_fps, repo_root, tmp_path):
+    base = repo_root / "examples/base"
+    src = open_model(zoo_fps[base])
+    with src:
+        assert src.config["model_type"] == "qwen2" and src.embedded_vocab()
+        rec = src.file_records()["model.safetensors"]
+        assert rec.sha256 == open_model(base).file_records()["model.safetensors"].sha256
+        shapes = {n: i.shape for n, i in src.tensors.items()}
+    with open_model(base) as m:
+        assert shapes == {n: i.shape for n, i in m.tensors.items()}  # original shapes, not the samples'
+    assert zoo_fps[base].stat().st_size < (base / "model.safetensors").stat().st_size
+
+
+def test_fingerprint_is_sampled_only(zoo_fps, repo_root):
+    base = repo_root / "examples/base"
+    with pytest.raises(UsageError, match="sampled rows only"):
+        modelkin.compare(zoo_fps[base], base, read_mode="full")
+    other = make_fingerprint(base, Path(zoo_fps[base]).parent / "other-policy.mkfp")
+    with pytest.raises(UsageError, match="different sample policies"):
+        modelkin.compare(zoo_fps[base], other.path)
+
+
+# -- hostile fingerprints ----------------------------------------------------------------------------
+
+
+def _rewrite(src: Path, dest: Path, edit) -> Path:
+    """A copy of a fingerprint with its header edited by ``edit(header_dict)``."""
+    f = open_model(src).files[0]
+    header = json.loads(json.dumps(f.header))
+    payload = f._payload
+    entries, blobs, off = {}, [], 0
+    import numpy as np
+
+    for name, info in payload.tensors.items():
+        data = payload.read_raw(info, 0, info.numel).view(np.uint8).reshape(-1)
+        entries[name] = {"dtype": info.dtype.code, "shape": list(info.shape), "data_offsets": [off, off + data.size]}
+        blobs.append(data)
+        off += data.size
+    edit(header)
+    write_safetensors(dest, entries, blobs, {MAGIC_KEY: json.dumps(header)})
+    return dest
+
+
+def _first(h):
+    return next(iter(h["tensors"].values()))
+
+
+def _first_sampled(h):
+    return next(t for t in h["tensors"].values() if t["rows"])
+
+
+HOSTILE = {
+    "version": (lambda h: h.update(version=99), "version 99 is not supported"),
+    "format": (lambda h: h.update(format="other"), "expected 'modelkin-fingerprint'"),
+    "unknown key": (lambda h: h.update(extra=1), "unknown keys"),
+    "rows out of range": (lambda h: _first_sampled(h).update(rows=[[10**9, 32]]), "outside the tensor"),
+    "rows unsorted": (lambda h: _first_sampled(h).update(rows=[[32, 16], [0, 16]]), "sorted"),
+    "rows vs payload": (lambda h: _first_sampled(h).update(rows=[[0, 1]]), "does not hold 1 rows"),
+    "payload missing": (lambda h: _first(h).update(payload="nope"), "is not in the file"),
+    "huge shape": (lambda h: _first(h).update(shape=[2**62, 2**62]), "shape must be"),
+    "bad policy": (lambda h: h["policy"].update(fraction=-1), "out of range"),
+    "bad vocab": (lambda h: h.update(vocab={"a": -5}), "vocab"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_fingerprints_fail_in_one_line(case, zoo_fps, repo_root, tmp_path, capsys):
+    edit, message = HOSTILE[case]
+    bad = _rewrite(zoo_fps[repo_root / "examples/base"], tmp_path / "bad.mkfp", edit)
+    with pytest.raises(FormatError, match=message):
+        open_model(bad)
+    assert main(["compare", str(bad), str(repo_root / "examples/base")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("modelkin: error: ") and "bad.mkfp" in err and len(err.strip().splitlines()) == 1
+
+
+def test_truncated_and_foreign_files_are_not_fingerprints(zoo_fps, repo_root, tmp_path):
+    good = zoo_fps[repo_root / "examples/base"].read_bytes()
+    (tmp_path / "t.mkfp").write_bytes(good[: len(good) // 2])
+    with pytest.raises(FormatError):
+        open_model(tmp_path / "t.mkfp")
+    shutil.copy(repo_root / "examples/base/model.safetensors", tmp_path / "plain.mkfp")
+    with pytest.raises(FormatError, match="not a modelkin fingerprint"):
+        open_model(tmp_path / "plain.mkfp")
+
+
+# -- the index -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def zoo_index(zoo_fps, tmp_path_factory):
+    db = tmp_path_factory.mktemp("index") / "index.sqlite"
+    with Index(db) as ix:
+        for m, fp in zoo_fps.items():
+            ix.add(fp, name=m.name)
+    return db
+
+
+def test_search_recalls_every_related_zoo_pair(zoo_index, zoo_fps, smoke_zoo, repo_root):
+    with Index(zoo_index) as ix:
+        assert len(ix.models()) == len(zoo_fps)
+        for a, b, p in _pairs(smoke_zoo, repo_root):
+            truth = p["components"] if p else None
+            res = search(ix, str(zoo_fps[b]), top=50)
+            hit = next(h for h in res.hits if h.name == a.name)
+            full = modelkin.compare(a, b, read_mode="full")
+            assert {c: x["verdict"] for c, x in hit.components.items()} == _verdicts(full), (a.name, b.name)
+            if truth:
+                for comp, label in truth.items():
+                    if label == "related":
+                        assert hit.components[comp]["verdict"] == "related", (a.name, b.name, comp)
+            ranks = [h.name for h in res.hits]
+            assert ranks == sorted(ranks, key=lambda n: next(
+                (h.verdict != "related", h.log10_p) for h in res.hits if h.name == n))
+
+
+def test_index_cli_add_list_remove_search(zoo_fps, repo_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MODELKIN_INDEX", str(tmp_path / "ix.sqlite"))
+    ex = repo_root / "examples"
+    assert main(["index", "add", str(ex / "base"), str(ex / "independent")]) == 0
+    assert main(["index", "add", str(ex / "base")]) == 2  # already there
+    assert main(["index", "list", "--json"]) == 0
+    out = capsys.readouterr().out
+    listed = json.loads(out[out.index("["):])
+    assert [m["name"] for m in listed] == ["base", "independent"]
+    assert main(["index", "search", str(ex / "finetuned"), "--json", "-"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["hits"][0]["name"] == "base" and res["hits"][0]["verdict"] == "related"
+    assert res["hits"][1]["name"] == "independent" and res["hits"][1]["verdict"] == "independent"
+    assert res["hits"][0]["context"]["same_tokenizer"] is True
+    assert main(["index", "remove", "independent"]) == 0
+    with Index(tmp_path / "ix.sqlite") as ix:
+        assert [m.name for m in ix.models()] == ["base"]
+        assert len(list(ix.store.glob("*/*.mkfp"))) == 1  # the removed fingerprint's file is gone
+    assert main(["index", "remove", "independent"]) == 2
+
+
+_ADDER = """
+import sys, time
+sys.path.insert(0, {src!r})
+from modelkin.index.store import Index
+ix = Index({db!r})
+for i in range({n}):
+    ix.add({fp!r}, name={prefix!r} + str(i))
+    {pause}
+"""
+
+
+def _adder(db, fp, prefix, n, pause="pass"):
+    code = _ADDER.format(src=SRC, db=str(db), fp=str(fp), prefix=prefix, n=n, pause=pause)
+    return subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+
+
+def test_two_processes_adding_at_once_lose_nothing(zoo_fps, repo_root, tmp_path):
+    db = tmp_path / "ix.sqlite"
+    Index(db).close()
+    fa, fb = zoo_fps[repo_root / "examples/base"], zoo_fps[repo_root / "examples/independent"]
+    procs = [_adder(db, fa, "a", 8), _adder(db, fb, "b", 8)]
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read().decode()
+    with Index(db) as ix:
+        names = {m.name for m in ix.models()}
+        assert names == {f"a{i}" for i in range(8)} | {f"b{i}" for i in range(8)}
+        assert all(len(ix.sketches("text")[0]) == 16 for _ in [0])
+
+
+def test_a_writer_killed_mid_write_leaves_a_readable_index(zoo_fps, repo_root, tmp_path):
+    db = tmp_path / "ix.sqlite"
+    Index(db).close()
+    p = _adder(db, zoo_fps[repo_root / "examples/base"], "k", 10_000)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        time.sleep(0.2)
+        with Index(db) as ix:
+            if len(ix.models()) >= 3:
+                break
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    with Index(db) as ix:
+        models = ix.models()
+        assert len(models) >= 3
+        for m in models:  # every committed record has its fingerprint and its sketch
+            assert ix.fingerprint_path(m.sha256).is_file()
+        assert len(ix.sketches("text")[0]) == len(models)
+        ix.add(zoo_fps[repo_root / "examples/independent"], name="after")
+        assert "after" in {m.name for m in ix.models()}
+
+
+def test_audit_breaks_a_graft_down_by_component_and_checks_claims(zoo_fps, repo_root, tmp_path):
+    ex = repo_root / "examples"
+    db = tmp_path / "ix.sqlite"
+    with Index(db) as ix:
+        for m in ("vlm-donor", "base", "independent"):
+            ix.add(zoo_fps[ex / m], name=m)
+        graft = tmp_path / "graft"
+        shutil.copytree(ex / "vlm-graft", graft)
+        (graft / "README.md").write_text("---\nlicense: apache-2.0\nbase_model:\n- base\n- someorg/not-indexed\n---\n# card\n")
+        fp = make_fingerprint(graft, tmp_path / "graft.mkfp", policy=AGGRESSIVE)
+        doc = audit(ix, fp.path)
+    comps = {c["component"]: c for c in doc["components"]}
+    assert [d["name"] for d in comps["vision"]["derived_from"]] == ["vlm-donor"]
+    assert comps["text"]["derived_from"] == [] and comps["projector"]["derived_from"] == []
+    assert doc["derived_share"] == pytest.approx(comps["vision"]["share"])
+    assert sum(c["share"] for c in doc["components"]) == pytest.approx(1.0)
+    assert doc["claims"]["license"] == "apache-2.0"
+    assert doc["claims"]["claimed_but_not_found"] == ["base", "someorg/not-indexed"]
+    assert doc["claims"]["claimed_not_indexed"] == ["someorg/not-indexed"]
+    assert doc["claims"]["found_but_not_claimed"] == ["vlm-donor"]
+
+
+def test_audit_cli_writes_json_and_html(zoo_fps, repo_root, tmp_path, capsys):
+    ex = repo_root / "examples"
+    db = tmp_path / "ix.sqlite"
+    with Index(db) as ix:
+        ix.add(zoo_fps[ex / "vlm-donor"], name="vlm-donor")
+    assert main(["audit", str(zoo_fps[ex / "vlm-graft"]), "--index", str(db), "--html", str(tmp_path / "a.html"),
+                 "--json", str(tmp_path / "a.json")]) == 0
+    out = capsys.readouterr().out
+    assert "vision" in out and "derived from vlm-donor" in out and "no relative among 1 indexed models" in out
+    page = (tmp_path / "a.html").read_text()
+    assert "default-src 'none'" in page and "http://" not in page and "https://" not in page
+    assert json.loads((tmp_path / "a.json").read_text())["components"]
