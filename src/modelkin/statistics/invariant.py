@@ -23,7 +23,9 @@ import numpy as np
 from ..alignment import VocabMap, logical_shape
 from ..alignment.channels import ChannelGraph, infer_graph
 from ..inventory import Inventory, TensorEntry
+from ..sampling import DEFAULT_SAMPLE, SamplePolicy
 from ..sources import ModelSource
+from ..sources.fingerprint_format import MissingRowsError
 from .channel_test import channel_test
 from .margins import ComponentTest, not_run
 from .shared_basis import BasisPlan, UnitPlan, head_counts, pixel_plan, plan_units, shared_basis_test, token_plan
@@ -83,12 +85,15 @@ def _first(entries: list[TensorEntry], role: str) -> TensorEntry | None:
     return next((e for e in entries if e.role == role and len(e.shape) >= 2), None)
 
 
-def _own_basis(ea: list[TensorEntry], eb: list[TensorEntry], vocab: VocabMap | None) -> tuple[BasisPlan | None, str | None]:
+def _own_basis(ea: list[TensorEntry], eb: list[TensorEntry], vocab: VocabMap | None,
+               sampled: bool) -> tuple[BasisPlan | None, str | None]:
     """The component's own shared basis, or why its embeddings give none (None, None: it has no embedding)."""
     emb_a, emb_b = _first(ea, "embedding"), _first(eb, "embedding")
     if emb_a is not None and emb_b is not None:
-        plan = token_plan(emb_a, emb_b, vocab)
-        return plan, None if plan else "too few token strings shared by the two vocabularies to fingerprint units"
+        plan = token_plan(emb_a, emb_b, vocab, sampled)
+        why = "too few token strings shared by the two vocabularies to fingerprint units" + (
+            " among the rows sampled reads take (compare with full reads)" if sampled else "")
+        return plan, None if plan else why
     pe_a, pe_b = _first(ea, "patch_embed"), _first(eb, "patch_embed")
     if pe_a is not None and pe_b is not None:
         plan = pixel_plan(pe_a, pe_b)
@@ -102,15 +107,19 @@ def _bytes(requests: list) -> int:
 
 
 def component_tests(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: Inventory,
-                    vocab: VocabMap | None, components: list[str], budget: int | None = None) -> dict[str, list[ComponentTest]]:
+                    vocab: VocabMap | None, components: list[str], budget: int | None = None,
+                    sampled: bool = False) -> dict[str, list[ComponentTest]]:
     """Component name -> its invariant test(s) (one per component today).
 
     ``budget``: bytes the tests may read (what ``--max-bytes`` leaves after the read plan); a test whose reads
-    do not fit is not run, and says so.
+    do not fit is not run, and says so. ``sampled``: a sampled compare, where every row read must be decided by
+    one model alone (a fingerprint records what a sampled read of its model reads, and holds just that). Unit
+    rows follow the default sample policy in every mode, so sampled and full reads test the same units.
     """
+    policy_rows = DEFAULT_SAMPLE
     entries = {c: ([e for e in inv_a.tensors if e.component == c], [e for e in inv_b.tensors if e.component == c])
                for c in components}
-    own = {c: _own_basis(*entries[c], vocab) for c in components}
+    own = {c: _own_basis(*entries[c], vocab, sampled) for c in components}
     jobs = {}
     for comp in components:
         ea, eb = entries[comp]
@@ -121,10 +130,10 @@ def component_tests(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, in
             jobs[comp] = _NotRun(not_run("shared-basis", f"{NO_BASIS}: {why_not}"))
         elif basis is not None:
             heads = (head_counts(src_a.config), head_counts(src_b.config)) if basis.kind == "tokens" else (None, None)
-            jobs[comp] = _shared_job(basis, ea, eb, heads if None not in heads else (None, None), True)
+            jobs[comp] = _shared_job(basis, ea, eb, heads if None not in heads else (None, None), True, policy_rows)
         elif comp == "projector" and (vision := own.get("vision", (None, None))[0]) is not None and vision.kind == "pixels":
             # A projector reads the vision tower's stream: its units are fingerprinted through the pixels.
-            jobs[comp] = _shared_job(vision, ea, eb, (None, None), False)
+            jobs[comp] = _shared_job(vision, ea, eb, (None, None), False, policy_rows)
         else:
             jobs[comp] = _channel_job(inv_a, inv_b, comp, ea, eb)
     if budget is not None:
@@ -138,10 +147,19 @@ def component_tests(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, in
     for src, side in ((src_a, 0), (src_b, 1)):
         if src.remote:  # one batch of requests for everything the tests below will read
             src.prefetch_rows([r for job in jobs.values() for r in job.requests()[side]])
-    return {comp: [job.run(src_a, src_b, comp)] for comp, job in jobs.items()}
+    return {comp: [_run(job, src_a, src_b, comp)] for comp, job in jobs.items()}
 
 
-def _shared_job(basis: BasisPlan, ea: list[TensorEntry], eb: list[TensorEntry], heads, residual: bool):
+def _run(job, src_a: ModelSource, src_b: ModelSource, comp: str) -> ComponentTest:
+    try:
+        return job.run(src_a, src_b, comp)
+    except MissingRowsError:  # a fingerprint made without these rows
+        return not_run(getattr(job, "name", "shared-basis"),
+                       "not run: a fingerprint does not hold the rows this test reads (remake it with this version)")
+
+
+def _shared_job(basis: BasisPlan, ea: list[TensorEntry], eb: list[TensorEntry], heads, residual: bool,
+                policy: SamplePolicy):
     """The shared-basis test, unless its basis costs more than allowed; heads only where they fit too."""
     cap = [max(EXTRA_FLOOR_BYTES, EXTRA_FRACTION * sum(e.info.n_bytes for e in es)) for es in (ea, eb)]
     extra = [_bytes(r) for r in basis.requests()]
@@ -150,10 +168,10 @@ def _shared_job(basis: BasisPlan, ea: list[TensorEntry], eb: list[TensorEntry], 
         return _NotRun(not_run("shared-basis", (
             f"{NO_BASIS} within the read budget: its basis ({what}, {max(extra):,} bytes) would cost more than "
             f"{EXTRA_FRACTION:.0%} of the component")))
-    units = [plan_units(es, h) for es, h in zip((ea, eb), heads)]
+    units = [plan_units(es, h, policy) for es, h in zip((ea, eb), heads)]
     if any(extra[i] + _bytes([r for h in units[i].heads for r in ((h.q.info, h.q_rows), (h.k.info, h.k_rows))]) > cap[i]
            for i in (0, 1)):
-        units = [plan_units(es) for es in (ea, eb)]  # attention heads are read whole: dropped when over budget
+        units = [plan_units(es, None, policy) for es in (ea, eb)]  # heads are read whole: dropped when over budget
     return _SharedJob(basis, units[0], units[1], residual)
 
 

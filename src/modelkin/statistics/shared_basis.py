@@ -30,7 +30,7 @@ import numpy as np
 from ..alignment import VocabMap, logical_shape
 from ..alignment.reads import sample_key
 from ..inventory import TensorEntry
-from ..sampling import sample_indices, sample_rows
+from ..sampling import DEFAULT_SAMPLE, SamplePolicy, sample_indices, sample_rows
 from ..sources import ModelSource, TensorInfo
 from .margins import ComponentTest, Margins, from_margins, not_run, sibling_margins, split_features
 
@@ -88,23 +88,38 @@ class BasisPlan:
         return Basis(self.kind, xa - xa.mean(axis=0, keepdims=True), xb - xb.mean(axis=0, keepdims=True))
 
 
-def token_plan(emb_a: TensorEntry, emb_b: TensorEntry, vocab: VocabMap | None) -> BasisPlan | None:
-    """Shared token strings, embedded by each model's own embedding rows (None: too few shared tokens)."""
+def _blocks(n: int) -> np.ndarray:
+    """Key-seeded blocks of ``TOKEN_BLOCK`` consecutive positions out of n, about ``MAX_INPUTS`` in all: a
+    remote read is then a few short ranges, not hundreds of scattered rows (which a coalescing reader would
+    turn into the whole embedding)."""
+    n_blocks = -(-n // TOKEN_BLOCK)
+    chosen = sample_indices(n_blocks, -(-MAX_INPUTS // TOKEN_BLOCK), np.random.default_rng(zlib.crc32(b"shared-tokens")))
+    return np.concatenate([np.arange(b * TOKEN_BLOCK, min(n, (b + 1) * TOKEN_BLOCK)) for b in chosen])
+
+
+def token_plan(emb_a: TensorEntry, emb_b: TensorEntry, vocab: VocabMap | None, sampled: bool = False) -> BasisPlan | None:
+    """Shared token strings, embedded by each model's own embedding rows (None: too few shared tokens).
+
+    Full reads take blocks of the shared tokens (in A's id order): every input is shared. Sampled reads (and
+    fingerprints, which hold what a sampled read of one model reads) take blocks of each model's *own* ids,
+    decided by that model alone, and keep the shared tokens inside both: for one vocabulary that is the same
+    set, for two vocabularies fewer inputs. Either way the rows depend on nothing but the models.
+    """
     if len(emb_a.shape) != 2 or len(emb_b.shape) != 2 or emb_a.transposed or emb_b.transposed:
         return None
     if vocab is not None:
         rows_a, rows_b = vocab.for_rows(emb_a.shape[0], emb_b.shape[0])
     else:
         rows_a = rows_b = np.arange(min(emb_a.shape[0], emb_b.shape[0]))
+    if sampled:
+        keep = np.isin(rows_a, _blocks(emb_a.shape[0])) & np.isin(rows_b, _blocks(emb_b.shape[0]))
+        rows_a, rows_b = rows_a[keep], rows_b[keep]
+    else:
+        pick = _blocks(rows_a.size)
+        rows_a, rows_b = rows_a[pick], rows_b[pick]
     if rows_a.size < MIN_SHARED_INPUTS:
         return None
-    # Blocks of consecutive shared tokens (in A's id order): a remote read is then a few short ranges, not
-    # hundreds of scattered rows (which a coalescing reader would turn into the whole embedding).
-    n_blocks = -(-rows_a.size // TOKEN_BLOCK)
-    rng = np.random.default_rng(zlib.crc32(b"shared-tokens"))
-    blocks = sample_indices(n_blocks, -(-MAX_INPUTS // TOKEN_BLOCK), rng)
-    pick = np.concatenate([np.arange(b * TOKEN_BLOCK, min(rows_a.size, (b + 1) * TOKEN_BLOCK)) for b in blocks])
-    return BasisPlan("tokens", emb_a, emb_b, rows_a[pick], rows_b[pick])
+    return BasisPlan("tokens", emb_a, emb_b, rows_a, rows_b)
 
 
 def pixel_plan(pe_a: TensorEntry, pe_b: TensorEntry) -> BasisPlan | None:
@@ -155,17 +170,18 @@ class UnitPlan:
         return out
 
 
-def _unit_rows(e: TensorEntry, n_out: int, per: int) -> np.ndarray:
+def _unit_rows(e: TensorEntry, n_out: int, per: int, policy: SamplePolicy) -> np.ndarray:
     """The units read: the key-seeded row blocks the sampled read mode fetches anyway (see ``sampling``), or,
-    for tensors it reads whole, a key-seeded sample of ``per`` rows. The same rows for A and for B."""
+    for tensors it reads whole, a key-seeded sample of ``per`` rows. Decided by the tensor alone."""
     if not e.transposed:
-        rows = sample_rows(sample_key(e), n_out, e.info.n_bytes)
+        rows = sample_rows(sample_key(e), n_out, e.info.n_bytes, policy)
         if rows is not None:
             return rows
     return sample_indices(n_out, per, np.random.default_rng(zlib.crc32(sample_key(e).encode())))
 
 
-def plan_units(entries: list[TensorEntry], heads: tuple[int, int] | None = None) -> UnitPlan:
+def plan_units(entries: list[TensorEntry], heads: tuple[int, int] | None = None,
+               policy: SamplePolicy = DEFAULT_SAMPLE) -> UnitPlan:
     """Rows of every matrix reading the stream (sampled to about ``MAX_POOL`` units per type), and of heads."""
     by_type: dict[str, dict[tuple, list[TensorEntry]]] = defaultdict(dict)
     for e in entries:
@@ -182,7 +198,8 @@ def plan_units(entries: list[TensorEntry], heads: tuple[int, int] | None = None)
             n_out = logical_shape(members[0])[0]
             if any(logical_shape(m)[0] != n_out for m in members):
                 members = members[:1]
-            groups.append(_Group(kind, -1 if key[0] is None else key[0], tuple(members), _unit_rows(members[0], n_out, per)))
+            rows = _unit_rows(members[0], n_out, per, policy)
+            groups.append(_Group(kind, -1 if key[0] is None else key[0], tuple(members), rows))
             totals[kind] = totals.get(kind, 0) + n_out
     head_plan = _plan_heads(entries, heads) if heads is not None else ()
     if head_plan:
