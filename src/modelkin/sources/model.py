@@ -79,6 +79,12 @@ class ModelSource:
         stored, s = self._contiguous(info, start, count)
         return self.file_of(stored).stream_elements(stored, s, count, scratch)
 
+    def stream_stored(self, info: TensorInfo, start: int, count: int, piece_elems: int) -> Iterator[np.ndarray]:
+        """Elements [start, start+count) in their storage dtype, ``piece_elems`` per piece, each valid until
+        the next (plain element dtypes only): for passes that decode as they compute."""
+        stored, s = self._contiguous(info, start, count)
+        return self.file_of(stored).stream_stored(stored, s, count, piece_elems)
+
     def _row_spans(self, info: TensorInfo, rows: np.ndarray) -> list[tuple[int, int, int]]:
         """(first position in ``rows``, number of rows, start element in the stored tensor) per read:
         consecutive rows are read in one request (a remote block is one request)."""
