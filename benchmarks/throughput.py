@@ -386,7 +386,10 @@ def kernel_name() -> str:
     try:
         from modelkin.metrics import streaming
 
-        return "numba when installed, for passes over >= %d MiB (A+B); here: %s" % (streaming.NUMBA_MIN_BYTES >> 20, streaming.kernel_name("numba"))
+        t0 = time.perf_counter()
+        name = streaming.kernel_name("numba")
+        return "numpy (reference) and, when installed, numba (compare picks it for passes >= %d MiB, A+B); here: %s, loaded in %.2f s" % (
+            streaming.NUMBA_MIN_BYTES >> 20, name, time.perf_counter() - t0)
     except Exception as e:  # noqa: BLE001
         return f"? ({type(e).__name__})"
 
@@ -402,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs after the warm-up; the best is reported")
     ap.add_argument("--hidden", type=int, default=2048, help="hidden width (5632 = 11/4 of it for the MLP); smaller for quick checks")
     ap.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated subset of F32,BF16,F16")
-    ap.add_argument("--methods", default="baseline,modelkin,modelkin-1t,modelkin-numpy,modelkin-numpy-1t,load-all,compare,cold", help="comma-separated subset")
+    ap.add_argument("--methods", default="baseline,modelkin-numba,modelkin-numba-1t,modelkin-numpy,modelkin-numpy-1t,load-all,compare,cold", help="comma-separated subset")
     ap.add_argument("--no-rss", action="store_true", help="skip the child processes that measure peak RSS")
     ap.add_argument("--rss-sizes", default="", help="also measure the CLI's peak RSS on BF16 pairs of these sizes in GB (e.g. 0.25,2)")
     ap.add_argument("--child", choices=sorted(CHILD_METHODS), help=argparse.SUPPRESS)
@@ -418,7 +421,10 @@ def main(argv: list[str] | None = None) -> int:
     digest_dir = Path(tempfile.mkdtemp(prefix="modelkin-bench-digests-"))
     os.environ["MODELKIN_CACHE"] = str(digest_dir)  # compare's digest cache: emptied before each "first"
     print(f"modelkin throughput benchmark: {args.size_gb:g} GB per model, modelkin threads {args.threads}, {os.cpu_count()} cores, python {sys.version.split()[0]}, numpy {np.__version__}")
-    print(f"BLAS: {'; '.join(blas)}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}; modelkin kernel: {kernel_name()}")
+    kernel_note = kernel_name()
+    have_numba = "numba" in kernel_note.split(": ")[-1].split(" (")[0]
+    print(f"BLAS: {'; '.join(blas)}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}")
+    print(f"modelkin kernels: {kernel_note}")
     print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (other processes skew timings: compare rows of one run only)")
     rows: list[tuple] = []  # (dtype, method, seconds, note)
     totals: dict[str, int] = {}
@@ -437,14 +443,15 @@ def main(argv: list[str] | None = None) -> int:
             row("baseline", timed(run_baseline, a_dir, b_dir, repeats=args.repeats), "1 thread, np.dot per 256 Ki chunk")
         if any(m.startswith("modelkin") for m in methods) or "cold" in methods:
             mp = MetricPass(a_dir, b_dir)
-            if "modelkin" in methods:
-                row("modelkin", timed(mp, args.threads, repeats=args.repeats), f"metric pass, {args.threads} threads, {mp.kernel()}")
-            if "modelkin-1t" in methods:
-                row("modelkin-1t", timed(mp, 1, repeats=args.repeats), f"metric pass, 1 thread, {mp.kernel()}")
-            if "modelkin-numpy" in methods:
-                row("modelkin-numpy", timed(mp, args.threads, "numpy", repeats=args.repeats), f"metric pass, {args.threads} threads, numpy kernel (the reference)")
-            if "modelkin-numpy-1t" in methods:
-                row("modelkin-numpy-1t", timed(mp, 1, "numpy", repeats=args.repeats), "metric pass, 1 thread, numpy kernel (the reference)")
+            for kernel in ("numba", "numpy"):
+                for threads in (args.threads, 1):
+                    method = f"modelkin-{kernel}" + ("-1t" if threads == 1 else "")
+                    if method not in methods:
+                        continue
+                    if kernel == "numba" and not have_numba:
+                        print(f"  {dtype} {method}: skipped ({kernel_note})", flush=True)
+                        continue
+                    row(method.replace("-", " "), timed(mp, threads, kernel, repeats=args.repeats), f"metric pass, {threads} thread{'s' if threads > 1 else ''}")
         if "load-all" in methods:
             row("load-all", timed(run_load_all, a_dir, b_dir, args.threads, repeats=1), f"{args.threads} threads")
         if "compare" in methods:
@@ -459,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
             row("compare repeat", timed(run_compare, a_dir, b_dir, args.threads, repeats=args.repeats, warm=False), "digests cached")
             row("sha256", timed(sha256_both, a_dir, b_dir, repeats=1, warm=False), "both files, 1 thread (reference)")
         if "cold" in methods:
-            for name, fn in (("cold baseline", lambda: run_baseline(a_dir, b_dir)), ("cold modelkin", lambda: mp(args.threads))):
+            cold_kernel = "numba" if have_numba else "numpy"
+            for name, fn in (("cold baseline", lambda: run_baseline(a_dir, b_dir)), (f"cold modelkin {cold_kernel}", lambda: mp(args.threads, cold_kernel))):
                 drop_from_cache(fa, fb)
                 frac = cached_fraction(fa)
                 t0 = time.perf_counter()
@@ -477,18 +485,19 @@ def main(argv: list[str] | None = None) -> int:
         rss_rows.append(("BF16", size, rss, wall, problem))
 
     print()
-    base = {r[0]: totals[r[0]] / r[2] / 1e9 for r in rows if r[1] == "baseline"}
-    head = f"{'dtype':<6}{'method':<19}{'time s':>8}{'GB/s':>8}{'vs base':>9}        notes"
+    base = {(r[0], r[1].startswith("cold")): totals[r[0]] / r[2] / 1e9 for r in rows if r[1] in ("baseline", "cold baseline")}
+    head = f"{'dtype':<6}{'method':<21}{'time s':>8}{'GB/s':>8}{'vs base':>9}        notes"
     print(head)
     print("-" * (len(head) + 30))
     for dtype, method, secs, note in rows:
         gbs = totals[dtype] / secs / 1e9
-        ratio = gbs / base[dtype] if dtype in base else None
+        key = (dtype, method.startswith("cold"))  # cold rows against the cold baseline
+        ratio = gbs / base[key] if key in base and not method.startswith(("compare", "sha256")) else None
         flag = ""
-        if method.startswith("modelkin") and ratio is not None:
+        if method.startswith(("modelkin", "cold modelkin")) and ratio is not None:
             flag = "PASS" if ratio >= RATIO_TARGET else "FAIL"
         ratio_s = f"{ratio:9.2f}" if ratio is not None else f"{'-':>9}"
-        print(f"{dtype:<6}{method:<19}{secs:8.3f}{gbs:8.2f}{ratio_s} {flag:<6} {note}")
+        print(f"{dtype:<6}{method:<21}{secs:8.3f}{gbs:8.2f}{ratio_s} {flag:<6} {note}")
     if rss_rows:
         print()
         print(f"peak RSS of `python -m modelkin compare A B --threads {args.threads}` (child; /usr/bin/time -v or getrusage)")

@@ -13,7 +13,8 @@ Two kernels compute the same sums:
 * ``numba`` (optional, ``pip install modelkin[fast]``): one compiled loop per stored dtype reads each
   stored byte once, decodes it inline (F32, BF16, F16, F64) and keeps the sums in float64 registers; it
   runs at memory speed. It is used when numba is installed, the pass is large enough to repay its
-  start-up (``NUMBA_MIN_BYTES``; loading the cached kernels costs ~0.3 s once per process) and it agrees
+  start-up (``NUMBA_MIN_BYTES``: importing numba and loading the cached kernels costs ~0.5 s once per
+  process, several seconds on a busy machine, and a first compile ~5 s once per machine) and it agrees
   with the numpy reference on a self-check. ``MODELKIN_KERNEL=numpy|numba|auto`` overrides the choice.
 
 Both sum float32 products exactly (a product of two float32 values is exact in float64) and differ only
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ..alignment import TensorPair, logical_shape
 from ..sources import ModelSource
@@ -44,10 +46,10 @@ log = logging.getLogger(__name__)
 
 CHUNK_ELEMS = STREAM_PIECE_ELEMS  # decoded pieces (dtypes no kernel reads as stored) and identity checks
 RAW_PIECE_BYTES = 8 << 20  # stored bytes per piece and side: mapping and releasing a piece costs ~nothing
-SUB_ELEMS = 1 << 15  # numpy kernel: float64 blocks of 256 KiB per side stay in L2
+SUB_ELEMS = 1 << 16  # numpy kernel: float64 blocks of 512 KiB per side stay in L2 (L3 at worst)
 RANGE_ELEMS = 1 << 23  # a unit of parallel work
 TILE = 512  # tile edge for pairs read by blocks (one side transposed, or a strided view)
-NUMBA_MIN_BYTES = 1 << 30  # passes over fewer bytes (A+B) than this use numpy: numba's start-up would not pay
+NUMBA_MIN_BYTES = 2 << 30  # passes over fewer bytes (A+B) use numpy: loading numba (~0.5 s) would not pay
 KERNEL_ENV = "MODELKIN_KERNEL"
 KERNELS = ("auto", "numpy", "numba")
 RAW_CODES = {"F32": np.uint32, "BF16": np.uint16, "F16": np.uint16, "F64": np.uint64}  # read as stored
@@ -190,11 +192,12 @@ def load_numba() -> NumbaKernel | None:
 
                 kernel = NumbaKernel(_numba)
                 ref = NumpyKernel()
-                for code, a, b in _self_check_cases(np.random.default_rng(0)):
-                    if not _agree(kernel.raw(code, a, b), ref.raw(code, a, b)):
-                        raise ArithmeticError(f"numba kernel disagrees with numpy on {code}")
-                    if code in ("F32", "F64") and not _agree(kernel.decoded(a, b), ref.decoded(a, b)):
-                        raise ArithmeticError(f"numba kernel disagrees with numpy on decoded {code}")
+                with threadpool_limits(limits=1, user_api="blas"):
+                    for code, a, b in _self_check_cases(np.random.default_rng(0)):
+                        if not _agree(kernel.raw(code, a, b), ref.raw(code, a, b)):
+                            raise ArithmeticError(f"numba kernel disagrees with numpy on {code}")
+                        if code in ("F32", "F64") and not _agree(kernel.decoded(a, b), ref.decoded(a, b)):
+                            raise ArithmeticError(f"numba kernel disagrees with numpy on decoded {code}")
                 _numba_state["kernel"] = kernel
             except ImportError:
                 _numba_state["why"] = "numba is not installed"
@@ -406,17 +409,19 @@ def stream_metrics(
     sums = [Moments() for _ in pairs]
     # Largest units first so the pool does not end waiting on one big tensor.
     units.sort(key=lambda u: -(pairs[u[0]].numel if u[2] < 0 or pairs[u[0]].rows is not None else u[2]))
-    if threads <= 1:
-        results = map(work, units)
-    else:
-        pool = ThreadPoolExecutor(max_workers=threads)
-        results = pool.map(work, units)
-    try:
-        for i, m in results:
-            sums[i] = sums[i] + m
-    finally:
-        if threads > 1:
-            pool.shutdown(wait=True, cancel_futures=True)
+    # The pass parallelises over units itself: BLAS threads on top (the numpy kernel's ddot) only contend.
+    with threadpool_limits(limits=1, user_api="blas"):
+        if threads <= 1:
+            results = map(work, units)
+        else:
+            pool = ThreadPoolExecutor(max_workers=threads)
+            results = pool.map(work, units)
+        try:
+            for i, m in results:
+                sums[i] = sums[i] + m
+        finally:
+            if threads > 1:
+                pool.shutdown(wait=True, cancel_futures=True)
     return [TensorMetrics.from_moments(m, _identical(src_a, src_b, p, m)) for p, m in zip(pairs, sums)]
 
 
