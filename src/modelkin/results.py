@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 
 from .sources.digests import FileDigest
 
@@ -24,6 +25,7 @@ class ModelRef:
     n_bytes: int
     files: dict[str, FileDigest | None]  # weights file -> identity (None when hashing was switched off)
     revision: str | None = None  # commit SHA the files were read at (remote sources)
+    parameters: dict[str, int] | None = None  # component -> parameters (all tensors of the model, compared or not)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,13 @@ class TensorResult:
     std_a: float
     mean_b: float
     std_b: float
+    # Sampled reads: rows of A read (of its rows), 95 % jackknife intervals of the estimates, and whether
+    # ``identical`` speaks of every byte ("full") or of the sampled rows only ("sampled").
+    sampled_rows: list[int] | None = None  # [rows read, rows of A]
+    pearson_ci: list[float] | None = None
+    cosine_ci: list[float] | None = None
+    rel_l2_ci: list[float] | None = None
+    identity_basis: str = "full"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +92,20 @@ class ComponentResult:
     layer_map: dict  # method, pairs [[layer of A, layer of B]], dropped_a, unmatched_b, duplicated_a, reordered
 
 
+@dataclass(frozen=True, slots=True)
+class ReadSummary:
+    """What the comparison read: mode, bytes planned and fetched, and what a byte cap left out."""
+
+    mode: str  # "full" or "sampled"
+    planned_bytes: int  # tensor bytes of A and B the compared pairs read
+    full_bytes: int  # tensor bytes of A and B those pairs hold
+    remote_bytes_fetched: int  # bytes fetched over HTTP (0 for local models); cache hits not counted
+    remote_bytes_cached: int  # bytes served from the on-disk range cache
+    remote_requests: int
+    max_bytes: int | None
+    left_out: list[str]  # tensors of A left out by the byte cap
+
+
 @dataclass(frozen=True)
 class ComparisonResult:
     modelkin_version: str
@@ -97,6 +120,10 @@ class ComparisonResult:
     seconds: float
     notes: list[str] = field(default_factory=list)
     vocabulary: dict | None = None  # source, n_a, n_b, n_shared, remapped
+    reads: ReadSummary | None = None
+    min_effect: float | None = None  # weakest matched-unit cosine "independent" must rule out
+    created: str = field(default_factory=lambda: _now())  # when the comparison finished (UTC, ISO 8601)
+    command: list[str] | None = None  # the command line, when run from the CLI
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -104,6 +131,10 @@ class ComparisonResult:
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _finite(x):

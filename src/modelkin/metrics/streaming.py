@@ -285,12 +285,12 @@ def _range_moments(src_a: ModelSource, src_b: ModelSource, pair: TensorPair, sta
     file through its memory map, each piece released once summed)."""
     ia, ib = pair.a.info, pair.b.info
     code = ia.dtype.code
-    raw = code == ib.dtype.code and code in RAW_CODES
+    raw = code == ib.dtype.code and code in RAW_CODES and not ia.sampled and not ib.sampled
     if raw:  # one read of the stored bytes, decoded by the kernel itself
         piece = RAW_PIECE_BYTES // ia.dtype.storage.itemsize
         pieces = zip(src_a.stream_stored(ia, start, count, piece), src_b.stream_stored(ib, start, count, piece))
         step = lambda a, b: kernel.raw(code, a, b)  # noqa: E731
-    else:  # different dtypes, or dtypes only their format decodes: decoded pieces of the format's size
+    else:  # different dtypes, dtypes only their format decodes, or samples: decoded pieces
         size = min(count, STREAM_PIECE_ELEMS)
         scratch_a, scratch_b = np.empty(size, np.uint32), np.empty(size, np.uint32)
         pieces = zip(src_a.stream(ia, start, count, scratch_a), src_b.stream(ib, start, count, scratch_b))
@@ -348,6 +348,9 @@ def same_bytes(src_a: ModelSource, ia, src_b: ModelSource, ib) -> bool:
     """Whether two stored tensors hold the same bytes (same dtype and shape), compared piece by piece."""
     if ia.dtype.code != ib.dtype.code or ia.shape != ib.shape or ia.strided or ib.strided:
         return False
+    if ia.sampled or ib.sampled:  # samples: the sampled rows' values, bit for bit (decoding is exact)
+        rows = np.arange(ia.shape[0])
+        return src_a.read_rows(ia, rows).tobytes() == src_b.read_rows(ib, rows).tobytes()
     if ia.dtype.is_block or ia.dtype.packed:
         for s in range(0, ia.numel, CHUNK_ELEMS):
             c = min(CHUNK_ELEMS, ia.numel - s)

@@ -31,9 +31,16 @@ def _safetensors(transport: Transport) -> WeightFile:
     return SafetensorsFile(transport)
 
 
+def _gguf(transport: Transport) -> WeightFile:
+    from .gguf_format import GGUFFile
+
+    return GGUFFile(transport)
+
+
 # In order of preference when a folder holds several formats (the first that has files wins).
 FORMATS: tuple[Format, ...] = (
     Format("safetensors", (".safetensors",), ".safetensors.index.json", ("model.safetensors",), _safetensors),
+    Format("gguf", (".gguf",), None, (), _gguf),
 )
 
 

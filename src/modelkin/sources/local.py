@@ -58,10 +58,19 @@ def _open_folder(path: Path, location: str, fmt: Format) -> ModelSource | None:
 
 
 def read_weight_map(index_path: Path) -> dict[str, str]:
-    """The ``weight_map`` of a shard index (tensor name -> shard file name), validated."""
+    """The ``weight_map`` of a local shard index, validated."""
     try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        text = index_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ShardIndexError(f"cannot read shard index: {e}", index_path) from None
+    return parse_weight_map(text, index_path)
+
+
+def parse_weight_map(text: str, index_path) -> dict[str, str]:
+    """The ``weight_map`` of a shard index's text (tensor name -> shard file name), validated."""
+    try:
+        index = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
         raise ShardIndexError(f"cannot read shard index: {e}", index_path) from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):

@@ -55,6 +55,8 @@ class ModelSource:
         """(stored tensor, start element there) of a contiguous element range of ``info``."""
         if count < 0 or start < 0 or start + count > info.numel:
             raise IndexError(f"{info.name}: elements [{start}, {start + count}) out of range {info.numel}")
+        if info.sampled:
+            raise ValueError(f"{info.name}: a sample is read by rows, not as one range")
         if info.strided:
             raise ValueError(f"{info.name}: a window of columns is read by rows, not as one range")
         if info.base is None:
@@ -70,12 +72,19 @@ class ModelSource:
     def read(self, info: TensorInfo, start: int = 0, count: int | None = None) -> np.ndarray:
         """Elements [start, start+count) decoded to float."""
         count = info.numel - start if count is None else count
+        if info.sampled:
+            return self._read_sample(info, start, count)
         stored, s = self._contiguous(info, start, count)
         return self.file_of(stored).read_elements(stored, s, count)
 
     def stream(self, info: TensorInfo, start: int, count: int, scratch: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """Decoded consecutive pieces of elements [start, start+count), each valid until the next; the
         fastest way through a long range (a local file is mapped and released piece by piece)."""
+        if info.sampled:
+            from .weightfile import STREAM_PIECE_ELEMS
+
+            flat = self._read_sample(info, start, count)
+            return (flat[p : p + STREAM_PIECE_ELEMS] for p in range(0, count, STREAM_PIECE_ELEMS))
         stored, s = self._contiguous(info, start, count)
         return self.file_of(stored).stream_elements(stored, s, count, scratch)
 
@@ -85,6 +94,16 @@ class ModelSource:
         stored, s = self._contiguous(info, start, count)
         return self.file_of(stored).stream_stored(stored, s, count, piece_elems)
 
+    def _read_sample(self, info: TensorInfo, start: int, count: int) -> np.ndarray:
+        if count < 0 or start < 0 or start + count > info.numel:
+            raise IndexError(f"{info.name}: elements [{start}, {start + count}) out of range {info.numel}")
+        row_len = self._row_len(info)
+        if count == 0 or row_len == 0:
+            return np.empty(0, np.float32)
+        r0, r1 = start // row_len, (start + count - 1) // row_len + 1
+        rows = self.read_rows(info, np.arange(r0, r1)).reshape(-1)
+        return rows[start - r0 * row_len : start - r0 * row_len + count]
+
     def _row_spans(self, info: TensorInfo, rows: np.ndarray) -> list[tuple[int, int, int]]:
         """(first position in ``rows``, number of rows, start element in the stored tensor) per read:
         consecutive rows are read in one request (a remote block is one request)."""
@@ -93,6 +112,10 @@ class ModelSource:
             raise IndexError(f"{info.name}: rows out of range {info.shape[0]}")
         stored = info.stored
         stored_len = self._row_len(stored)
+        if info.gather is not None:
+            rows = np.asarray(info.gather, dtype=np.int64)[rows]
+        else:
+            rows = rows + info.row0
         spans = []
         i = 0
         while i < len(rows):
@@ -100,7 +123,7 @@ class ModelSource:
             if not info.strided:
                 while j < len(rows) and rows[j] == rows[j - 1] + 1:
                     j += 1
-            first = int(rows[i]) + info.row0
+            first = int(rows[i])
             spans.append((i, j - i, first * stored_len + info.col0))
             i = j
         return spans
@@ -127,7 +150,11 @@ class ModelSource:
             for _, n, start in self._row_spans(info, rows):
                 by_file.setdefault(info.stored.file, []).append((info.stored, start, n * row_len))
         for name, spans in by_file.items():
-            self._by_name[name].prefetch(spans)
+            f = self._by_name[name]
+            stats = getattr(f.transport, "stats", None)
+            if stats is not None:
+                stats.planned += sum(i.dtype.n_bytes(c) or 0 for i, _, c in spans)
+            f.prefetch(spans)
 
     def iter_chunks(self, info: TensorInfo, chunk_elems: int) -> Iterator[tuple[int, np.ndarray]]:
         """(start, decoded chunk) pairs covering the tensor in order."""

@@ -4,8 +4,10 @@ Where its bytes come from is the business of the file's format and transport (``
 ``transport``); later stages see only this record and ask ``ModelSource`` for rows, columns or blocks.
 
 A *view* is a 2-D window of a stored 2-D tensor (its ``base``): rows ``row0``… and columns ``col0``…,
-as when one part (q, k, v; gate, up) is cut out of a fused matrix. ``rows(r0, r1)`` and
-``columns(c0, c1)`` make views; reads of a view are turned into reads of its base by ``ModelSource``.
+as when one part (q, k, v; gate, up) is cut out of a fused matrix; or a *sample*: selected rows of a
+stored tensor (``gather``), as the sampled read mode hands to the tests. ``rows(r0, r1)``,
+``columns(c0, c1)`` and ``gathered(rows)`` make views; reads of a view are turned into reads of its base
+by ``ModelSource``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class TensorInfo:
     base: "TensorInfo | None" = None  # set on views: the stored tensor this is a window of
     row0: int = 0
     col0: int = 0
+    gather: tuple[int, ...] | None = None  # a sample: these rows of the base, in this order
     numel: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -51,6 +54,24 @@ class TensorInfo:
         if not 0 <= r0 <= r1 <= self.shape[0]:
             raise IndexError(f"{self.name}: rows [{r0}, {r1}) out of range {self.shape[0]}")
         return self.stored._window(self.row0 + r0, self.col0, (r1 - r0,) + self.shape[1:], name)
+
+    @property
+    def sampled(self) -> bool:
+        return self.gather is not None
+
+    def gathered(self, rows) -> "TensorInfo":
+        """These rows (first axis) as a tensor of their own: a sample of the stored tensor."""
+        if self.strided or self.gather is not None:
+            raise ValueError(f"{self.name}: a window of columns or a sample cannot be sampled again")
+        base = self.stored
+        absolute = tuple(int(r) + self.row0 for r in rows)
+        if absolute and (min(absolute) < self.row0 or max(absolute) >= self.row0 + self.shape[0]):
+            raise IndexError(f"{self.name}: sampled rows out of range {self.shape[0]}")
+        shape = (len(absolute),) + self.shape[1:]
+        numel = len(absolute) * (self.numel // self.shape[0] if self.shape[0] else 0)
+        n_bytes = self.dtype.n_bytes(numel)
+        return TensorInfo(self.name, self.dtype, shape, self.file, self.data_offset,
+                          n_bytes if n_bytes is not None else 0, base=base, gather=absolute)
 
     def columns(self, c0: int, c1: int, name: str | None = None) -> "TensorInfo":
         """Columns c0:c1 of a 2-D tensor as a tensor of their own (read row by row)."""

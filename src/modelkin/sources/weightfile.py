@@ -48,6 +48,10 @@ class WeightFile:
         """Token string -> id from a tokenizer stored inside the file, used when no tokenizer file is."""
         return None
 
+    def metadata_used(self) -> dict[str, object]:
+        """The file's own metadata entries that ``embedded_config``/``embedded_vocab`` were read from."""
+        return {}
+
     def _fail(self, message: str) -> FormatError:
         return FormatError(message, self.name)
 
