@@ -285,7 +285,7 @@ def _range_moments(src_a: ModelSource, src_b: ModelSource, pair: TensorPair, sta
     file through its memory map, each piece released once summed)."""
     ia, ib = pair.a.info, pair.b.info
     code = ia.dtype.code
-    raw = code == ib.dtype.code and code in RAW_CODES and not ia.sampled and not ib.sampled
+    raw = code == ib.dtype.code and code in RAW_CODES and src_a.stores_plainly(ia) and src_b.stores_plainly(ib)
     if raw:  # one read of the stored bytes, decoded by the kernel itself
         piece = RAW_PIECE_BYTES // ia.dtype.storage.itemsize
         pieces = zip(src_a.stream_stored(ia, start, count, piece), src_b.stream_stored(ib, start, count, piece))
