@@ -441,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if "baseline" in methods:
             row("baseline", timed(run_baseline, a_dir, b_dir, repeats=args.repeats), "1 thread, np.dot per 256 Ki chunk")
-        if any(m.startswith("modelkin") for m in methods) or "cold" in methods:
+        mp = None
+        if any(m.startswith("modelkin") for m in methods) or "cold" in methods or "compare" in methods:
             mp = MetricPass(a_dir, b_dir)
             for kernel in ("numba", "numpy"):
                 for threads in (args.threads, 1):
@@ -462,8 +463,9 @@ def main(argv: list[str] | None = None) -> int:
                 f.unlink()
             t0 = time.perf_counter()
             result = run_compare(a_dir, b_dir, args.threads)  # ... so this one hashes both files
-            row("compare first", time.perf_counter() - t0, f"digests hashed; verdict {result.verdict}")
-            row("compare repeat", timed(run_compare, a_dir, b_dir, args.threads, repeats=args.repeats, warm=False), "digests cached")
+            picks = f"metric pass: {mp.kernel('auto')}" if mp is not None else ""
+            row("compare first", time.perf_counter() - t0, f"digests hashed; {picks}; verdict {result.verdict}")
+            row("compare repeat", timed(run_compare, a_dir, b_dir, args.threads, repeats=args.repeats, warm=False), f"digests cached; {picks}")
             row("sha256", timed(sha256_both, a_dir, b_dir, repeats=1, warm=False), "both files, 1 thread (reference)")
         if "cold" in methods:
             cold_kernel = "numba" if have_numba else "numpy"
@@ -473,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 fn()
                 row(name, time.perf_counter() - t0, f"after posix_fadvise(DONTNEED); cached before: {frac if frac is None else f'{frac:.0%}'}")
-        if any(m.startswith("modelkin") for m in methods) or "cold" in methods:
+        if mp is not None:
             mp.close()
         if not args.no_rss:
             rss, wall, problem = child_peak(cli_cmd(a_dir, b_dir, args.threads))
