@@ -75,6 +75,11 @@ class Moments:
             self.sum_bb + o.sum_bb, self.sum_ab + o.sum_ab, self.sum_dd + o.sum_dd, same,
         )
 
+    @property
+    def derived_dd(self) -> float:
+        """‖a−b‖² from the other sums (cancels when a ≈ b): only for moments summed without Σ(a−b)²."""
+        return self.sum_aa + self.sum_bb - 2.0 * self.sum_ab
+
     @classmethod
     def from_sums(cls, n: int, s: Sums, bits_compared: bool) -> "Moments":
         return cls(n, *s[:6], (s[6] == 0) if bits_compared else None)
@@ -260,7 +265,7 @@ class TensorMetrics:
     @classmethod
     def from_moments(cls, m: Moments, identical: bool) -> "TensorMetrics":
         n = max(m.n, 1)
-        dd = m.sum_dd
+        dd = m.derived_dd if math.isnan(m.sum_dd) else m.sum_dd  # NaN: a caller that did not sum Σ(a−b)²
         finite = all(math.isfinite(x) for x in (m.sum_aa, m.sum_bb, m.sum_ab, dd))
         mean_a, mean_b = m.sum_a / n, m.sum_b / n
         var_a = max(m.sum_aa / n - mean_a**2, 0.0)
