@@ -65,8 +65,6 @@ class LocalFile:
                 self._fd = os.open(self.path, os.O_RDONLY)
             except OSError as e:
                 raise FormatError(f"cannot open: {e.strerror or e}", self.path) from None
-            if hasattr(os, "posix_fadvise"):  # mostly long sequential passes: a wider read-ahead from disk
-                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         return self._fd
 
     def read_into(self, offset: int, out: np.ndarray) -> None:
