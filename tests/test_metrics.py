@@ -209,3 +209,29 @@ def test_kernel_choice(monkeypatch):
     assert streaming.choose_kernel("auto", 1 << 40) == "numpy"
     with pytest.raises(ValueError, match="unknown metric kernel"):
         streaming.choose_kernel("fortran", 1)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_a_format_that_transforms_values_is_read_through_its_own_reads(tmp_path, kernel):
+    """The pass reads stored bits itself only for tensors their format stores plainly: a format that
+    overrides its element reads (GGUF undoes permutations and offsets) is decoded by those reads."""
+    from modelkin.sources import ModelSource, SafetensorsFile
+    from modelkin.sources.transport import LocalFile
+
+    class Doubled(SafetensorsFile):
+        def read_elements(self, info, start, count):
+            return 2 * super().read_elements(info, start, count)
+
+        def stream_elements(self, info, start, count, scratch=None):
+            for piece in super().stream_elements(info, start, count, scratch):
+                yield 2 * piece
+
+    x = np.random.default_rng(14).normal(size=(64, 300)).astype(np.float32)
+    a = open_model(write_model(tmp_path / "a", {"w": x}))
+    plain = open_model(write_model(tmp_path / "b", {"w": x}))
+    doubled = Doubled(LocalFile(tmp_path / "b" / "model.safetensors"))
+    b = ModelSource(plain.location, plain.root, (doubled,), doubled.tensors, plain.config)
+    assert not b.stores_plainly(b.tensors["w"]) and plain.stores_plainly(plain.tensors["w"])
+    al = align_by_name(build_inventory(a), build_inventory(b))
+    (m,) = stream_metrics(a, b, al.pairs, kernel=kernel)
+    assert m.rel_l2 == pytest.approx(1.0, rel=1e-12) and m.cosine == pytest.approx(1.0, rel=1e-12)
