@@ -7,9 +7,10 @@ model B is A plus noise, so the pair is "related"), then times, in one run:
 * ``baseline``  THE one baseline, the same for every dtype: one thread, ``np.dot`` of A and B over chunks
   of 256 Ki elements of the memory-mapped bytes (BF16 and F16 widened to float32 chunk by chunk), warm
   page cache. Its GB/s is the denominator of every "vs base" figure.
-* ``modelkin``  the metric pass alone (``modelkin.metrics.stream_metrics`` over the aligned pairs: the six
-  float64 sums behind cosine / Pearson / rel-L2 plus the identical-bytes check), ``--threads`` threads;
-  ``modelkin-1t`` the same on one thread. Opening and aligning the models is not timed.
+* ``modelkin-numba``, ``modelkin-numpy``  the metric pass alone (``modelkin.metrics.stream_metrics`` over
+  the aligned pairs: the six float64 sums behind cosine / Pearson / rel-L2 plus the identical-bytes check)
+  with each kernel, ``--threads`` threads; ``...-1t`` the same on one thread. Opening and aligning the
+  models is not timed, nor is loading numba (printed once in the header).
 * ``load-all``  the naive way: load both models whole (``safetensors``), then cosine and Pearson per tensor.
 * ``compare``   the whole ``modelkin.compare`` (statistics included): ``first`` with an empty digest cache
   (every file hashed with SHA-256), ``repeat`` with the digests cached; ``sha256`` hashes both files on
