@@ -109,7 +109,7 @@ def _gate(verdict: str, fail_on: list[Verdict] | None, quiet: bool) -> None:
 @app.command()
 def compare(
     ctx: typer.Context,
-    a: str = typer.Argument(..., metavar="A", help="Model A: a weights file (.safetensors, .gguf), a model folder, a Hub id (org/name) or an https:// URL."),
+    a: str = typer.Argument(..., metavar="A", help="Model A: a weights file (.safetensors, .gguf, .bin, .pt, .pth), a model folder, a Hub id (org/name) or an https:// URL."),
     b: str = typer.Argument(..., metavar="B", help="Model B."),
     json_out: Optional[str] = typer.Option(None, "--json", metavar="PATH", help="Write the JSON report to PATH ('-' for stdout)."),
     html_out: Optional[str] = typer.Option(None, "--html", metavar="PATH", help="Write the self-contained HTML report to PATH."),
@@ -193,16 +193,20 @@ def inspect(
 ) -> None:
     """List what a model holds (from headers alone): family, parameters per component and role, unassigned tensors,
     and per file its format, stored types (quantisations) and the metadata read from it."""
+    from collections import Counter
+
     from .inventory import build_inventory
     from .sources import open_model
 
     with open_model(a, revision) as src:
         inv = build_inventory(src)
+        dtypes = dict(Counter(t.info.dtype.code for t in inv.tensors).most_common())
         if json_out:
             doc = {
                 "location": src.location,
                 "revision": src.revision,
                 "family": inv.family,
+                "dtypes": dtypes,
                 "summary": inv.summary(),
                 "tensors": [
                     {"name": t.name, "role": t.role, "component": t.component, "layer": t.layer, "expert": t.expert,
@@ -228,9 +232,11 @@ def _print_files(src, inv, console: Console) -> None:
 
     for f in src.files:
         types = Counter(t.dtype.code for t in f.tensors.values())
-        console.print(f"{src.relative_name(f)}: format {f.format_name}; stored types: "
+        used = f.metadata_used()
+        about = "" if used else ", ".join(f"{k} {v}" for k, v in f.metadata.items() if isinstance(v, (str, int, float)) and len(str(v)) <= 80)
+        console.print(f"{src.relative_name(f)}: format {f.format_name}" + (f" ({about})" if about else "") + "; stored types: "
                       + ", ".join(f"{code} ({n})" for code, n in types.most_common()), markup=False, highlight=False)
-        for key, value in f.metadata_used().items():
+        for key, value in used.items():
             console.print(f"  metadata {key} = {value}", markup=False, highlight=False)
     for t in inv.tensors if inv is not None else ():
         console.print(f"  {t.name}  {t.info.dtype.code}  {list(t.shape)}  {t.role}", markup=False, highlight=False)

@@ -12,10 +12,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..sources import ModelSource, TensorInfo
+from ..sources.dtypes import FLOAT_CODES
 from .families import Family, Rule, by_model_type, families
 from .roles import PARAM_NON_EVIDENCE, ROLES
 
 MIN_EVIDENCE_ELEMENTS = 64  # fewer values than this cannot support a per-tensor test
+INTEGER_BUFFER = "an integer or boolean buffer (indices, counters, masks), not learned weights"
+
+
+def _dtype_reason(info: TensorInfo) -> str | None:
+    """Integer and boolean tensors wider than a byte (position ids, step counters, masks) are never
+    evidence; 8-bit integers may be quantised weights and are judged like floats."""
+    dtype = info.dtype
+    if dtype.code in FLOAT_CODES or dtype.is_block:
+        return None
+    return INTEGER_BUFFER if dtype.code == "BOOL" or dtype.bits > 8 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +124,7 @@ def _entry(info: TensorInfo, order: list[Family]) -> TensorEntry:
         rule, key, groups = hit
         param = groups.get("param") or ""
         role = ROLES[rule.role]
-        reason = role.non_evidence_reason or PARAM_NON_EVIDENCE.get(param)
+        reason = role.non_evidence_reason or PARAM_NON_EVIDENCE.get(param) or _dtype_reason(info)
         if reason is None and info.numel < MIN_EVIDENCE_ELEMENTS:
             reason = f"only {info.numel} values: too few to discriminate"
         if reason is None and len(info.shape) < 2:
@@ -127,11 +138,10 @@ def _entry(info: TensorInfo, order: list[Family]) -> TensorEntry:
             tuple(sorted((k, v) for k, v in groups.items() if k not in ("layer", "param"))),
             rule.transposed, reason is None, reason,
         )
-    if len(info.shape) >= 2 and info.numel >= MIN_EVIDENCE_ELEMENTS:
-        reason = None
-    elif len(info.shape) < 2:
+    reason = _dtype_reason(info)
+    if reason is None and len(info.shape) < 2:
         reason = "scalar or 1-D tensor of unknown role (bias, gain or buffer?)"
-    else:
+    elif reason is None and info.numel < MIN_EVIDENCE_ELEMENTS:
         reason = f"only {info.numel} values: too few to discriminate"
     return TensorEntry(info.name, info.name, info, "other", "other", None, None, "", None, None, (), False, reason is None, reason)
 

@@ -51,7 +51,7 @@ def _open_folder(path: Path, location: str, fmt: Format) -> ModelSource | None:
                 raise ShardIndexError(f"several shard indexes ({names}); give the one to use", path)
             return _from_index(path, (preferred or indexes)[0], location, fmt)
     singles = [path / n for n in fmt.preferred if (path / n).is_file()]
-    candidates = singles[:1] or sorted(p for p in path.iterdir() if p.is_file() and fmt.owns(p.name))
+    candidates = singles[:1] or sorted(p for p in path.iterdir() if p.is_file() and fmt.weights_in_folder(p.name))
     if not candidates:
         return None
     return _assemble(location, path, tuple(fmt.opener(LocalFile(p)) for p in candidates), path)
