@@ -356,7 +356,7 @@ def same_bytes(src_a: ModelSource, ia, src_b: ModelSource, ib) -> bool:
     if ia.sampled or ib.sampled:  # samples: the sampled rows' values, bit for bit (decoding is exact)
         rows = np.arange(ia.shape[0])
         return src_a.read_rows(ia, rows).tobytes() == src_b.read_rows(ib, rows).tobytes()
-    if ia.dtype.is_block or ia.dtype.packed:
+    if not (src_a.stores_plainly(ia) and src_b.stores_plainly(ib)):  # through the format's own raw reads
         for s in range(0, ia.numel, CHUNK_ELEMS):
             c = min(CHUNK_ELEMS, ia.numel - s)
             if src_a.read_raw(ia, s, c).tobytes() != src_b.read_raw(ib, s, c).tobytes():

@@ -98,13 +98,19 @@ class DigestJobs:
     the cores are free). One file is hashed by one thread (SHA-256 is sequential), largest files first;
     hashlib releases the GIL, so the threads run beside numpy and compiled kernels.
 
-    ``models`` are ``ModelSource``-like: ``files`` (each with a ``transport``) and ``relative_name(f)``.
+    ``models`` are ``ModelSource``s: every file their weights are read from is hashed (``data_transports``
+    of each weights file), keyed as ``file_records`` keys it (``file_names``).
     """
 
     def __init__(self, models, use_cache: bool = True, workers: int = 1):
         self._models = list(models)
         self._use_cache = use_cache
-        jobs = [(i, m.relative_name(f), f.transport) for i, m in enumerate(self._models) for f in m.files]
+        jobs = {}
+        for i, m in enumerate(self._models):
+            transports = [t for f in m.files for t in f.data_transports()]
+            for name, t in zip(m.file_names(), transports, strict=True):
+                jobs.setdefault((i, name), t)  # a data file shared by several weights files: hashed once
+        jobs = [(i, name, t) for (i, name), t in jobs.items()]
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         for job in sorted(jobs, key=lambda j: -j[2].size):
             self._jobs.put(job)
@@ -144,10 +150,7 @@ class DigestJobs:
             t.join()
         if self._errors:
             raise self._errors[0]
-        out: list[dict[str, FileDigest]] = [{} for _ in self._models]
-        for i, m in enumerate(self._models):
-            out[i] = {m.relative_name(f): self._done[(i, m.relative_name(f))] for f in m.files}
-        return out
+        return [{name: self._done[(i, name)] for name in m.file_names()} for i, m in enumerate(self._models)]
 
     def cancel(self) -> None:
         """Hash nothing more (files being hashed finish on their daemon threads)."""

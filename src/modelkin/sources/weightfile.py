@@ -95,11 +95,11 @@ class WeightFile:
     def stores_plainly(self, info: TensorInfo) -> bool:
         """Whether this tensor's elements are ``dtypes.decode`` of its stored elements, in stored order, so that
         a pass may read the stored bits (``stream_stored``) and decode them itself. True for plain element
-        dtypes of a format that keeps the base class's element reads; a format that overrides them (to undo
-        a permutation or an offset, say) is asked to override this too, per tensor; until it does, none of
-        its tensors counts as plain."""
+        dtypes of a format that keeps the base class's reads; a format that overrides them (to undo a
+        permutation or an offset, or to read from another file) is asked to override this too, per tensor;
+        until it does, none of its tensors counts as plain."""
         cls = type(self)
-        inherited = cls.read_elements is WeightFile.read_elements and cls.stream_elements is WeightFile.stream_elements
+        inherited = all(getattr(cls, m) is getattr(WeightFile, m) for m in ("read_raw", "read_elements", "stream_elements"))
         return inherited and not info.dtype.is_block and not info.dtype.packed
 
     def stream_stored(self, info: TensorInfo, start: int, count: int, piece_elems: int = STREAM_PIECE_ELEMS) -> Iterator[np.ndarray]:
