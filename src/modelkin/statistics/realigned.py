@@ -22,7 +22,6 @@ import math
 import zlib
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from scipy.special import log_ndtr
 
 from ..alignment import TensorPair, logical_shape, normalise_rows
@@ -43,6 +42,8 @@ MIN_HELD_OUT = 16  # anchor inputs on each side of the split
 def _held_out_match(fa: np.ndarray, fb: np.ndarray, fit: np.ndarray, score: np.ndarray):
     """Match rows of fa to rows of fb on columns ``fit``: (matched rows of fa, their partners, held-out cosine)."""
     g = normalise_rows(fa[:, fit]) @ normalise_rows(fb[:, fit]).T
+    from scipy.optimize import linear_sum_assignment  # heavy: imported where used
+
     rows, cols = linear_sum_assignment(g, maximize=True)  # sorted by row; partial if B has fewer units
     held = np.sum(normalise_rows(fa[rows][:, score]) * normalise_rows(fb[cols][:, score]), axis=1)
     return rows, cols, held
