@@ -23,7 +23,7 @@ import harness  # noqa: E402
 from modelkin.errors import FormatError  # noqa: E402
 
 TARGETS = sorted(harness.discover())
-SHORT_RUN_INPUTS = 200  # per target: about 1.2 s each on an idle core (hypothesis draws most of it)
+SHORT_RUN_INPUTS = 150  # per target: about 1 s each on an idle core (hypothesis draws most of it)
 SHORT_RUN_BUDGET_S = 6.0  # a loaded machine stops a target's run here rather than stretch the suite
 
 
