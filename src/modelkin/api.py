@@ -115,7 +115,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         digests = [side.submit(s.file_digests, options.digest_cache) for s in (src_a, src_b)] if options.hash_files else None
         metrics = stream_metrics(src_a, src_b, pairs, threads=options.threads, on_bytes=on_bytes)
         anchors = {c: find_anchor(src_a, src_b, [p for p in pairs if p.component == c]) for c in {p.component for p in pairs}}
-        screened = screen(src_a, pairs, metrics)
+        screened = screen(src_a, pairs, metrics, src_b)
         realign = realign_candidates(pairs)
         evidence_idx = [i for i, p in enumerate(pairs) if p.evidence and i not in screened]
         with ThreadPoolExecutor(max_workers=options.threads) as pool:

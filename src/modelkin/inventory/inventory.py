@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..sources import ModelSource, TensorInfo
+from .buffers import buffer_reason
 from .families import Family, Rule, by_model_type, families
 from .roles import PARAM_NON_EVIDENCE, ROLES
 
@@ -105,15 +106,16 @@ def _match(fam: Family, name: str) -> tuple[Rule, str, dict] | None:
     return None
 
 
-def _entry(info: TensorInfo, order: list[Family]) -> TensorEntry:
+def _entry(info: TensorInfo, order: list[Family], home: str = "other") -> TensorEntry:
+    generated = buffer_reason(info.name)  # a generated tensor's name outranks the rule that matched it
     for fam in order:
         hit = _match(fam, info.name)
         if hit is None:
             continue
         rule, key, groups = hit
         param = groups.get("param") or ""
-        role = ROLES[rule.role]
-        reason = role.non_evidence_reason or PARAM_NON_EVIDENCE.get(param)
+        role = ROLES["buffer" if generated else rule.role]
+        reason = generated or role.non_evidence_reason or PARAM_NON_EVIDENCE.get(param)
         if reason is None and info.numel < MIN_EVIDENCE_ELEMENTS:
             reason = f"only {info.numel} values: too few to discriminate"
         if reason is None and len(info.shape) < 2:
@@ -127,6 +129,8 @@ def _entry(info: TensorInfo, order: list[Family]) -> TensorEntry:
             tuple(sorted((k, v) for k, v in groups.items() if k not in ("layer", "param"))),
             rule.transposed, reason is None, reason,
         )
+    if generated:  # no rule knows it, its name does: a buffer of the model's main component
+        return TensorEntry(info.name, info.name, info, "buffer", home, None, None, "", None, None, (), False, False, generated)
     if len(info.shape) >= 2 and info.numel >= MIN_EVIDENCE_ELEMENTS:
         reason = None
     elif len(info.shape) < 2:
@@ -139,6 +143,7 @@ def _entry(info: TensorInfo, order: list[Family]) -> TensorEntry:
 def build_inventory(source: ModelSource) -> Inventory:
     family = detect_family(source)
     order = _search_order(family)
-    entries = tuple(_entry(info, order) for info in source.tensors.values())
-    unassigned = tuple(e.name for e in entries if e.family is None)
+    home = families()[family].component if family else "other"
+    entries = tuple(_entry(info, order, home) for info in source.tensors.values())
+    unassigned = tuple(e.name for e in entries if e.family is None and e.role != "buffer")
     return Inventory(source, family, entries, unassigned)
