@@ -145,6 +145,8 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
             log10_p=None if t is None else t.log10_p, test_axis=None if t is None else t.axis,
             test=None if t is None else t.test,
             mean_a=m.mean_a, std_a=m.std_a, mean_b=m.mean_b, std_b=m.std_b,
+            evidence_class=None if t is None else t.evidence_class,
+            tests=None if t is None else {name: {"z": z, "log10_p": lp} for name, z, lp in t.by_test},
         ))
     components = judge_components(pairs, tests, rows, options.alpha, options.min_effect, layer_maps, expert_maps)
     verdict, log10_p = overall(components)

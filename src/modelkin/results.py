@@ -52,6 +52,8 @@ class TensorResult:
     std_a: float
     mean_b: float
     std_b: float
+    evidence_class: str | None = None  # "permutation" or "assumption-based": what the test's null rests on
+    tests: dict | None = None  # every test that ran: name -> {"z", "log10_p"} (uncorrected), for calibration
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,8 @@ class ComponentResult:
     reason: str  # one sentence a reader can check
     strongest: list[str]  # names (in A) of the strongest evidence tensors
     layer_map: dict  # method, pairs [[layer of A, layer of B]], dropped_a, unmatched_b, duplicated_a, reordered
+    test: str | None = None  # the test of the strongest evidence tensor (the one that decides a "related")
+    evidence_class: str | None = None  # that test's class: "permutation" or "assumption-based"
 
 
 @dataclass(frozen=True)

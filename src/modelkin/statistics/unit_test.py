@@ -50,6 +50,19 @@ class UnitTest:
     log10_p: float
     null_sd_mean_cosine: float  # standard deviation of mean_cosine under the null (for power)
     test: str = "same-index"  # which test produced it (see statistics.evidence)
+    # Every test that ran on the pair: (test, z, log10 p before any correction), in the order they ran.
+    by_test: tuple[tuple[str, float, float], ...] = ()
+
+    @property
+    def evidence_class(self) -> str:
+        return EVIDENCE_CLASS[self.test]
+
+
+# What each test's null rests on. "permutation": units are exchangeable between independently trained
+# models, so the null is the permutation distribution (its tail by a normal approximation with exact
+# moments). "assumption-based": the realigned test's null is a stated assumption about trained models,
+# calibrated for that assumption (statistics.realigned) and checked by the bench, not guaranteed by symmetry.
+EVIDENCE_CLASS = {"same-index": "permutation", "anchored": "permutation", "realigned": "assumption-based"}
 
 
 def unit_permutation_test(xa: np.ndarray, xb: np.ndarray, axis: int = 0) -> UnitTest | None:

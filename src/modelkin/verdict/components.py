@@ -21,6 +21,8 @@ from ..alignment import TensorPair
 from ..results import INCONCLUSIVE, INDEPENDENT, RELATED, ComponentResult, TensorResult
 from ..statistics import UnitTest, log10_bonferroni, z_for_log10_p
 
+ASSUMPTION_BASED = "assumption-based"
+
 POWER_Z = 1.645  # one-sided 95 % power margin
 N_STRONGEST = 5
 
@@ -72,6 +74,11 @@ def judge_components(
                 reason += "; hidden units were permuted: they match only after realignment (a permuted copy)"
             elif best.test == "anchored" and not n_same:
                 reason += "; the residual stream was rotated or permuted: units match only in the shared input basis"
+            if best.evidence_class == ASSUMPTION_BASED:
+                reason += (
+                    "; the deciding evidence is assumption-based (valid if independently trained units are no "
+                    "closer to A's units than A's own sibling units are; docs/method.md)"
+                )
 
         elif m == 0:
             verdict = INCONCLUSIVE
@@ -105,17 +112,24 @@ def judge_components(
             reason=reason,
             strongest=strongest,
             layer_map=layer_map,
+            test=_strongest(tests, ev).test if ev else None,
+            evidence_class=_strongest(tests, ev).evidence_class if ev else None,
         )
     return out
+
+
+def _strongest(tests, ev) -> UnitTest:
+    return min((tests[i] for i in ev), key=lambda t: t.log10_p)
 
 
 def _decided_by(tests, ev, verdict) -> str:
     if not ev:
         return "no evidence test applicable"
-    best = min((tests[i] for i in ev), key=lambda t: t.log10_p)
+    best = _strongest(tests, ev)
     if verdict == RELATED:
-        return f"{best.test} unit-permutation test (strongest tensor), Bonferroni over {len(ev)} tensors"
-    return f"unit-permutation tests on {len(ev)} tensors, Bonferroni-combined"
+        return f"{best.test} test ({best.evidence_class} null) on the strongest tensor, Bonferroni over {len(ev)} tensors"
+    ran = sorted({name for i in ev for name, _, _ in tests[i].by_test} or {tests[i].test for i in ev})
+    return f"{', '.join(ran)} tests on {len(ev)} tensors, Bonferroni-combined: none significant"
 
 
 def overall(components: dict[str, ComponentResult]) -> tuple[str, float]:
