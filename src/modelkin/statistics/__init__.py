@@ -1,4 +1,4 @@
-"""Statistics: per-tensor evidence tests with exact permutation nulls, and their combination."""
+"""Statistics: per-tensor evidence tests (permutation nulls with normal tails; the realigned test's stated assumption), and their combination."""
 
 from .anchored import Anchor, anchored_evidence, find_anchor
 from .evidence import pair_evidence
