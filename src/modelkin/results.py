@@ -11,6 +11,9 @@ import math
 from dataclasses import asdict, dataclass, field
 
 RELATED, INDEPENDENT, INCONCLUSIVE = "related", "independent", "inconclusive"
+# The only report fields that may differ between two runs on the same inputs (times and dates); every
+# other byte of ``to_json()`` is a function of the inputs and the options, whatever the thread count.
+TIME_FIELDS = ("seconds",)
 
 
 @dataclass(frozen=True, slots=True)
