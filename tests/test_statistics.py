@@ -52,13 +52,22 @@ def test_null_is_calibrated_for_independent_units_with_shared_structure():
 
 
 def test_outlier_unit_cannot_dominate():
+    # A unit with huge weights at the same index in both models, whose directions happen to agree a little
+    # (cosine ~0.3). Scaling the whole row changes nothing after row normalisation, so that alone could never
+    # fail; what can fail is letting the unit's magnitude into the statistic. Unnormalised, unit 5 alone would
+    # be a 30-sigma match; normalised, it is one unit of 64 agreeing at cosine 0.3.
     r = np.random.default_rng(2)
     a = r.normal(size=(64, 100))
     b = r.normal(size=(64, 100))
-    a[5] *= 1000.0  # a massive dimension at the same index in both models, by chance
+    b[5] = 0.3 * a[5] + math.sqrt(1 - 0.09) * b[5]
+    a[5] *= 1000.0
     b[5] *= 1000.0
+    raw = a @ b.T  # the same statistic without unit normalisation
+    d = raw - raw.mean(1, keepdims=True) - raw.mean(0, keepdims=True) + raw.mean()
+    z_raw = (np.trace(raw) - raw.sum() / 64) / math.sqrt((d * d).sum() / 63)
+    assert z_raw > 5  # what the guard prevents
     t = unit_permutation_test(a, b)
-    assert abs(t.z) < 4
+    assert abs(t.z) < 4 and t.log10_p > -3
 
 
 def test_related_units_are_detected_and_permuted_ones_are_not_by_this_test():

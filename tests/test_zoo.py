@@ -13,7 +13,8 @@ pytestmark = pytest.mark.zoo
 KINDS = {"finetune_short", "finetune_long", "continued_pretraining", "lora_merged", "quant_int8", "quant_4bit",
          "cast_fp16", "cast_bf16", "depth_pruning", "depth_upscaling", "width_pruning", "vocab_extension",
          "vocab_pruning", "permutation", "rotation", "rescaling", "merge", "moe_upcycling", "component_graft",
-         "shared_init", "independent_seed", "independent_data", "independent_tokenizer", "independent_family"}
+         "shared_init", "independent_seed", "independent_data", "independent_tokenizer", "independent_family",
+         "independent_long", "independent_distilled", "distillation_init", "shared_embedding_init"}
 
 
 def _manifest(zoo: Path) -> dict:
