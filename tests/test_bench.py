@@ -569,3 +569,16 @@ def test_measured_null_gives_z_against_other_independent_pairs():
     assert n4["score"] == pytest.approx(2.0) and n4["call"] == "independent" and n4["null"]["n"] == 3
     # No bert null: the pooled one.
     assert lonely["baselines"]["aligned_cka"]["null"]["scope"] == "all families"
+
+
+def test_expected_shared_part_of_a_shared_embedding_pair(tmp_path):
+    from types import SimpleNamespace as NS
+
+    from modelkin.bench.truth import expected_structure, observed_structure
+
+    pair = {"a": "p", "b": "c", "kind": "shared_embedding_init"}
+    assert expected_structure(tmp_path, {}, pair) == {"matching_roles": ["embedding"]}
+    shared = NS(components={"text": NS(matching_roles=["embedding"])}, tensors=[])
+    whole = NS(components={"text": NS(matching_roles=["attn.q", "embedding"])}, tensors=[])
+    assert observed_structure(shared, {"matching_roles": ["embedding"]})["ok"] is True
+    assert observed_structure(whole, {"matching_roles": ["embedding"]})["ok"] is False

@@ -108,3 +108,23 @@ def test_anchored_and_realigned_tests_alone_find_nothing_in_independent_pairs(sm
                 assert log10_p > math.log10(ALPHA), (pair["id"], comp, test, log10_p)
     # Both tests ran on the text tower and on the vision tower of the independent VLMs.
     assert {("text", "anchored"), ("text", "realigned"), ("vision", "anchored"), ("vision", "realigned")} <= seen
+
+
+# -- a related verdict says which part is shared --------------------------------------------------------
+
+
+def test_shared_embedding_only_is_reported_as_such(tmp_path):
+    import modelkin
+    from builders import perturb, qwen2_tensors, write_model
+
+    ta, tb = qwen2_tensors(1, hidden=96, ffn=192), qwen2_tensors(2, hidden=96, ffn=192)
+    tb["model.embed_tokens.weight"] = perturb({"e": ta["model.embed_tokens.weight"]}, 0.5)["e"]  # same init vectors
+    res = modelkin.compare(write_model(tmp_path / "a", ta, {"model_type": "qwen2"}),
+                           write_model(tmp_path / "b", tb, {"model_type": "qwen2"}))
+    text = res.components["text"]
+    assert text.verdict == "related" and text.matching_roles == ["embedding"]
+    assert "only the token embedding match" in text.reason and "not a shared model" in text.reason
+    # A whole copy matches in every role.
+    copy = modelkin.compare(tmp_path / "a", write_model(tmp_path / "c", perturb(ta, 0.5), {"model_type": "qwen2"}))
+    assert {"attn.q", "mlp.up", "embedding"} <= set(copy.components["text"].matching_roles)
+    assert "shared embedding" not in copy.components["text"].reason

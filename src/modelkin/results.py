@@ -85,6 +85,7 @@ class ComponentResult:
     layer_map: dict  # method, pairs [[layer of A, layer of B]], dropped_a, unmatched_b, duplicated_a, reordered
     test: str | None = None  # the test of the strongest evidence tensor (the one that decides a "related")
     evidence_class: str | None = None  # that test's class: "permutation" or "assumption-based"
+    matching_roles: list[str] = field(default_factory=list)  # related: roles of tensors significant on their own
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ KIND_ORDER = (
     "finetune_short", "finetune_long", "continued_pretraining", "lora_merged", "quant_int8", "quant_4bit",
     "cast_fp16", "cast_bf16", "depth_pruning", "depth_upscaling", "width_pruning", "vocab_extension",
     "vocab_pruning", "permutation", "rotation", "rescaling", "merge", "moe_upcycling", "component_graft",
-    "shared_init",
+    "shared_init", "shared_embedding_init", "distillation_init",
 )
 NO_MANIFEST = "no manifest.json (build one with 'modelkin zoo build')"
 
@@ -321,7 +321,8 @@ def render(result: dict, console: Console) -> None:
         for col in ("kind", "what", "pairs", "correct"):
             st.add_column(col, justify="left" if col in ("kind", "what") else "right")
         for kind, d in result["structure"].items():
-            what = {"width_pruning": "kept-unit fraction", "permutation": "expert map"}.get(kind, "layer map")
+            what = {"width_pruning": "kept-unit fraction", "permutation": "expert map",
+                    "shared_embedding_init": "shared part (roles)"}.get(kind, "layer map")
             st.add_row(kind, what, str(d["n"]), str(d["correct"]))
         console.print(st)
     errors = [p for p in result["pairs"] if p.get("error") or p["modelkin"].get("error")
