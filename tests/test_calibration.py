@@ -128,3 +128,21 @@ def test_shared_embedding_only_is_reported_as_such(tmp_path):
     copy = modelkin.compare(tmp_path / "a", write_model(tmp_path / "c", perturb(ta, 0.5), {"model_type": "qwen2"}))
     assert {"attn.q", "mlp.up", "embedding"} <= set(copy.components["text"].matching_roles)
     assert "shared embedding" not in copy.components["text"].reason
+
+
+@pytest.mark.zoo
+def test_anchored_and_realigned_tests_alone_find_nothing_in_long_trained_pairs():
+    # Hard negatives (`modelkin zoo build DIR --size hard`): same architecture, tokenizer and data, trained 10x
+    # longer, and a student distilled from scratch. Too costly to build in the test run: set MODELKIN_HARD_ZOO.
+    import os
+    from pathlib import Path
+
+    root = os.environ.get("MODELKIN_HARD_ZOO")
+    if not root or not (Path(root) / "manifest.json").is_file():
+        pytest.skip("no hard zoo (MODELKIN_HARD_ZOO)")
+    pairs = _independent_pairs(Path(root))
+    assert pairs
+    for pair in pairs:
+        for comp, by_test in _per_test_component_p(Path(root), pair).items():
+            for test, log10_p in by_test.items():
+                assert log10_p > math.log10(ALPHA), (pair["id"], comp, test, log10_p)

@@ -310,7 +310,10 @@ def build_zoo(out_dir: str | Path, size: str = "smoke", progress: Progress = Non
     old = out / "manifest.json"
     if old.is_file() and json.loads(old.read_text()).get("zoo_seed", 0) != zoo_seed:
         raise ValueError(f"{out} holds a zoo built with another --seed; use an empty folder")
-    torch.set_num_threads(2)
+    # One intra-op thread: the zoo's models are tiny, and on a shared machine a second OpenMP thread makes
+    # each step spin-wait (measured: 40 steps of a smoke qwen2 took 3.2 s with 1 thread and 256 s with 2
+    # while other jobs held the cores).
+    torch.set_num_threads(1)
     (out / "models").mkdir(parents=True, exist_ok=True)
     b = Builder(out, size, progress, zoo_seed)
     for model_id in b.plan.models:
