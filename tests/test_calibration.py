@@ -146,3 +146,33 @@ def test_anchored_and_realigned_tests_alone_find_nothing_in_long_trained_pairs()
         for comp, by_test in _per_test_component_p(Path(root), pair).items():
             for test, log10_p in by_test.items():
                 assert log10_p > math.log10(ALPHA), (pair["id"], comp, test, log10_p)
+
+
+# -- the realigned test's class is shown wherever its result is -----------------------------------------
+
+
+def test_assumption_based_evidence_is_labelled_in_json_and_console(tmp_path):
+    import json
+
+    from rich.console import Console
+
+    import modelkin
+    from builders import permute_ffn_units, perturb, qwen2_tensors, transform_residual, write_model
+    from modelkin.report.console import render
+
+    base = qwen2_tensors(1, hidden=96, ffn=192)
+    q = np.eye(96)[np.random.default_rng(8).permutation(96)]
+    child = perturb(permute_ffn_units(transform_residual(base, q)), 0.3)
+    res = modelkin.compare(write_model(tmp_path / "a", base, {"model_type": "qwen2"}),
+                           write_model(tmp_path / "b", child, {"model_type": "qwen2"}))
+    text = json.loads(res.to_json())["components"]["text"]
+    assert (text["verdict"], text["test"], text["evidence_class"]) == ("related", "realigned", "assumption-based")
+    assert "assumption-based" in text["decided_by"] and "assumption-based" in text["reason"]
+    rows = [t for t in json.loads(res.to_json())["tensors"] if t["evidence"]]
+    assert {t["evidence_class"] for t in rows if t["test"] == "realigned"} == {"assumption-based"}
+    assert {t["evidence_class"] for t in rows if t["test"] != "realigned"} <= {"permutation"}
+    assert all(set(t["tests"]) <= {"same-index", "anchored", "realigned"} and t["tests"] for t in rows)
+    console = Console(record=True, width=200)
+    render(res, console)
+    out = console.export_text()
+    assert "decided by" in out and "realigned (assumption-based)" in out
