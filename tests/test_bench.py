@@ -582,3 +582,19 @@ def test_expected_shared_part_of_a_shared_embedding_pair(tmp_path):
     whole = NS(components={"text": NS(matching_roles=["attn.q", "embedding"])}, tensors=[])
     assert observed_structure(shared, {"matching_roles": ["embedding"]})["ok"] is True
     assert observed_structure(whole, {"matching_roles": ["embedding"]})["ok"] is False
+
+
+def test_versus_best_other_method():
+    from modelkin.bench.harness import versus_best
+
+    def row(mk, **others):
+        base = {m: {"tpr": 0.0, "auc": 0.5} for m in BASELINE_NAMES}
+        base.update({m: {"tpr": t, "auc": a} for m, (t, a) in others.items()})
+        return {"modelkin": {"tpr": mk[0], "auc": mk[1]}, **base}
+
+    assert versus_best(row((1.0, 1.0), raw_pearson=(0.5, 0.9))) == {"best": "raw_pearson", "outcome": "ahead"}
+    assert versus_best(row((1.0, 1.0), aligned_cka=(1.0, 1.0))) == {"best": "aligned_cka", "outcome": "tied"}
+    assert versus_best(row((0.5, 0.9), model_tracing=(1.0, 0.8)))["outcome"] == "behind"
+    neg = {"modelkin": {"fpr": 0.0}, **{m: {"fpr": 0.5} for m in BASELINE_NAMES}}
+    neg["std_profile"] = {"fpr": 0.1}
+    assert versus_best(neg) == {"best": "std_profile", "outcome": "ahead"}

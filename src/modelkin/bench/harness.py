@@ -315,6 +315,7 @@ def render(result: dict, console: Console) -> None:
         "manifest's labels (inconclusive = wrong; number of components in brackets).[/]"
     )
 
+    _render_versus_best(summary, console)
     _render_calibration(result["calibration_by_level"], console)
     if result.get("structure"):
         st = Table(title="Structure recovered by modelkin (truth from the zoo's recipes)", title_justify="left")
@@ -333,6 +334,26 @@ def render(result: dict, console: Console) -> None:
     n = len(result["pairs"])
     console.print(f"{n} pairs in {result['total_seconds']:.1f} s ({result['total_seconds'] / max(n, 1):.2f} s / pair)"
                   + (f", [bold red]{len(errors)} failed[/]" if errors else ""))
+
+
+def versus_best(row: dict) -> dict:
+    """modelkin against the best other method on one row: by TPR (FPR on the independent row), then AUC."""
+    related = "tpr" in row["modelkin"]
+    key = (lambda d: (d["tpr"] or 0.0, d["auc"] or 0.0)) if related else (lambda d: -(d["fpr"] if d["fpr"] is not None else 1.0))
+    best = max(BASELINES, key=lambda m: key(row[m]))
+    mk, other = key(row["modelkin"]), key(row[best])
+    return {"best": best, "outcome": "ahead" if mk > other else "behind" if mk < other else "tied"}
+
+
+def _render_versus_best(summary: dict, console: Console) -> None:
+    t = Table(title="modelkin against the best other method, per kind", title_justify="left")
+    for col in ("kind", "best other method", "its TPR/FPR", "modelkin", "outcome"):
+        t.add_column(col, justify="right" if col in ("its TPR/FPR", "modelkin") else "left")
+    for kind, row in summary.items():
+        v = versus_best(row)
+        rate = "tpr" if "tpr" in row["modelkin"] else "fpr"
+        t.add_row(kind, v["best"], _f(row[v["best"]][rate]), _f(row["modelkin"][rate]), v["outcome"])
+    console.print(t)
 
 
 def _render_calibration(rows: list[dict], console: Console) -> None:

@@ -391,6 +391,9 @@ def _hard(zoo_seed: int = 0) -> Plan:
     P.pair("independent_long", moe[0], moe[1], "independent")
     wide = [P.base("qwen2", s, steps=long, holdout=True, hidden=96) for s in (111, 112)]
     P.pair("independent_long", wide[0], wide[1], "independent")
+    # Three times longer again (30x): the held-out loss stops improving (the small corpus is then overfit).
+    plateau = [P.base("qwen2", s, steps=3 * long, holdout=True) for s in (161, 162)]
+    P.pair("independent_long", plateau[0], plateau[1], "independent")
     return P
 
 
