@@ -96,3 +96,34 @@ def write_tokenizer(folder: Path, tokens: list[str]) -> None:
     from tokenizers.models import WordLevel
 
     Tokenizer(WordLevel({t: i for i, t in enumerate(tokens)}, unk_token=tokens[0])).save(str(folder / "tokenizer.json"))
+
+
+def vlm_tensors(seed: int, hidden: int = 64, ffn: int = 128, vocab: int = 256, layers: int = 2,
+                v_hidden: int = 64, v_ffn: int = 128, v_depth: int = 2, patch: int = 14) -> dict[str, np.ndarray]:
+    """Random Qwen2.5-VL-named weights: a qwen2 text tower, a vision tower and its merger."""
+    r = np.random.default_rng(seed + 1000)
+    t = qwen2_tensors(seed, hidden, ffn, vocab, layers)
+    t["visual.patch_embed.proj.weight"] = r.normal(size=(v_hidden, 3, 2, patch, patch)) / 24
+    for i in range(v_depth):
+        p = f"visual.blocks.{i}."
+        for name, shape in [("attn.qkv", (3 * v_hidden, v_hidden)), ("attn.proj", (v_hidden, v_hidden)),
+                            ("mlp.gate_proj", (v_ffn, v_hidden)), ("mlp.up_proj", (v_ffn, v_hidden)),
+                            ("mlp.down_proj", (v_hidden, v_ffn))]:
+            t[p + name + ".weight"] = r.normal(size=shape) / np.sqrt(shape[1])
+        t[p + "norm1.weight"] = 1 + 0.02 * r.normal(size=v_hidden)
+        t[p + "norm2.weight"] = 1 + 0.02 * r.normal(size=v_hidden)
+    t["visual.merger.ln_q.weight"] = 1 + 0.02 * r.normal(size=v_hidden)
+    t["visual.merger.mlp.0.weight"] = r.normal(size=(4 * v_hidden, 4 * v_hidden)) / np.sqrt(4 * v_hidden)
+    t["visual.merger.mlp.2.weight"] = r.normal(size=(hidden, 4 * v_hidden)) / np.sqrt(4 * v_hidden)
+    return {k: v.astype(np.float32) for k, v in t.items()}
+
+
+def vlm_config(hidden: int, ffn: int, vocab: int, layers: int, v_hidden: int, v_ffn: int, v_depth: int, patch: int = 14) -> dict:
+    return {
+        "architectures": ["Qwen2_5_VLForConditionalGeneration"], "model_type": "qwen2_5_vl",
+        "vocab_size": vocab, "hidden_size": hidden, "num_hidden_layers": layers, "intermediate_size": ffn,
+        "num_attention_heads": max(1, hidden // 64), "num_key_value_heads": max(1, hidden // 128),
+        "vision_config": {"depth": v_depth, "hidden_size": v_hidden, "intermediate_size": v_ffn,
+                          "num_heads": max(1, v_hidden // 64), "patch_size": patch, "temporal_patch_size": 2,
+                          "spatial_merge_size": 2, "out_hidden_size": hidden, "in_chans": 3},
+    }

@@ -42,3 +42,8 @@ def _complete(root: Path) -> bool:
 def _private_digest_cache(tmp_path_factory, monkeypatch):
     """Tests never write into the user's ~/.cache/modelkin."""
     monkeypatch.setenv("MODELKIN_CACHE", str(tmp_path_factory.getbasetemp() / "modelkin-cache"))
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO

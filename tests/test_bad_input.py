@@ -61,11 +61,24 @@ def folder_without_weights(tmp: Path) -> Path:
     d = tmp / "empty_model_dir"
     d.mkdir()
     (d / "config.json").write_text("{}")
-    (d / "pytorch_model.bin").write_bytes(b"\0" * 16)
+    (d / "tf_model.h5").write_bytes(b"\0" * 16)
     return d
 
 
+def zeros_named_bin(tmp: Path) -> Path:
+    d = tmp / "zeros_model_dir"
+    d.mkdir()
+    (d / "pytorch_model.bin").write_bytes(b"\0" * 16)
+    return d / "pytorch_model.bin"
+
+
 def wrong_extension(tmp: Path) -> Path:
+    p = tmp / "weights.h5"
+    save_file({"x": np.zeros(2, np.float32)}, str(p))
+    return p
+
+
+def safetensors_named_bin(tmp: Path) -> Path:
     p = tmp / "weights.bin"
     save_file({"x": np.zeros(2, np.float32)}, str(p))
     return p
@@ -313,6 +326,8 @@ CASES: dict[str, Case] = {
     "missing_folder": Case(missing_folder, SourceNotFoundError, ("no such file",)),
     "folder_without_weights": Case(folder_without_weights, SourceNotFoundError, ("no weights",)),
     "wrong_extension": Case(wrong_extension, SourceNotFoundError, (".safetensors",)),
+    "zeros_named_bin": Case(zeros_named_bin, FormatError, ("not a pytorch checkpoint",)),
+    "safetensors_named_bin": Case(safetensors_named_bin, FormatError, ("not a pytorch checkpoint", "safetensors file")),
     "empty_file": Case(empty_file, FormatError, ("0 bytes", "too short")),
     "short_length_prefix": Case(short_length_prefix, FormatError, ("5 bytes", "too short")),
     "truncated": Case(truncated, FormatError, ("past the end", "truncated")),

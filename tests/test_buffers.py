@@ -81,6 +81,11 @@ def test_buffer_name_outranks_a_family_rule_and_is_not_unassigned(tmp_path):
     e = inv.by_name["model.layers.0.self_attn.causal_mask"]
     assert (e.role, e.component, e.evidence) == ("buffer", "text", False)
     assert "attention mask" in e.non_evidence_reason and inv.unassigned == ()
+    # A rule that matches the name's head (embed_tokens) does not make its generated tail a weight.
+    t["model.embed_tokens.position_ids"] = np.arange(256, dtype=np.float32)[None, :]
+    write_model(tmp_path / "m2", t, {"model_type": "qwen2"})
+    e = build_inventory(open_model(tmp_path / "m2")).by_name["model.embed_tokens.position_ids"]
+    assert (e.role, e.component, e.family, e.evidence) == ("buffer", "text", "qwen2", False)
     assert buffer_reason("x.inv_freq") is not None and buffer_reason("x.weight") is None
 
 

@@ -68,10 +68,12 @@ def test_json_schema_and_thread_independence(trio):
     d1, d2 = r1.to_dict(), r2.to_dict()
     for d in (d1, d2):
         d.pop("seconds")
+        d.pop("created")
     assert d1 == d2  # deterministic whatever the thread count
     doc = json.loads(r1.to_json())
     assert {"modelkin_version", "a", "b", "verdict", "log10_p", "components", "tensors", "unmatched"} <= set(doc)
-    assert set(doc["a"]["files"]) == {"model.safetensors"} and len(doc["a"]["files"]["model.safetensors"]) == 64
+    assert set(doc["a"]["files"]) == {"model.safetensors"} and len(doc["a"]["files"]["model.safetensors"]["sha256"]) == 64
+    assert doc["a"]["files"]["model.safetensors"]["sha256_source"] == "hashed" and doc["a"]["revision"] is None
     comp = doc["components"]["text"]
     assert {"verdict", "log10_p", "n_tensors", "median_pearson", "median_cosine"} <= set(comp)
     assert all(REQUIRED_TENSOR_KEYS <= set(t) for t in doc["tensors"])

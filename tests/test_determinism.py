@@ -10,15 +10,15 @@ import sys
 import numpy as np
 
 import modelkin
-from modelkin.results import TIME_FIELDS
+from modelkin.results import INVOCATION_FIELDS, TIME_FIELDS
 
 from builders import permute_ffn_units, perturb, qwen2_tensors, transform_residual, write_model
 
 
-def _without_times(text: str) -> str:
+def _without_times(text: str, fields=TIME_FIELDS) -> str:
     doc = json.loads(text)
-    assert set(TIME_FIELDS) <= set(doc)
-    for key in TIME_FIELDS:
+    assert set(fields) <= set(doc)
+    for key in fields:
         doc[key] = None
     return json.dumps(doc, indent=2)
 
@@ -49,5 +49,5 @@ def test_report_is_byte_identical_across_processes(tmp_path):
         r = subprocess.run([sys.executable, "-m", "modelkin", "compare", str(a), str(b), "--json", "-",
                             "--threads", threads], capture_output=True, text=True, timeout=120, env=env)
         assert r.returncode == 0, r.stderr
-        outs.append(_without_times(r.stdout))
+        outs.append(_without_times(r.stdout, TIME_FIELDS + INVOCATION_FIELDS))
     assert outs[0] == outs[1]

@@ -111,7 +111,7 @@ def test_sharded_folder_any_prefix(tmp_path, index_name):
         for name, arr in expected.items():
             info = m.tensors[name]
             assert info.shape == arr.shape
-            assert info.file.name == m.files[[f.path for f in m.files].index(info.file)].path.name
+            assert m.file_of(info).name == info.file and info.name in m.file_of(info).tensors
             np.testing.assert_array_equal(m.read(info), arr.ravel().astype(info.dtype.decoded))
 
 
@@ -288,7 +288,7 @@ def test_file_digests_single(tmp_path):
     save_file({"x": _rng().standard_normal(1000).astype(np.float32)}, str(path))
     with open_model(path) as m:
         assert m.file_digests() == {"w.safetensors": _sha(path)}
-        assert m.file_digests() is m.file_digests()  # computed once
+        assert m.file_records() is m.file_records()  # computed once
 
 
 def test_file_digests_sharded(tmp_path):
@@ -331,13 +331,22 @@ def test_file_digest_cache_is_keyed_by_stat(tmp_path, monkeypatch):
     assert digests_mod.sha256_file(path, use_cache=False) == _sha(path) and calls == [1, 1]
 
 
-def test_hub_blob_named_by_sha256_needs_no_hashing(tmp_path):
+def test_blob_named_by_a_sha256_is_hashed_not_trusted(tmp_path):
+    """A file under blobs/<64 hex> may hold anything: its digest is computed, never read off its name."""
     from modelkin.sources.digests import sha256_file
 
     blob = tmp_path / "blobs" / ("ab" * 32)
     blob.parent.mkdir()
-    blob.write_bytes(b"not hashed")
-    assert sha256_file(blob, use_cache=False) == "ab" * 32
+    blob.write_bytes(b"not what the name claims")
+    assert sha256_file(blob, use_cache=False) == _sha(blob) != "ab" * 32
+
+
+def test_file_records_say_how_the_digest_was_obtained(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_file({"x": np.arange(4, dtype=np.float32)}, str(path))
+    with open_model(path) as m:
+        rec = m.file_records()["w.safetensors"]
+    assert (rec.sha256, rec.sha256_source, rec.size) == (_sha(path), "hashed", path.stat().st_size)
 
 
 def test_errors_are_modelkin_errors(tmp_path):
@@ -345,3 +354,44 @@ def test_errors_are_modelkin_errors(tmp_path):
         open_model(tmp_path / "nope")
     with pytest.raises(FileNotFoundError):  # also the natural built-in
         open_model(tmp_path / "nope")
+
+
+# -- dtypes beyond the common floats ----------------------------------------------------------------
+
+
+def test_unsigned_scale_and_fp4_types_are_read(tmp_path):
+    """U16/U32/U64, F8_E8M0 scales and packed F4 are read (decoded exactly), not rejected."""
+    u16 = np.array([0, 1, 65535], np.uint16)
+    u32 = np.array([0, 7, 2**32 - 1], np.uint32)
+    u64 = np.array([0, 2**53 + 1], np.uint64)
+    e8m0 = np.array([127, 128, 126], np.uint8)  # 2^0, 2^1, 2^-1
+    f4 = np.array([0x21, 0xF7], np.uint8)  # low nibble first: 0.5, 1.0, 6.0, -6.0
+    header = {
+        "u16": {"dtype": "U16", "shape": [3], "data_offsets": [0, 6]},
+        "u32": {"dtype": "U32", "shape": [3], "data_offsets": [6, 18]},
+        "u64": {"dtype": "U64", "shape": [2], "data_offsets": [18, 34]},
+        "e8m0": {"dtype": "F8_E8M0", "shape": [3], "data_offsets": [34, 37]},
+        "f4": {"dtype": "F4", "shape": [4], "data_offsets": [37, 39]},
+    }
+    blob = json.dumps(header).encode()
+    data = b"".join(a.astype(a.dtype.newbyteorder("<")).tobytes() for a in (u16, u32, u64, e8m0, f4))
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(len(blob).to_bytes(8, "little") + blob + data)
+    with open_model(path) as m:
+        assert m.read(m.tensors["u16"]).tolist() == [0, 1, 65535]
+        assert m.read(m.tensors["u32"]).tolist() == [0, 7, 2**32 - 1]
+        assert m.read(m.tensors["e8m0"]).tolist() == [1.0, 2.0, 0.5]
+        assert m.read(m.tensors["f4"]).tolist() == [0.5, 1.0, 6.0, -6.0]
+        # 2^53 + 1 has no float64: the table says so instead of claiming exactness.
+        assert not m.tensors["u64"].dtype.exact and m.tensors["u32"].dtype.exact
+        assert m.read(m.tensors["u64"]).tolist() == [0.0, float(2**53)]
+
+
+def test_bf16_decoding_reads_little_endian_bits_on_any_host():
+    from modelkin.sources.dtypes import DTYPES, decode
+
+    stored = np.frombuffer(bytes([0x80, 0x3F, 0x00, 0xC0]), dtype=DTYPES["BF16"].storage)  # 1.0, -2.0
+    assert decode(stored, DTYPES["BF16"]).tolist() == [1.0, -2.0]
+    swapped = stored.view(np.uint8).copy().view(np.dtype(DTYPES["BF16"].storage).newbyteorder(">"))
+    # Whatever view the caller holds, the bytes are little-endian by the format's definition.
+    assert decode(swapped, DTYPES["BF16"]).tolist() == [1.0, -2.0]

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import time
+
+import numpy as np
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -18,10 +20,13 @@ from .alignment import (
 )
 from .errors import UsageError
 from .inventory import COMPONENTS, Inventory, build_inventory
+from .alignment.reads import FULL, SAMPLED, ReadPlan, plan_reads, prefetch_requests
 from .metrics import stream_metrics
+from .metrics.intervals import sample_intervals
 from .options import CompareOptions
-from .results import ComparisonResult, ModelRef, TensorResult, UnmatchedTensor
+from .results import ComparisonResult, ModelRef, ReadSummary, TensorResult, UnmatchedTensor
 from .sources import ModelSource, open_model
+from .sources.http import FetchStats
 from .statistics import find_anchor, pair_evidence
 from .statistics.evidence import realign_candidates
 from .statistics.screening import screen
@@ -30,9 +35,10 @@ from .verdict import judge_components, overall
 ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
-def _ref(src: ModelSource, inv: Inventory, digests: dict[str, str] | None) -> ModelRef:
-    files = digests if digests is not None else {str(f.path.name): None for f in src.files}
-    return ModelRef(src.location, str(src.root), inv.family, len(src.tensors), src.n_bytes, files)
+def _ref(src: ModelSource, inv: Inventory, digests: dict | None) -> ModelRef:
+    files = digests if digests is not None else {src.relative_name(f): None for f in src.files}
+    parameters = {c: sum(roles.values()) for c, roles in inv.summary().items()}
+    return ModelRef(src.location, str(src.root), inv.family, len(src.tensors), src.n_bytes, files, src.revision, parameters)
 
 
 def _vocabulary(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: Inventory) -> VocabMap | None:
@@ -65,12 +71,20 @@ def compare(
         if bad:
             raise UsageError(f"unknown component(s) {bad}; choose from {list(COMPONENTS)}")
     started = time.perf_counter()
-    src_a = a if isinstance(a, ModelSource) else open_model(a)
-    src_b = b if isinstance(b, ModelSource) else open_model(b)
+    stats = FetchStats()
+    if progress is not None:  # remote bytes as they arrive, against what the prefetches announced
+        stats.on_bytes = lambda n: progress(stats.bytes_fetched + stats.bytes_from_cache, max(stats.planned, 1))
+    src_a = a if isinstance(a, ModelSource) else open_model(str(a) if isinstance(a, str) else a, options.revision_a, stats)
+    try:
+        src_b = b if isinstance(b, ModelSource) else open_model(str(b) if isinstance(b, str) else b, options.revision_b, stats)
+    except BaseException:
+        if src_a is not a:
+            src_a.close()
+        raise
     try:
         # modelkin parallelises over tensors itself; BLAS threads on top of that only fight for the cores.
         with threadpool_limits(limits=1, user_api="blas"):
-            return _run(src_a, src_b, options, progress, started)
+            return _run(src_a, src_b, options, progress, started, stats)
     finally:
         if src_a is not a:
             src_a.close()
@@ -78,9 +92,23 @@ def compare(
             src_b.close()
 
 
+def _read_mode(src_a: ModelSource, src_b: ModelSource, options: CompareOptions) -> str:
+    return options.read_mode or (SAMPLED if src_a.remote or src_b.remote else FULL)
+
+
+def _prefetch(src: ModelSource, inv: Inventory, options: CompareOptions, mode: str) -> None:
+    """A remote model's bytes that the comparison will read, fetched together (coalesced, in parallel)."""
+    if src.remote:
+        src.prefetch_rows(prefetch_requests(inv.tensors, set(options.components or ()), mode, options.sample_policy))
+
+
 def _align(src_a: ModelSource, src_b: ModelSource, options: CompareOptions):
     """Inventory and alignment stages: names/roles/fused parts, vocabulary, layers, experts."""
-    inv_a, inv_b = split_fused(build_inventory(src_a), build_inventory(src_b))
+    inv_a, inv_b = build_inventory(src_a), build_inventory(src_b)
+    mode = _read_mode(src_a, src_b, options)
+    _prefetch(src_a, inv_a, options, mode)
+    _prefetch(src_b, inv_b, options, mode)
+    inv_a, inv_b = split_fused(inv_a, inv_b)
     vocab = _vocabulary(src_a, src_b, inv_a, inv_b)
     alignment = align_by_name(inv_a, inv_b, vocab)
     shared = sorted(set(inv_a.components()) & set(inv_b.components()))
@@ -92,7 +120,18 @@ def _align(src_a: ModelSource, src_b: ModelSource, options: CompareOptions):
     return inv_a, inv_b, vocab, alignment, layer_maps, expert_maps
 
 
-def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progress, started: float) -> ComparisonResult:
+def _plan(src_a: ModelSource, src_b: ModelSource, pairs: list, options: CompareOptions) -> ReadPlan:
+    """Full or sampled reads (sampled by default for remote models), capped; remote bytes fetched ahead."""
+    plan = plan_reads(pairs, _read_mode(src_a, src_b, options), options.max_bytes, options.sample_policy)
+    for src, side in ((src_a, "a"), (src_b, "b")):
+        if src.remote:
+            src.prefetch_rows([(info, np.arange(info.shape[0])) for p in plan.pairs
+                               if (info := getattr(p, side).info).shape and info.n_bytes])
+    return plan
+
+
+def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progress, started: float,
+         stats: FetchStats) -> ComparisonResult:
     inv_a, inv_b, vocab, alignment, layer_maps, expert_maps = _align(src_a, src_b, options)
     pairs = list(alignment.pairs)
     unmatched = list(alignment.unmatched)
@@ -100,6 +139,8 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         keep = set(options.components)
         pairs = [p for p in pairs if p.component in keep]
         unmatched = [u for u in unmatched if u.component in keep]
+    plan = _plan(src_a, src_b, pairs, options)
+    pairs = list(plan.pairs)
 
     total = sum(p.a.info.n_bytes + p.b.info.n_bytes for p in pairs)
     done = 0
@@ -112,7 +153,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
 
     # Hash the files on a side thread: hashlib releases the GIL, so it overlaps the metric pass.
     with ThreadPoolExecutor(max_workers=1) as side:
-        digests = [side.submit(s.file_digests, options.digest_cache) for s in (src_a, src_b)] if options.hash_files else None
+        digests = [side.submit(s.file_records, options.digest_cache) for s in (src_a, src_b)] if options.hash_files else None
         metrics = stream_metrics(src_a, src_b, pairs, threads=options.threads, on_bytes=on_bytes)
         anchors = {c: find_anchor(src_a, src_b, [p for p in pairs if p.component == c]) for c in {p.component for p in pairs}}
         screened = screen(src_a, pairs, metrics, src_b)
@@ -127,6 +168,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
 
     rows = []
     for i, (p, m, t) in enumerate(zip(pairs, metrics, tests)):
+        ci = sample_intervals(src_a, src_b, p, m)
         reason = screened.get(i, p.non_evidence_reason)
         if p.evidence and t is None and i not in screened:
             reason = (
@@ -145,6 +187,11 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
             log10_p=None if t is None else t.log10_p, test_axis=None if t is None else t.axis,
             test=None if t is None else t.test,
             mean_a=m.mean_a, std_a=m.std_a, mean_b=m.mean_b, std_b=m.std_b,
+            sampled_rows=None if ci is None else [ci.rows_a, ci.rows_total_a],
+            pearson_ci=None if ci is None or ci.pearson is None else [ci.pearson.low, ci.pearson.high],
+            cosine_ci=None if ci is None or ci.cosine is None else [ci.cosine.low, ci.cosine.high],
+            rel_l2_ci=None if ci is None or ci.rel_l2 is None else [ci.rel_l2.low, ci.rel_l2.high],
+            identity_basis="sampled" if p.a.info.sampled else "full",
             evidence_class=None if t is None else t.evidence_class,
             tests=None if t is None else {name: {"z": z, "log10_p": lp} for name, z, lp in t.by_test},
         ))
@@ -164,6 +211,17 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
             f"{n_non} matched tensors are shown but not counted as evidence (norm gains, biases, fixed buffers, "
             "tiny tensors): their similarity says nothing about lineage."
         )
+    if plan.mode == SAMPLED:
+        notes.append(
+            f"Sampled reads: {plan.planned_bytes / max(plan.full_bytes, 1):.1%} of the compared tensors' bytes were read "
+            "(key-seeded blocks of rows). Pearson, cosine and rel-L2 of sampled tensors are estimates with 95 % "
+            "intervals; 'identical' of a sampled tensor speaks of the sampled rows only."
+        )
+    if plan.left_out:
+        notes.append(
+            f"The byte cap (--max-bytes) left {len(plan.left_out)} tensor pairs out: they were not read, and the "
+            "verdicts' power counts only what was read."
+        )
     return ComparisonResult(
         modelkin_version=__version__,
         a=_ref(src_a, inv_a, digest_a),
@@ -177,4 +235,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         seconds=time.perf_counter() - started,
         notes=notes,
         vocabulary=None if vocab is None else vocab.to_dict(),
+        reads=ReadSummary(plan.mode, plan.planned_bytes, plan.full_bytes, stats.bytes_fetched, stats.bytes_from_cache,
+                          stats.requests, options.max_bytes, [p.a.name for p in plan.left_out]),
+        min_effect=options.min_effect,
     )

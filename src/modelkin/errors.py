@@ -42,3 +42,7 @@ class UnsupportedError(ModelkinError, NotImplementedError):
 
 class UsageError(ModelkinError, ValueError):
     """Bad options given to the API or CLI."""
+
+
+class RemoteError(ModelkinError, ConnectionError):
+    """A remote model or file could not be read as asked: HTTP errors, access, faults that persisted."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import UsageError
+from .sampling import DEFAULT_SAMPLE, SamplePolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,11 +20,22 @@ class CompareOptions:
     components: tuple[str, ...] | None = None  # restrict to these components
     hash_files: bool = True  # sha256 of every weights file in the report
     digest_cache: bool = True  # remember digests per (path, size, mtime, inode); False re-hashes every file
+    # "full" reads every byte of the compared tensors; "sampled" reads key-seeded blocks of rows of each
+    # (docs/method.md); None: sampled when either model is remote, full for local models.
+    read_mode: str | None = None
+    sample_policy: SamplePolicy = DEFAULT_SAMPLE  # how much of each tensor a sampled read takes
+    max_bytes: int | None = None  # cap on the tensor bytes (A + B) read; pairs beyond it are left out, said so
+    revision_a: str | None = None  # Hub revision (branch, tag or commit) of A
+    revision_b: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
             raise UsageError(f"alpha must lie strictly between 0 and 1, got {self.alpha}")
         if not 0 < self.min_effect < 1:
             raise UsageError(f"min_effect must lie strictly between 0 and 1, got {self.min_effect}")
+        if self.read_mode not in (None, "full", "sampled"):
+            raise UsageError(f"read_mode must be 'full' or 'sampled', got {self.read_mode!r}")
+        if self.max_bytes is not None and self.max_bytes <= 0:
+            raise UsageError(f"max_bytes must be positive, got {self.max_bytes}")
         if self.threads < 1:
             raise UsageError(f"threads must be at least 1, got {self.threads}")

@@ -9,11 +9,17 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+from .sources.digests import FileDigest
 
 RELATED, INDEPENDENT, INCONCLUSIVE = "related", "independent", "inconclusive"
-# The only report fields that may differ between two runs on the same inputs (times and dates); every
-# other byte of ``to_json()`` is a function of the inputs and the options, whatever the thread count.
-TIME_FIELDS = ("seconds",)
+# The only report fields that may differ between two runs on the same inputs: times and dates, and the
+# command line that asked for the run (it names --threads). Every other byte of ``to_json()`` is a function
+# of the inputs and the options, whatever the thread count. (Remote models add transfer counters in
+# ``reads`` that depend on what the range cache already held.)
+TIME_FIELDS = ("seconds", "created")
+INVOCATION_FIELDS = ("command",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +29,9 @@ class ModelRef:
     family: str | None
     n_tensors: int
     n_bytes: int
-    files: dict[str, str | None]  # weights file -> sha256 (None when hashing was switched off)
+    files: dict[str, FileDigest | None]  # weights file -> identity (None when hashing was switched off)
+    revision: str | None = None  # commit SHA the files were read at (remote sources)
+    parameters: dict[str, int] | None = None  # component -> parameters (all tensors of the model, compared or not)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +63,13 @@ class TensorResult:
     std_a: float
     mean_b: float
     std_b: float
+    # Sampled reads: rows of A read (of its rows), 95 % jackknife intervals of the estimates, and whether
+    # ``identical`` speaks of every byte ("full") or of the sampled rows only ("sampled").
+    sampled_rows: list[int] | None = None  # [rows read, rows of A]
+    pearson_ci: list[float] | None = None
+    cosine_ci: list[float] | None = None
+    rel_l2_ci: list[float] | None = None
+    identity_basis: str = "full"
     evidence_class: str | None = None  # "permutation" or "assumption-based": what the test's null rests on
     tests: dict | None = None  # every test that ran: name -> {"z", "log10_p"} (uncorrected), for calibration
 
@@ -88,6 +103,20 @@ class ComponentResult:
     matching_roles: list[str] = field(default_factory=list)  # related: roles of tensors significant on their own
 
 
+@dataclass(frozen=True, slots=True)
+class ReadSummary:
+    """What the comparison read: mode, bytes planned and fetched, and what a byte cap left out."""
+
+    mode: str  # "full" or "sampled"
+    planned_bytes: int  # tensor bytes of A and B the compared pairs read
+    full_bytes: int  # tensor bytes of A and B those pairs hold
+    remote_bytes_fetched: int  # bytes fetched over HTTP (0 for local models); cache hits not counted
+    remote_bytes_cached: int  # bytes served from the on-disk range cache
+    remote_requests: int
+    max_bytes: int | None
+    left_out: list[str]  # tensors of A left out by the byte cap
+
+
 @dataclass(frozen=True)
 class ComparisonResult:
     modelkin_version: str
@@ -102,6 +131,10 @@ class ComparisonResult:
     seconds: float
     notes: list[str] = field(default_factory=list)
     vocabulary: dict | None = None  # source, n_a, n_b, n_shared, remapped
+    reads: ReadSummary | None = None
+    min_effect: float | None = None  # weakest matched-unit cosine "independent" must rule out
+    created: str = field(default_factory=lambda: _now())  # when the comparison finished (UTC, ISO 8601)
+    command: list[str] | None = None  # the command line, when run from the CLI
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -109,6 +142,10 @@ class ComparisonResult:
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _finite(x):

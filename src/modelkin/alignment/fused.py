@@ -1,8 +1,8 @@
 """Fused ↔ split tensors: one model stores q, k, v (or gate, up) in one matrix, the other separately.
 
 A fused matrix stacks its parts along the output rows ([q; k; v] or [gate; up]), so each part is a
-*virtual tensor*: a contiguous row range of a matrix stored [out, in], or a window of columns (a strided
-view, see ``TensorInfo``) of one stored [in, out] like GPT-2's Conv1D ``c_attn``. The row counts come from the other model's separate tensors (which also covers grouped-query
+*view* (``TensorInfo.rows`` / ``columns``): a row range of a matrix stored [out, in], or a window of
+columns of one stored [in, out] like GPT-2's Conv1D ``c_attn``. The row counts come from the other model's separate tensors (which also covers grouped-query
 attention, where k and v are narrower than q). Each virtual part takes the key of its counterpart, so the
 ordinary name alignment pairs them.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..inventory import Inventory, TensorEntry
-from ..sources import TensorInfo
 from .names import logical_shape
 
 FUSED_PARTS = {"attn.qkv": ("attn.q", "attn.k", "attn.v"), "mlp.gate_up": ("mlp.gate", "mlp.up")}
@@ -20,20 +19,11 @@ FUSED_PARTS = {"attn.qkv": ("attn.q", "attn.k", "attn.v"), "mlp.gate_up": ("mlp.
 
 def _slice(e: TensorEntry, role: str, row0: int, rows: int, like: TensorEntry) -> TensorEntry:
     """Logical rows row0:row0+rows of a fused [out, in] matrix as a tensor of its own."""
-    info = e.info
-    item = info.dtype.storage.itemsize
+    name = f"{e.info.name}[{role}]"
     if e.transposed:  # stored [in, out] (GPT-2's Conv1D): the part is a window of columns
-        n_in = info.shape[0]
-        part = TensorInfo(
-            name=f"{info.name}[{role}]", dtype=info.dtype, shape=(n_in, rows), file=info.file,
-            data_offset=info.data_offset, n_bytes=n_in * rows * item, row_stride=info.shape[1], col_offset=row0,
-        )
-    else:  # stored [out, in]: the part is a contiguous range of rows
-        row_elems = info.numel // info.shape[0]
-        part = TensorInfo(
-            name=f"{info.name}[{role}]", dtype=info.dtype, shape=(rows,) + info.shape[1:], file=info.file,
-            data_offset=info.data_offset + row0 * row_elems * item, n_bytes=rows * row_elems * item,
-        )
+        part = e.info.columns(row0, row0 + rows, name)
+    else:  # stored [out, in]: the part is a range of rows
+        part = e.info.rows(row0, row0 + rows, name)
     return replace(e, name=part.name, key=like.key, info=part, role=role, template=like.template)
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..inventory import Inventory, TensorEntry
-from ..sampling import sample_indices
+from ..sampling import sample_indices, sample_rows
 from ..sources import ModelSource
 from .names import Alignment, TensorPair, Unmatched, logical_shape, width_differs
 
@@ -40,12 +40,15 @@ class LayerMap:
     unmatched_b: list[int]  # layers of B that match no layer of A
     duplicated_a: list[int]  # layers of A that several layers of B came from
     reordered: bool
-    similarity: list[list[float]] = field(repr=False)  # S[layer of A][layer of B]
+    similarity: list[list[float]] = field(repr=False)  # S[i][j]: layer layers_a[i] of A vs layers_b[j] of B
+    layers_a: list[int] = field(default_factory=list, repr=False)  # rows of S
+    layers_b: list[int] = field(default_factory=list, repr=False)  # columns of S
 
     def to_dict(self) -> dict:
         return {
             "method": self.method, "pairs": [list(p) for p in self.pairs], "dropped_a": self.dropped_a,
             "unmatched_b": self.unmatched_b, "duplicated_a": self.duplicated_a, "reordered": self.reordered,
+            "layers_a": list(self.layers_a), "layers_b": list(self.layers_b), "similarity": self.similarity,
         }
 
 
@@ -92,7 +95,13 @@ def map_layers(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: 
         if len(sa) == 1 and len(next(iter(sa))) >= 2:
             shape = next(iter(sa))
             rng = np.random.default_rng(zlib.crc32(repr(slot).encode()))
-            shapes[slot] = (sample_indices(shape[0], SAMPLE_ROWS, rng), sample_indices(int(np.prod(shape[1:])), SAMPLE_COLS, rng))
+            rows = sample_indices(shape[0], SAMPLE_ROWS, rng)
+            one = next(iter(la.values()))[slot]
+            # Large tensors: rows inside the blocks a sampled (remote) read fetches anyway, one request each.
+            planned = None if one.transposed else sample_rows(slot[0], shape[0], one.info.n_bytes)
+            if planned is not None:
+                rows = np.unique(planned[np.linspace(0, len(planned) - 1, min(SAMPLE_ROWS, len(planned))).astype(int)])
+            shapes[slot] = (rows, sample_indices(int(np.prod(shape[1:])), SAMPLE_COLS, rng))
     if not shapes:
         return None
     slots = sorted(shapes)
@@ -127,6 +136,8 @@ def map_layers(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: 
         duplicated_a=sorted(a for a, k in used.items() if k > 1) if method == "similarity" else [],
         reordered=any(x > y for x, y in zip(seq, seq[1:])) if method == "similarity" else False,
         similarity=np.round(s, 4).tolist(),
+        layers_a=list(order_a),
+        layers_b=list(order_b),
     )
 
 

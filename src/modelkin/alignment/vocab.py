@@ -60,7 +60,7 @@ def load_vocab(src: ModelSource) -> dict[str, int] | None:
         except Exception as e:  # likewise
             raise FormatError(f"cannot read sentencepiece model: {str(e).splitlines()[0]}", path) from None
         return {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
-    return None
+    return src.embedded_vocab()
 
 
 def map_vocab(src_a: ModelSource, src_b: ModelSource, rows_a: int, rows_b: int) -> VocabMap:

@@ -12,11 +12,22 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..sources import ModelSource, TensorInfo
+from ..sources.dtypes import FLOAT_CODES
 from .buffers import buffer_reason
 from .families import Family, Rule, by_model_type, families
 from .roles import PARAM_NON_EVIDENCE, ROLES
 
 MIN_EVIDENCE_ELEMENTS = 64  # fewer values than this cannot support a per-tensor test
+INTEGER_BUFFER = "an integer or boolean buffer (indices, counters, masks), not learned weights"
+
+
+def _dtype_reason(info: TensorInfo) -> str | None:
+    """Integer and boolean tensors wider than a byte (position ids, step counters, masks) are never
+    evidence; 8-bit integers may be quantised weights and are judged like floats."""
+    dtype = info.dtype
+    if dtype.code in FLOAT_CODES or dtype.is_block:
+        return None
+    return INTEGER_BUFFER if dtype.code == "BOOL" or dtype.bits > 8 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +126,7 @@ def _entry(info: TensorInfo, order: list[Family], home: str = "other") -> Tensor
         rule, key, groups = hit
         param = groups.get("param") or ""
         role = ROLES["buffer" if generated else rule.role]
-        reason = generated or role.non_evidence_reason or PARAM_NON_EVIDENCE.get(param)
+        reason = generated or role.non_evidence_reason or PARAM_NON_EVIDENCE.get(param) or _dtype_reason(info)
         if reason is None and info.numel < MIN_EVIDENCE_ELEMENTS:
             reason = f"only {info.numel} values: too few to discriminate"
         if reason is None and len(info.shape) < 2:
@@ -123,7 +134,7 @@ def _entry(info: TensorInfo, order: list[Family], home: str = "other") -> Tensor
         layer = groups.get("layer")
         expert = groups.get("expert")
         return TensorEntry(
-            info.name, key, info, rule.role, rule.component,
+            info.name, key, info, role.name, rule.component,
             None if layer is None else int(layer), None if expert is None else int(expert),
             param, fam.name, f"{rule.pattern}.{param}",
             tuple(sorted((k, v) for k, v in groups.items() if k not in ("layer", "param"))),
@@ -131,11 +142,10 @@ def _entry(info: TensorInfo, order: list[Family], home: str = "other") -> Tensor
         )
     if generated:  # no rule knows it, its name does: a buffer of the model's main component
         return TensorEntry(info.name, info.name, info, "buffer", home, None, None, "", None, None, (), False, False, generated)
-    if len(info.shape) >= 2 and info.numel >= MIN_EVIDENCE_ELEMENTS:
-        reason = None
-    elif len(info.shape) < 2:
+    reason = _dtype_reason(info)
+    if reason is None and len(info.shape) < 2:
         reason = "scalar or 1-D tensor of unknown role (bias, gain or buffer?)"
-    else:
+    elif reason is None and info.numel < MIN_EVIDENCE_ELEMENTS:
         reason = f"only {info.numel} values: too few to discriminate"
     return TensorEntry(info.name, info.name, info, "other", "other", None, None, "", None, None, (), False, reason is None, reason)
 

@@ -24,9 +24,10 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..alignment import TensorPair, logical_shape
-from ..sources import ModelSource, decode
+from ..sources import ModelSource
+from ..sources.weightfile import STREAM_PIECE_ELEMS
 
-CHUNK_ELEMS = 1 << 18  # 256 Ki elements: decoded chunks stay in L2 cache; few Python steps per GB
+CHUNK_ELEMS = STREAM_PIECE_ELEMS  # a stream's piece: decoded chunks stay in L2 cache; few Python steps per GB
 RANGE_ELEMS = 1 << 23  # a unit of parallel work
 TILE = 512  # tile edge for pairs read by blocks (one side transposed, or a strided view)
 
@@ -122,21 +123,19 @@ class TensorMetrics:
         )
 
 
-def _range_moments(src_a: ModelSource, src_b: ModelSource, pair: TensorPair, start: int, count: int) -> Moments:
-    """One range, read through the memory map (no copy) and released as soon as it is done."""
+def _paired_pieces(src_a: ModelSource, src_b: ModelSource, pair: TensorPair, start: int, count: int):
+    """Decoded pieces of the same elements of A and B (both streams cut pieces of CHUNK_ELEMS elements)."""
     ia, ib = pair.a.info, pair.b.info
-    va, vb = src_a.view(ia, start, count), src_b.view(ib, start, count)
     scratch_a, scratch_b = np.empty(CHUNK_ELEMS, np.uint32), np.empty(CHUNK_ELEMS, np.uint32)  # bf16 decoding
+    return zip(src_a.stream(ia, start, count, scratch_a), src_b.stream(ib, start, count, scratch_b))
+
+
+def _range_moments(src_a: ModelSource, src_b: ModelSource, pair: TensorPair, start: int, count: int) -> Moments:
+    """One range, streamed piece by piece (a local file through its memory map, released as it goes)."""
+    exact = pair.a.info.numel <= SMALL_TENSOR_ELEMS
     total = Moments()
-    try:
-        for s in range(0, count, CHUNK_ELEMS):
-            a = decode(va[s : s + CHUNK_ELEMS], ia, scratch_a)
-            b = decode(vb[s : s + CHUNK_ELEMS], ib, scratch_b)
-            total = total + chunk_moments(a, b, exact=ia.numel <= SMALL_TENSOR_ELEMS)
-    finally:
-        del va, vb
-        src_a.release(ia, start, count)
-        src_b.release(ib, start, count)
+    for a, b in _paired_pieces(src_a, src_b, pair, start, count):
+        total = total + chunk_moments(a, b, exact=exact)
     return total
 
 
@@ -146,19 +145,8 @@ def _with_distance(m: Moments, a: np.ndarray, b: np.ndarray) -> Moments:
 
 def _exact_distance(src_a: ModelSource, src_b: ModelSource, pair: TensorPair) -> float:
     """Second pass for a near-identical contiguous pair: Σ(a−b)² from the differences."""
-    ia, ib = pair.a.info, pair.b.info
-    total = 0.0
-    for start in range(0, ia.numel, RANGE_ELEMS):
-        count = min(RANGE_ELEMS, ia.numel - start)
-        va, vb = src_a.view(ia, start, count), src_b.view(ib, start, count)
-        try:
-            for s in range(0, count, CHUNK_ELEMS):
-                total += chunk_distance(decode(va[s : s + CHUNK_ELEMS], ia), decode(vb[s : s + CHUNK_ELEMS], ib))
-        finally:
-            del va, vb
-            src_a.release(ia, start, count)
-            src_b.release(ib, start, count)
-    return total
+    n = pair.a.info.numel
+    return sum(chunk_distance(a, b) for a, b in _paired_pieces(src_a, src_b, pair, 0, n))
 
 
 def _logical_block(src: ModelSource, entry, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
@@ -199,6 +187,9 @@ def same_bytes(src_a: ModelSource, ia, src_b: ModelSource, ib) -> bool:
     """Whether two stored tensors hold the same bytes (same dtype and shape), compared chunk by chunk."""
     if ia.dtype.code != ib.dtype.code or ia.shape != ib.shape or ia.strided or ib.strided:
         return False
+    if ia.sampled or ib.sampled:  # samples: the sampled rows' values, bit for bit (decoding is exact)
+        rows = np.arange(ia.shape[0])
+        return src_a.read_rows(ia, rows).tobytes() == src_b.read_rows(ib, rows).tobytes()
     for s in range(0, ia.numel, CHUNK_ELEMS):
         c = min(CHUNK_ELEMS, ia.numel - s)
         if src_a.read_raw(ia, s, c).tobytes() != src_b.read_raw(ib, s, c).tobytes():

@@ -82,8 +82,16 @@ def render(result: ComparisonResult, console: Console) -> None:
     console.print(f"[dim]{result.seconds:.2f} s[/]")
 
 
-def render_inventory(summary: dict, family: str | None, unassigned: list[str], location: str, console: Console) -> None:
+def render_inventory(
+    summary: dict, family: str | None, unassigned: list[str], location: str, console: Console,
+    files: dict[str, dict] | None = None, dtypes: dict[str, int] | None = None,
+) -> None:
     console.print(f"[bold]{location}[/]  family: {family or 'unknown'}")
+    for name, about in (files or {}).items():
+        details = ", ".join(f"{k} {v if len(v) <= 60 else v[:57] + '...'}" for k, v in about["metadata"].items())
+        console.print(f"  {name}: {about['format']}" + (f" ({details})" if details else ""), markup=False)
+    if dtypes:
+        console.print("  dtypes: " + ", ".join(f"{code} ({n} tensors)" for code, n in dtypes.items()), markup=False)
     t = Table(title="Parameters per component and role", title_justify="left")
     t.add_column("component")
     t.add_column("role")

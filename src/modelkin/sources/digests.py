@@ -1,8 +1,10 @@
-"""sha256 of weights files, with a cache so a file is hashed once, not on every comparison.
+"""Identity of weights files: sha256, with a cache so a local file is hashed once, not on every comparison.
 
 Hashing runs at about 1 GB/s per core — slower than the comparison itself — so digests are remembered per
 file, keyed by (real path, size, modification time in ns, inode): a file that changes in any of those is
-hashed again. A file inside a Hugging Face cache whose blob is named by its sha256 needs no hashing at all.
+hashed again. A file's name is never taken as its digest (a blob named by a sha256 may hold anything):
+every local file is hashed. A remote file is not downloaded to be hashed: its record carries the sha256
+and ETag the server reported, marked as such (``source``).
 """
 
 from __future__ import annotations
@@ -10,12 +12,29 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 HASH_BLOCK_BYTES = 8 << 20
-_SHA256_NAME = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True, slots=True)
+class FileDigest:
+    """One weights file's identity as reported in the JSON (``a.files``)."""
+
+    size: int
+    sha256: str | None
+    sha256_source: str  # "hashed" (computed here from the bytes), "hub" (reported by the server), "none"
+    etag: str | None = None
+
+
+def file_digest(transport, use_cache: bool = True) -> FileDigest:
+    """The identity record of a transport's file: hashed if local, as reported if remote."""
+    if transport.remote:
+        sha = getattr(transport, "reported_sha256", None)
+        return FileDigest(transport.size, sha, "hub" if sha else "none", getattr(transport, "etag", None))
+    return FileDigest(transport.size, sha256_file(transport.path, use_cache), "hashed")
 
 
 def cache_path() -> Path:
@@ -50,9 +69,6 @@ def _save(cache: Path, data: dict) -> None:
 
 def sha256_file(path: Path, use_cache: bool = True) -> str:
     real, stamp = _key(path)
-    blob = os.path.basename(real)
-    if _SHA256_NAME.fullmatch(blob) and os.sep + "blobs" + os.sep in real:
-        return blob  # content-addressed by the Hub cache
     cache = cache_path()
     data = _load(cache) if use_cache else {}
     hit = data.get(real)

@@ -13,103 +13,142 @@ from typing import Iterator
 
 import numpy as np
 
-from .digests import sha256_file
-from .safetensors_format import SafetensorsFile, TensorInfo
-
-
-def decode(raw: np.ndarray, info: TensorInfo, out: np.ndarray | None = None) -> np.ndarray:
-    """Stored values -> float array (float32, or float64 for 64-bit types). Exact for every format.
-
-    ``out`` (uint32 scratch of at least ``raw.size``) lets a hot loop decode bfloat16 without allocating.
-    """
-    if info.dtype.code == "BF16":
-        # bfloat16 is the top half of a float32: widening the bits is exact and much faster than a cast.
-        if out is None:
-            bits = raw.view(np.uint16).astype(np.uint32)
-        else:
-            bits = out[: raw.size]
-            np.copyto(bits, raw.view(np.uint16))
-        bits <<= 16
-        return bits.view(np.float32)
-    return raw.astype(info.dtype.decoded, copy=False)
+from .digests import FileDigest, file_digest
+from .tensors import TensorInfo
+from .weightfile import WeightFile
 
 
 @dataclass
 class ModelSource:
-    location: str  # what the user gave (path or hub id)
-    root: Path  # the file or folder the weights were found in
-    files: tuple[SafetensorsFile, ...]
+    location: str  # what the user gave (path, URL or hub id)
+    root: Path | str  # the file or folder the weights were found in (a URL for remote models)
+    files: tuple[WeightFile, ...]
     tensors: dict[str, TensorInfo]
     config: dict | None = None
     config_path: Path | None = None
-    extra_files: dict[str, Path] = field(default_factory=dict)  # tokenizer.json etc., by name
-    _by_path: dict[Path, SafetensorsFile] = field(default_factory=dict, init=False, repr=False)
-    _digests: dict[str, str] | None = field(default=None, init=False, repr=False)
+    extra_files: dict[str, Path] = field(default_factory=dict)  # tokenizer.json etc., by name (local copies)
+    revision: str | None = None  # commit the files were read at (remote sources)
+    _by_name: dict[str, WeightFile] = field(default_factory=dict, init=False, repr=False)
+    _digests: dict[str, FileDigest] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._by_path = {f.path: f for f in self.files}
+        self._by_name = {f.name: f for f in self.files}
+
+    @property
+    def remote(self) -> bool:
+        return any(f.transport.remote for f in self.files)
+
+    def embedded_vocab(self) -> dict[str, int] | None:
+        """Token string -> id from a tokenizer stored inside a weights file (GGUF), if any."""
+        return next((v for f in self.files if (v := f.embedded_vocab()) is not None), None)
+
+    def file_of(self, info: TensorInfo) -> WeightFile:
+        return self._by_name[info.file]
 
     # -- data access ----------------------------------------------------------------------------
+    # Element ranges are of the tensor flattened in its stored orientation. A view (``TensorInfo.rows``
+    # or ``columns``) is turned into ranges of its stored base here; nothing above sources/ sees how.
+    def _row_len(self, info: TensorInfo) -> int:
+        return info.numel // info.shape[0] if info.shape and info.shape[0] else 0
+
+    def _contiguous(self, info: TensorInfo, start: int, count: int) -> tuple[TensorInfo, int]:
+        """(stored tensor, start element there) of a contiguous element range of ``info``."""
+        if count < 0 or start < 0 or start + count > info.numel:
+            raise IndexError(f"{info.name}: elements [{start}, {start + count}) out of range {info.numel}")
+        if info.sampled:
+            raise ValueError(f"{info.name}: a sample is read by rows, not as one range")
+        if info.strided:
+            raise ValueError(f"{info.name}: a window of columns is read by rows, not as one range")
+        if info.base is None:
+            return info, start
+        return info.base, info.row0 * self._row_len(info.base) + start
+
     def read_raw(self, info: TensorInfo, start: int = 0, count: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
         """Elements [start, start+count) of a tensor in its storage dtype, flattened."""
-        if info.strided:
-            raise ValueError(f"{info.name}: a strided view is read by rows, not as one range")
-        if count is None:
-            count = info.numel - start
-        if start < 0 or count < 0 or start + count > info.numel:
-            raise IndexError(f"{info.name}: elements [{start}, {start + count}) out of range {info.numel}")
-        if out is None:
-            out = np.empty(count, dtype=info.dtype.storage)
-        else:
-            out = out[:count]
-        if count:
-            self._by_path[info.file].read_into(info.data_offset + start * info.dtype.storage.itemsize, out)
-        return out
+        count = info.numel - start if count is None else count
+        stored, s = self._contiguous(info, start, count)
+        return self.file_of(stored).read_raw(stored, s, count, out)
 
     def read(self, info: TensorInfo, start: int = 0, count: int | None = None) -> np.ndarray:
         """Elements [start, start+count) decoded to float."""
-        return decode(self.read_raw(info, start, count), info)
+        count = info.numel - start if count is None else count
+        if info.sampled:
+            return self._read_sample(info, start, count)
+        stored, s = self._contiguous(info, start, count)
+        return self.file_of(stored).read_elements(stored, s, count)
 
-    def _read_span(self, info: TensorInfo, element: int, out: np.ndarray) -> None:
-        """Raw elements at index ``element`` of the underlying stored matrix (strided views included)."""
-        self._by_path[info.file].read_into(info.data_offset + element * info.dtype.storage.itemsize, out)
+    def stream(self, info: TensorInfo, start: int, count: int, scratch: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """Decoded consecutive pieces of elements [start, start+count), each valid until the next; the
+        fastest way through a long range (a local file is mapped and released piece by piece)."""
+        if info.sampled:
+            from .weightfile import STREAM_PIECE_ELEMS
 
-    def read_block(self, info: TensorInfo, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-        """Rows r0:r1, columns c0:c1 of a 2-D tensor (stored orientation), decoded; one read per row."""
-        stride = info.row_stride or info.shape[1]
-        raw = np.empty((r1 - r0, c1 - c0), dtype=info.dtype.storage)
-        for i, r in enumerate(range(r0, r1)):
-            self._read_span(info, r * stride + info.col_offset + c0, raw[i])
-        return decode(raw.reshape(-1), info).reshape(r1 - r0, c1 - c0)
+            flat = self._read_sample(info, start, count)
+            return (flat[p : p + STREAM_PIECE_ELEMS] for p in range(0, count, STREAM_PIECE_ELEMS))
+        stored, s = self._contiguous(info, start, count)
+        return self.file_of(stored).stream_elements(stored, s, count, scratch)
 
-    def view(self, info: TensorInfo, start: int, count: int) -> np.ndarray:
-        """Elements [start, start+count) in storage dtype, mapped rather than copied (see ``release``)."""
-        return self._by_path[info.file].view(info.data_offset + start * info.dtype.storage.itemsize, count, info.dtype.storage)
+    def _read_sample(self, info: TensorInfo, start: int, count: int) -> np.ndarray:
+        if count < 0 or start < 0 or start + count > info.numel:
+            raise IndexError(f"{info.name}: elements [{start}, {start + count}) out of range {info.numel}")
+        row_len = self._row_len(info)
+        if count == 0 or row_len == 0:
+            return np.empty(0, np.float32)
+        r0, r1 = start // row_len, (start + count - 1) // row_len + 1
+        rows = self.read_rows(info, np.arange(r0, r1)).reshape(-1)
+        return rows[start - r0 * row_len : start - r0 * row_len + count]
 
-    def release(self, info: TensorInfo, start: int, count: int) -> None:
-        item = info.dtype.storage.itemsize
-        self._by_path[info.file].release(info.data_offset + start * item, count * item)
+    def _row_spans(self, info: TensorInfo, rows: np.ndarray) -> list[tuple[int, int, int]]:
+        """(first position in ``rows``, number of rows, start element in the stored tensor) per read:
+        consecutive rows are read in one request (a remote block is one request)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= info.shape[0]):
+            raise IndexError(f"{info.name}: rows out of range {info.shape[0]}")
+        stored = info.stored
+        stored_len = self._row_len(stored)
+        if info.gather is not None:
+            rows = np.asarray(info.gather, dtype=np.int64)[rows]
+        else:
+            rows = rows + info.row0
+        spans = []
+        i = 0
+        while i < len(rows):
+            j = i + 1
+            if not info.strided:
+                while j < len(rows) and rows[j] == rows[j - 1] + 1:
+                    j += 1
+            first = int(rows[i])
+            spans.append((i, j - i, first * stored_len + info.col0))
+            i = j
+        return spans
 
     def read_rows(self, info: TensorInfo, rows: np.ndarray) -> np.ndarray:
         """Selected rows (first axis) of a tensor, decoded, shape (len(rows), prod(shape[1:]))."""
-        row_len = info.numel // info.shape[0] if info.shape and info.shape[0] else 0
-        raw = np.empty((len(rows), row_len), dtype=info.dtype.storage)
-        if info.strided:  # one read per row of the window
-            for i, r in enumerate(rows):
-                self._read_span(info, int(r) * info.row_stride + info.col_offset, raw[i])
-            return decode(raw.reshape(-1), info).reshape(len(rows), row_len)
-        # Consecutive rows are read in one request: sorted samples of a tall tensor are often adjacent.
-        order = np.argsort(rows, kind="stable")
-        i = 0
-        while i < len(order):
-            j = i + 1
-            while j < len(order) and rows[order[j]] == rows[order[j - 1]] + 1 and order[j] == order[j - 1] + 1:
-                j += 1
-            first = int(rows[order[i]])
-            block = raw[order[i] : order[i] + (j - i)]
-            self.read_raw(info, first * row_len, (j - i) * row_len, out=block.reshape(-1))
-            i = j
-        return decode(raw, info).reshape(len(rows), row_len)
+        row_len = self._row_len(info)
+        out = np.empty((len(rows), row_len), dtype=np.float64 if info.dtype.decoded == np.float64 else np.float32)
+        stored = info.stored
+        f = self.file_of(stored)
+        for pos, n, start in self._row_spans(info, rows):
+            out[pos : pos + n] = f.read_elements(stored, start, n * row_len).reshape(n, row_len)
+        return out
+
+    def read_block(self, info: TensorInfo, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Rows r0:r1, columns c0:c1 of a 2-D tensor (stored orientation), decoded."""
+        return self.read_rows(info.columns(c0, c1), np.arange(r0, r1))
+
+    def prefetch_rows(self, requests: list[tuple[TensorInfo, np.ndarray]]) -> None:
+        """Hint: these rows will be read soon (a remote source fetches them together, in parallel)."""
+        by_file: dict[str, list] = {}
+        for info, rows in requests:
+            row_len = self._row_len(info)
+            for _, n, start in self._row_spans(info, rows):
+                by_file.setdefault(info.stored.file, []).append((info.stored, start, n * row_len))
+        for name, spans in by_file.items():
+            f = self._by_name[name]
+            stats = getattr(f.transport, "stats", None)
+            if stats is not None:
+                stats.planned += sum(i.dtype.n_bytes(c) or 0 for i, _, c in spans)
+            f.prefetch(spans)
 
     def iter_chunks(self, info: TensorInfo, chunk_elems: int) -> Iterator[tuple[int, np.ndarray]]:
         """(start, decoded chunk) pairs covering the tensor in order."""
@@ -117,18 +156,26 @@ class ModelSource:
             yield start, self.read(info, start, min(chunk_elems, info.numel - start))
 
     # -- identity -------------------------------------------------------------------------------
-    def file_digests(self, use_cache: bool = True) -> dict[str, str]:
-        """sha256 of every weights file, by path relative to the root (see ``digests`` for the cache)."""
+    def file_records(self, use_cache: bool = True) -> dict[str, FileDigest]:
+        """Identity of every weights file, by path relative to the root: sha256 (hashed locally, cached by
+        stat; or as the Hub reports it for remote files) and size (see ``digests``)."""
         if self._digests is None:
-            self._digests = {self._relative(f.path): sha256_file(f.path, use_cache) for f in self.files}
+            self._digests = {self.relative_name(f): file_digest(f.transport, use_cache) for f in self.files}
         return self._digests
 
-    def _relative(self, path: Path) -> str:
-        base = self.root if self.root.is_dir() else self.root.parent
+    def file_digests(self, use_cache: bool = True) -> dict[str, str | None]:
+        """sha256 of every weights file, by path relative to the root."""
+        return {k: v.sha256 for k, v in self.file_records(use_cache).items()}
+
+    def relative_name(self, f: WeightFile) -> str:
+        if f.transport.remote:
+            return getattr(f.transport, "relative_name", os.path.basename(f.name))
+        root = Path(self.root)
+        base = root if root.is_dir() else root.parent
         try:
-            return str(path.relative_to(base))
+            return str(Path(f.path).relative_to(base))
         except ValueError:
-            return os.path.basename(path)
+            return os.path.basename(f.name)
 
     @property
     def n_bytes(self) -> int:

@@ -6,23 +6,22 @@ UTF-8 JSON starting with ``{``, then the byte buffer. Each tensor entry has ``dt
 cover the buffer exactly; END - BEGIN equals numel * bits / 8. ``__metadata__`` maps strings to strings.
 Every violation becomes one FormatError naming the file.
 
-Data is never mapped or loaded whole: ``read_into`` copies a byte range into a caller-owned buffer with
-``os.preadv`` (releases the GIL, keeps resident memory bounded by the caller's buffers).
+The header is read through a ``Transport`` (a local file or HTTP ranges); tensor data is read by the
+``WeightFile`` base class, never mapped or loaded whole here.
 """
 
 from __future__ import annotations
 
 import json
-import mmap
-import os
 import struct
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import FormatError
-from .dtypes import DType, lookup
+from .dtypes import lookup
+from .tensors import TensorInfo
+from .transport import LocalFile, Transport
+from .weightfile import WeightFile
 
 MAX_HEADER_BYTES = 100_000_000  # the format's limit
 HEADER_LENGTH_BYTES = 8
@@ -43,67 +42,31 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class TensorInfo:
-    """Where one tensor's bytes are: ``data_offset`` is absolute within ``file``.
+class SafetensorsFile(WeightFile):
+    """One ``.safetensors`` file: validated header; its data is read by ``WeightFile``."""
 
-    ``row_stride`` > 0 marks a *strided view*: a 2-D window of a larger stored matrix (columns
-    ``col_offset``… of rows ``row_stride`` elements long), as when a part is cut out of a fused matrix
-    stored [in, out]. Such a view is read row by row (``ModelSource.read_rows`` / ``read_block``), never as
-    one contiguous range.
-    """
+    format_name = "safetensors"
 
-    name: str
-    dtype: DType
-    shape: tuple[int, ...]
-    file: Path
-    data_offset: int
-    n_bytes: int
-    row_stride: int = 0
-    col_offset: int = 0
-    numel: int = field(init=False)
-
-    @property
-    def strided(self) -> bool:
-        return self.row_stride > 0
-
-    def __post_init__(self) -> None:
-        n = 1
-        for d in self.shape:
-            n *= d
-        object.__setattr__(self, "numel", n)
-
-
-class SafetensorsFile:
-    """One ``.safetensors`` file: validated header, and ranged reads of its data."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.metadata: dict[str, str] = {}
-        self.tensors: dict[str, TensorInfo] = {}
-        self._fd: int | None = None
-        self._map: mmap.mmap | None = None
+    def __init__(self, source: str | Path | Transport):
+        super().__init__(LocalFile(source) if isinstance(source, (str, Path)) else source)
         self._parse_header()
 
     # -- header ---------------------------------------------------------------------------------
-    def _fail(self, message: str) -> FormatError:
-        return FormatError(message, self.path)
+    def _read(self, offset: int, n: int) -> bytes:
+        buf = np.empty(n, np.uint8)
+        self.transport.read_into(offset, buf)
+        return buf.tobytes()
 
     def _parse_header(self) -> None:
-        try:
-            size = self.path.stat().st_size
-            with open(self.path, "rb") as f:
-                head = f.read(HEADER_LENGTH_BYTES)
-                if len(head) < HEADER_LENGTH_BYTES:
-                    raise self._fail(f"file is {size} bytes, too short to hold the 8-byte safetensors header length (truncated?)")
-                (n_header,) = struct.unpack("<Q", head)
-                if n_header > MAX_HEADER_BYTES:
-                    raise self._fail(f"header length {n_header} exceeds the format's limit of {MAX_HEADER_BYTES} bytes (not a safetensors file?)")
-                if HEADER_LENGTH_BYTES + n_header > size:
-                    raise self._fail(f"header length {n_header} runs past the end of the {size}-byte file (truncated or not a safetensors file)")
-                raw = f.read(n_header)
-        except OSError as e:
-            raise self._fail(f"cannot read: {e.strerror or e}") from None
+        size = self.transport.size
+        if size < HEADER_LENGTH_BYTES:
+            raise self._fail(f"file is {size} bytes, too short to hold the 8-byte safetensors header length (truncated?)")
+        (n_header,) = struct.unpack("<Q", self._read(0, HEADER_LENGTH_BYTES))
+        if n_header > MAX_HEADER_BYTES:
+            raise self._fail(f"header length {n_header} exceeds the format's limit of {MAX_HEADER_BYTES} bytes (not a safetensors file?)")
+        if HEADER_LENGTH_BYTES + n_header > size:
+            raise self._fail(f"header length {n_header} runs past the end of the {size}-byte file (truncated or not a safetensors file)")
+        raw = self._read(HEADER_LENGTH_BYTES, n_header)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -179,60 +142,11 @@ class SafetensorsFile:
         numel = 1
         for d in shape:  # Python ints: no wrap-around however hostile the dims
             numel *= d
-        expected = numel * dtype.bits // 8
+        expected = dtype.n_bytes(numel)
+        if expected is None:
+            raise self._fail(f"tensor {name!r}: {numel} elements of {dtype.code} do not fill whole bytes")
         if end - begin != expected:
             raise self._fail(
                 f"tensor {name!r}: shape {shape} of {dtype.code} needs {expected} bytes but data_offsets span {end - begin}"
             )
-        return TensorInfo(name, dtype, tuple(shape), self.path, buffer_start + begin, end - begin)
-
-    # -- data -----------------------------------------------------------------------------------
-    def _descriptor(self) -> int:
-        if self._fd is None:
-            try:
-                self._fd = os.open(self.path, os.O_RDONLY)
-            except OSError as e:
-                raise self._fail(f"cannot open: {e.strerror or e}") from None
-        return self._fd
-
-    def read_into(self, offset: int, out: np.ndarray) -> None:
-        """Fill ``out`` (C-contiguous) with the bytes at absolute ``offset``."""
-        if not out.flags.c_contiguous:
-            raise ValueError("read_into needs a C-contiguous buffer")
-        # Go through uint8: numpy cannot export ml_dtypes arrays (bfloat16, float8) via the buffer protocol.
-        view = memoryview(out.reshape(-1).view(np.uint8))
-        fd = self._descriptor()
-        done = 0
-        while done < len(view):
-            n = os.preadv(fd, [view[done:]], offset + done)
-            if n <= 0:
-                raise self._fail(f"file ended while reading bytes {offset + done}.. (changed on disk?)")
-            done += n
-
-    def view(self, offset: int, count: int, dtype: np.dtype) -> np.ndarray:
-        """A read-only array over ``count`` elements at absolute ``offset``, without copying.
-
-        Pages it touches count towards resident memory until ``release`` drops them; the streaming pass
-        releases every range it has finished with, so resident memory stays at a few ranges.
-        """
-        if self._map is None:
-            self._map = mmap.mmap(self._descriptor(), 0, access=mmap.ACCESS_READ)
-        return np.frombuffer(self._map, dtype=dtype, count=count, offset=offset)
-
-    def release(self, offset: int, n_bytes: int) -> None:
-        """Drop the mapped pages of a byte range from this process (they stay in the OS page cache)."""
-        if self._map is None or n_bytes <= 0 or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        start = offset - offset % mmap.PAGESIZE
-        self._map.madvise(mmap.MADV_DONTNEED, start, min(offset + n_bytes, len(self._map)) - start)
-
-    def close(self) -> None:
-        if self._map is not None:
-            try:
-                self._map.close()
-            except BufferError:  # an array still views the map; the OS frees it with the process
-                pass
-            self._map = None
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        return TensorInfo(name, dtype, tuple(shape), self.name, buffer_start + begin, end - begin)

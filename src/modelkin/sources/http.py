@@ -1,0 +1,301 @@
+"""HTTP ranges as a transport: a remote file read piece by piece, never downloaded whole.
+
+``HttpFile`` answers the ``Transport`` protocol with ``Range: bytes=a-b`` requests through
+huggingface_hub's HTTP session (its proxies, headers and redirects; the Hub answers a resolve URL with a
+redirect to its content store). Every response is checked before a byte is used: status 206 (or 200 for a
+whole-file read), a ``Content-Range`` that names exactly the bytes asked for, a body of exactly that
+length, and the file's ETag unchanged since the header was read. Transient failures (dropped connections,
+timeouts, 429 and 5xx answers, short bodies) are retried a bounded number of times with backoff; anything
+else — 401/403/404/416, a mismatched range, a changed file — is one ``RemoteError`` naming the URL.
+
+Fetched ranges are kept in a ``RangeCache`` on disk, keyed by the file's identity (commit + path on the
+Hub, URL + ETag otherwise) and the range, and verified by sha256 whenever they are reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import RemoteError
+
+MAX_CONCURRENT_REQUESTS = 8  # ranges fetched at once per file
+MAX_ATTEMPTS = 5  # one request and up to four retries
+BACKOFF_SECONDS = 0.25  # doubled at every retry
+READ_TIMEOUT_SECONDS = 30.0
+COALESCE_GAP_BYTES = 64 << 10  # ranges closer than this are fetched in one request
+STREAM_REQUEST_BYTES = 16 << 20  # one request of a full streaming pass
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(-?\d+)/")
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def cache_root() -> Path:
+    """``$MODELKIN_CACHE/ranges``, else ``<huggingface_hub cache>/modelkin-ranges``."""
+    if os.environ.get("MODELKIN_CACHE"):
+        return Path(os.environ["MODELKIN_CACHE"]) / "ranges"
+    from huggingface_hub import constants
+
+    return Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE) / "modelkin-ranges"
+
+
+class RangeCache:
+    """Byte ranges of one remote file on disk: ``<root>/<key>/<offset>-<length>`` plus its sha256.
+
+    A read is served when one cached range covers it. Entries are written atomically; an entry whose
+    bytes no longer match their sha256 is deleted and fetched again.
+    """
+
+    def __init__(self, identity: str, root: Path | None = None):
+        self.folder = (root or cache_root()) / hashlib.sha256(identity.encode()).hexdigest()[:32]
+        self._lock = threading.Lock()
+        self._extents: list[tuple[int, int]] | None = None
+
+    def _scan(self) -> list[tuple[int, int]]:
+        if self._extents is None:
+            extents = []
+            if self.folder.is_dir():
+                for p in self.folder.iterdir():
+                    parts = p.name.split("-")
+                    if len(parts) == 2 and all(x.isdigit() for x in parts):
+                        extents.append((int(parts[0]), int(parts[1])))
+            self._extents = sorted(extents)
+        return self._extents
+
+    def get(self, offset: int, n: int) -> bytes | None:
+        with self._lock:
+            hit = next(((o, m) for o, m in self._scan() if o <= offset and offset + n <= o + m), None)
+        if hit is None:
+            return None
+        path = self.folder / f"{hit[0]}-{hit[1]}"
+        try:
+            data = path.read_bytes()
+            want = (self.folder / f"{hit[0]}-{hit[1]}.sha256").read_text().strip()
+        except OSError:
+            data, want = b"", ""
+        if len(data) != hit[1] or hashlib.sha256(data).hexdigest() != want:
+            self._drop(hit)
+            return None
+        return data[offset - hit[0] : offset - hit[0] + n]
+
+    def put(self, offset: int, data: bytes) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            name = f"{offset}-{len(data)}"
+            for suffix, payload in ((".sha256", hashlib.sha256(data).hexdigest().encode()), ("", data)):
+                tmp = self.folder / f".{name}{suffix}.{os.getpid()}.{threading.get_ident()}"
+                tmp.write_bytes(payload)
+                os.replace(tmp, self.folder / f"{name}{suffix}")
+        except OSError:
+            return  # a full or read-only cache is no reason to fail a comparison
+        with self._lock:
+            extents = self._scan()
+            if (offset, len(data)) not in extents:
+                extents.append((offset, len(data)))
+                extents.sort()
+
+    def _drop(self, extent: tuple[int, int]) -> None:
+        for suffix in ("", ".sha256"):
+            try:
+                os.unlink(self.folder / f"{extent[0]}-{extent[1]}{suffix}")
+            except OSError:
+                pass
+        with self._lock:
+            if self._extents is not None and extent in self._extents:
+                self._extents.remove(extent)
+
+
+class FetchStats:
+    """Bytes and requests of a comparison, shared by its files (thread-safe); ``on_bytes`` for a bar."""
+
+    def __init__(self, on_bytes: Callable[[int], None] | None = None):
+        self._lock = threading.Lock()
+        self.bytes_fetched = 0
+        self.bytes_from_cache = 0
+        self.requests = 0
+        self.planned = 0  # bytes announced by prefetches (the progress bar's total)
+        self.on_bytes = on_bytes
+
+    def add(self, fetched: int = 0, cached: int = 0, requests: int = 0) -> None:
+        with self._lock:
+            self.bytes_fetched += fetched
+            self.bytes_from_cache += cached
+            self.requests += requests
+        if self.on_bytes and (fetched or cached):
+            self.on_bytes(fetched + cached)
+
+
+def _session():
+    from huggingface_hub.utils import get_session
+
+    return get_session()
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    from huggingface_hub.utils import httpx
+
+    return (httpx.TransportError, httpx.DecodingError, OSError)
+
+
+class HttpFile:
+    """One remote file as a ``Transport``."""
+
+    remote = True
+
+    def __init__(self, url: str, *, size: int | None = None, headers: dict[str, str] | None = None,
+                 identity: str | None = None, relative_name: str | None = None, reported_sha256: str | None = None,
+                 etag: str | None = None, stats: FetchStats | None = None, cache: bool = True, offline: bool = False):
+        self.url = self.name = url
+        self.relative_name = relative_name or url.rsplit("/", 1)[-1]
+        self.headers = dict(headers or {})
+        self.reported_sha256 = reported_sha256
+        self.etag = etag
+        self.stats = stats or FetchStats()
+        self.offline = offline
+        self._content_url: str | None = None  # where the first answer was redirected to (the Hub's CDN)
+        self._cache = RangeCache(identity or f"{url}#{etag}") if cache else None
+        self.size = size if size is not None else self._head_size()
+
+    # -- one request ----------------------------------------------------------------------------
+    def _fail(self, message: str) -> RemoteError:
+        return RemoteError(message, self.url)
+
+    def _head_size(self) -> int:
+        """Size (and ETag) from a one-byte ranged GET: servers answer ranges more reliably than HEAD."""
+        if self.offline:
+            raise self._fail("HF_HUB_OFFLINE is set and the file's size is not known from a cached listing")
+        response = self._request(0, 1, check_etag=False)
+        total = response.headers.get("content-range", "").rpartition("/")[2]
+        if not total.isdigit():
+            raise self._fail("the server does not report the file's size in Content-Range (ranged reads unsupported?)")
+        return int(total)
+
+    def _request(self, offset: int, n: int, check_etag: bool = True):
+        """One ranged GET, checked; transient failures are retried with backoff."""
+        headers = dict(self.headers, Range=f"bytes={offset}-{offset + n - 1}")
+        problem = "no attempt made"
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt:
+                time.sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
+            url = self._content_url or self.url
+            try:
+                response = _session().get(url, headers=headers, follow_redirects=True, timeout=READ_TIMEOUT_SECONDS)
+                self.stats.add(requests=1)
+            except _transport_errors() as e:
+                self.stats.add(requests=1)
+                problem = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                continue
+            status = response.status_code
+            if url != self.url and status in (401, 403, 404, 410):  # a signed content URL expired: resolve again
+                self._content_url = None
+                problem = f"HTTP {status} from the content URL"
+                continue
+            if status in RETRY_STATUS:
+                problem = f"HTTP {status}"
+                continue
+            self._check_status(status)
+            etag = response.headers.get("x-linked-etag") or response.headers.get("etag")
+            if check_etag and self.etag and etag and _strip_etag(etag) != _strip_etag(self.etag):
+                raise self._fail(f"the file changed on the server while being read (ETag {self.etag} became {etag}); run again")
+            if self.etag is None and etag:
+                self.etag = etag
+            got = response.headers.get("content-range", "")
+            if status != 206 or not got.startswith(f"bytes {offset}-{offset + n - 1}/"):
+                if status == 200 and offset == 0 and len(response.content) == n:
+                    return response  # a server that ignores Range but the whole file was asked for
+                served = _CONTENT_RANGE.match(got)
+                if status == 206 and served and int(served.group(1)) == offset and int(served.group(2)) < offset + n - 1:
+                    problem = f"short response: the server sent {got}"  # honest but short: ask again
+                    continue
+                raise self._fail(f"asked for bytes {offset}-{offset + n - 1}, the server answered {status} {got or '(no Content-Range)'}")
+            if len(response.content) != n:
+                problem = f"short response: {len(response.content)} of {n} bytes"
+                continue
+            if response.history:
+                self._content_url = str(response.url)
+            return response
+        raise self._fail(f"gave up after {MAX_ATTEMPTS} attempts reading bytes {offset}-{offset + n - 1} ({problem})")
+
+    def _check_status(self, status: int) -> None:
+        if status in (401, 403):
+            raise self._fail(f"HTTP {status}: access denied (a gated or private model needs a token: set HF_TOKEN)")
+        if status == 404:
+            raise self._fail("HTTP 404: no such file on the server")
+        if status == 416:
+            raise self._fail("HTTP 416: the server says the bytes asked for lie outside the file (it changed?)")
+        if status >= 400:
+            raise self._fail(f"HTTP {status}")
+
+    def _fetch(self, offset: int, n: int) -> bytes:
+        if n <= 0:
+            return b""
+        if offset < 0 or offset + n > self.size:
+            raise self._fail(f"bytes {offset}..{offset + n} lie past the end of the {self.size}-byte file")
+        if self._cache is not None:
+            data = self._cache.get(offset, n)
+            if data is not None:
+                self.stats.add(cached=n)
+                return data
+        if self.offline:
+            raise self._fail(f"HF_HUB_OFFLINE is set and bytes {offset}..{offset + n} were never fetched into the cache")
+        data = self._request(offset, n).content
+        self.stats.add(fetched=n)
+        if self._cache is not None:
+            self._cache.put(offset, data)
+        return data
+
+    # -- the Transport protocol ------------------------------------------------------------------
+    def read_into(self, offset: int, out: np.ndarray) -> None:
+        view = out.reshape(-1).view(np.uint8)
+        view[:] = np.frombuffer(self._fetch(offset, view.size), dtype=np.uint8)
+
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Several ranges: neighbours coalesced into one request, requests made in parallel."""
+        merged: list[list[int]] = []
+        for offset, n in sorted(set(ranges)):
+            if merged and offset <= merged[-1][0] + merged[-1][1] + COALESCE_GAP_BYTES:
+                merged[-1][1] = max(merged[-1][1], offset + n - merged[-1][0])
+            else:
+                merged.append([offset, n])
+        with ThreadPoolExecutor(max_workers=MAX_CONCURRENT_REQUESTS) as pool:
+            blocks = list(pool.map(lambda m: (m[0], self._fetch(m[0], m[1])), merged))
+        out = []
+        for offset, n in ranges:
+            start, data = next((s, d) for s, d in blocks if s <= offset and offset + n <= s + len(d))
+            out.append(data[offset - start : offset - start + n])
+        return out
+
+    def stream(self, offset: int, n_bytes: int, piece_bytes: int) -> Iterator[np.ndarray]:
+        """Pieces of a long range; the next request is in flight while a piece is used."""
+        if n_bytes <= 0:
+            return
+        step = max(piece_bytes, STREAM_REQUEST_BYTES // piece_bytes * piece_bytes)
+        starts = list(range(offset, offset + n_bytes, step))
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            pending = pool.submit(self._fetch, starts[0], min(step, offset + n_bytes - starts[0]))
+            for i, s in enumerate(starts):
+                data = pending.result()
+                if i + 1 < len(starts):
+                    nxt = starts[i + 1]
+                    pending = pool.submit(self._fetch, nxt, min(step, offset + n_bytes - nxt))
+                block = np.frombuffer(data, dtype=np.uint8)
+                for p in range(0, len(block), piece_bytes):
+                    yield block[p : p + piece_bytes]
+
+    def get_all(self) -> bytes:
+        """The whole (small) file: configs, tokenizers, shard indexes."""
+        return self._fetch(0, self.size)
+
+    def close(self) -> None:
+        pass
+
+
+def _strip_etag(tag: str) -> str:
+    return tag.removeprefix("W/").strip('"')
