@@ -592,9 +592,13 @@ def test_versus_best_other_method():
         base.update({m: {"tpr": t, "auc": a} for m, (t, a) in others.items()})
         return {"modelkin": {"tpr": mk[0], "auc": mk[1]}, **base}
 
-    assert versus_best(row((1.0, 1.0), raw_pearson=(0.5, 0.9))) == {"best": "raw_pearson", "outcome": "ahead"}
-    assert versus_best(row((1.0, 1.0), aligned_cka=(1.0, 1.0))) == {"best": "aligned_cka", "outcome": "tied"}
-    assert versus_best(row((0.5, 0.9), model_tracing=(1.0, 0.8)))["outcome"] == "behind"
-    neg = {"modelkin": {"fpr": 0.0}, **{m: {"fpr": 0.5} for m in BASELINE_NAMES}}
-    neg["std_profile"] = {"fpr": 0.1}
-    assert versus_best(neg) == {"best": "std_profile", "outcome": "ahead"}
+    clean = {m: {"fpr": 0.0} for m in ("modelkin", *BASELINE_NAMES)}
+    assert versus_best(row((1.0, 1.0), raw_pearson=(0.5, 0.9)), clean)["best"] == "raw_pearson"
+    assert versus_best(row((1.0, 1.0), raw_pearson=(0.5, 0.9)), clean)["outcome"] == "ahead"
+    assert versus_best(row((1.0, 1.0), aligned_cka=(1.0, 1.0)), clean)["outcome"] == "tied"
+    assert versus_best(row((0.5, 0.9), model_tracing=(1.0, 0.8)), clean)["outcome"] == "behind"
+    # Calling everything related (TPR 1, FPR 1) is balanced accuracy 0.5: it does not beat a method with
+    # TPR 0.8 and FPR 0 (0.9).
+    noisy = dict(clean, layernorm_cosine={"fpr": 1.0})
+    v = versus_best(row((1.0, 1.0), layernorm_cosine=(1.0, 1.0), std_profile=(0.8, 0.9)), noisy)
+    assert v == {"best": "std_profile", "balanced_accuracy": 0.9, "modelkin": 1.0, "outcome": "ahead"}

@@ -336,23 +336,31 @@ def render(result: dict, console: Console) -> None:
                   + (f", [bold red]{len(errors)} failed[/]" if errors else ""))
 
 
-def versus_best(row: dict) -> dict:
-    """modelkin against the best other method on one row: by TPR (FPR on the independent row), then AUC."""
-    related = "tpr" in row["modelkin"]
-    key = (lambda d: (d["tpr"] or 0.0, d["auc"] or 0.0)) if related else (lambda d: -(d["fpr"] if d["fpr"] is not None else 1.0))
-    best = max(BASELINES, key=lambda m: key(row[m]))
-    mk, other = key(row["modelkin"]), key(row[best])
-    return {"best": best, "outcome": "ahead" if mk > other else "behind" if mk < other else "tied"}
+def versus_best(row: dict, independent: dict | None) -> dict:
+    """modelkin against the best other method on one kind of related pair, ranked by balanced accuracy —
+    (TPR on the kind + 1 − FPR on the independent pairs) / 2, so calling everything related does not win —
+    then by AUC."""
+    def key(m: str) -> tuple[float, float]:
+        fpr = (independent or {}).get(m, {}).get("fpr")
+        return ((row[m]["tpr"] or 0.0) + 1.0 - (1.0 if fpr is None else fpr)) / 2, row[m]["auc"] or 0.0
+
+    best = max(BASELINES, key=key)
+    mk, other = key("modelkin"), key(best)
+    return {"best": best, "balanced_accuracy": other[0], "modelkin": mk[0],
+            "outcome": "ahead" if mk > other else "behind" if mk < other else "tied"}
 
 
 def _render_versus_best(summary: dict, console: Console) -> None:
-    t = Table(title="modelkin against the best other method, per kind", title_justify="left")
-    for col in ("kind", "best other method", "its TPR/FPR", "modelkin", "outcome"):
-        t.add_column(col, justify="right" if col in ("its TPR/FPR", "modelkin") else "left")
+    independent = summary.get(INDEPENDENT_ROW)
+    t = Table(title="modelkin against the best other method, per kind (balanced accuracy: TPR on the kind, "
+              "1 − FPR on the independent pairs)", title_justify="left")
+    for col in ("kind", "best other method", "its balanced accuracy", "modelkin", "outcome"):
+        t.add_column(col, justify="left" if col in ("kind", "best other method", "outcome") else "right")
     for kind, row in summary.items():
-        v = versus_best(row)
-        rate = "tpr" if "tpr" in row["modelkin"] else "fpr"
-        t.add_row(kind, v["best"], _f(row[v["best"]][rate]), _f(row["modelkin"][rate]), v["outcome"])
+        if kind == INDEPENDENT_ROW:
+            continue
+        v = versus_best(row, independent)
+        t.add_row(kind, v["best"], _f(v["balanced_accuracy"]), _f(v["modelkin"]), v["outcome"])
     console.print(t)
 
 
