@@ -577,11 +577,12 @@ def test_expected_shared_part_of_a_shared_embedding_pair(tmp_path):
     from modelkin.bench.truth import expected_structure, observed_structure
 
     pair = {"a": "p", "b": "c", "kind": "shared_embedding_init"}
-    assert expected_structure(tmp_path, {}, pair) == {"matching_roles": ["embedding"]}
-    shared = NS(components={"text": NS(matching_roles=["embedding"])}, tensors=[])
-    whole = NS(components={"text": NS(matching_roles=["attn.q", "embedding"])}, tensors=[])
-    assert observed_structure(shared, {"matching_roles": ["embedding"]})["ok"] is True
-    assert observed_structure(whole, {"matching_roles": ["embedding"]})["ok"] is False
+    want = expected_structure(tmp_path, {}, pair)
+    assert want == {"matching_roles_within": ["embedding", "lm_head"]}
+    got = lambda roles: observed_structure(NS(components={"text": NS(matching_roles=roles)}, tensors=[]), want)  # noqa: E731
+    assert got(["embedding"])["ok"] and got(["embedding", "lm_head"])["ok"]
+    assert not got(["attn.q", "embedding"])["ok"]  # a layer matches: more than the embedding is shared
+    assert not got(["lm_head"])["ok"] and not got([])["ok"]
 
 
 def test_versus_best_other_method():
