@@ -460,6 +460,7 @@ def test_calibration_by_level_on_the_fake_zoo(bench_run):
     same = rows["same-index test alone"]
     assert same["n"] == 2 and same["false_positives"] == 0 and same["most_significant"]["margin_decades"] > 2
     assert same["uniformity"]["n"] > 20  # per-tensor p-values of both pairs
+    assert -5 < same["largest_z"]["z"] < 5 and same["largest_z"]["where"] in ("indep-1", "indep-2")
     assert "Clopper–Pearson" in text and "rule of three" in text
 
 
@@ -481,9 +482,9 @@ def test_per_test_p_values_are_bonferroni_over_tensors_and_components():
 
     t = lambda comp, tests: NS(component=comp, tests=tests)  # noqa: E731
     result = NS(components={"text": None, "vision": None}, tensors=[
-        t("text", {"same-index": {"log10_p": -3.0}, "anchored": {"log10_p": -1.0}}),
-        t("text", {"same-index": {"log10_p": -0.5}}),
-        t("vision", {"same-index": {"log10_p": -2.0}}),
+        t("text", {"same-index": {"log10_p": -3.0, "z": 3.3}, "anchored": {"log10_p": -1.0, "z": 1.6}}),
+        t("text", {"same-index": {"log10_p": -0.5, "z": -0.6}}),
+        t("vision", {"same-index": {"log10_p": -2.0, "z": 2.6}}),
         t("vision", None),  # not evidence
     ])
     got = per_test(result)
@@ -492,6 +493,7 @@ def test_per_test_p_values_are_bonferroni_over_tensors_and_components():
     assert got["pair"]["same-index"] == pytest.approx(-3 + 2 * math.log10(2))
     assert got["pair"]["anchored"] == pytest.approx(-1 + math.log10(2))
     assert "realigned" not in got["pair"] and got["tensors"]["same-index"] == [-3.0, -0.5, -2.0]
+    assert got["z_max"] == {"same-index": 3.3, "anchored": 1.6}
 
 
 # -- the two strongest published methods ----------------------------------------------------------------

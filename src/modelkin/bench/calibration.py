@@ -10,7 +10,8 @@ for 71 pairs, 1.0 % for 300. That bound is reported for every level of the decis
   Bonferroni over the tensors it ran on and over the components, as the verdict would use it.
 
 Beside the counts: the **margin** of each test (its most significant independent pair against the
-threshold, in decades of p), and the **uniformity** of its per-tensor p-values on independent pairs — a
+threshold, in decades of p, and its largest z on any tensor of an independent pair — for the realigned
+test, whose p-values sit at 1 there, z is the informative margin), and the **uniformity** of its per-tensor p-values on independent pairs — a
 one-sided Kolmogorov–Smirnov statistic D+ (the largest excess of small p-values over the uniform
 distribution, the anti-conservative direction), the two-sided D, and a QQ summary (the share of p-values
 below 0.01, 0.05 and 0.5). Per-tensor p-values of one pair are not independent, so D is a description,
@@ -35,19 +36,21 @@ DEFAULT_ALPHA = 1e-4
 def per_test(result) -> dict:
     """From a ComparisonResult: what each test alone says, per component, per pair, and per tensor.
 
-    {"components": {comp: {test: log10 p}}, "pair": {test: log10 p}, "tensors": {test: [log10 p, ...]}};
-    p-values are the tests' own (before modelkin's ×3 for choosing the best test).
+    {"components": {comp: {test: log10 p}}, "pair": {test: log10 p}, "tensors": {test: [log10 p, ...]},
+    "z_max": {test: largest z over tensors}}; p-values are the tests' own (before modelkin's ×3).
     """
     by_comp: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    z_max: dict[str, float] = {}
     for t in result.tensors:
         for name, d in (t.tests or {}).items():
             by_comp[t.component][name].append(d["log10_p"])
+            z_max[name] = max(z_max.get(name, -math.inf), d["z"])
     n_comp = max(len(result.components), 1)
     comps = {c: {name: log10_bonferroni(v) for name, v in tests.items()} for c, tests in sorted(by_comp.items())}
     pair = {name: log10_bonferroni([comps[c][name] for c in comps if name in comps[c]], n_comp)
             for name in TESTS if any(name in comps[c] for c in comps)}
     tensors = {name: [lp for c in sorted(by_comp) for lp in by_comp[c].get(name, [])] for name in TESTS}
-    return {"components": comps, "pair": pair, "tensors": {k: v for k, v in tensors.items() if v}}
+    return {"components": comps, "pair": pair, "tensors": {k: v for k, v in tensors.items() if v}, "z_max": z_max}
 
 
 def ks_uniform(log10_ps: list[float]) -> dict:
@@ -104,5 +107,7 @@ def calibration_table(records: list[dict], alphas=(DEFAULT_ALPHA, 1e-3, 0.05)) -
         row = _row(f"{test} test alone", "pairs", [r["modelkin"]["tests"]["pair"][test] for r in have],
                    [r["id"] for r in have], alphas)
         row["uniformity"] = ks_uniform([lp for r in have for lp in r["modelkin"]["tests"]["tensors"].get(test, [])])
+        zs = [(r["modelkin"]["tests"]["z_max"][test], r["id"]) for r in have if test in r["modelkin"]["tests"].get("z_max", {})]
+        row["largest_z"] = {"z": max(zs)[0], "where": max(zs)[1]} if zs else None
         rows.append(row)
     return rows

@@ -368,7 +368,7 @@ def _render_calibration(rows: list[dict], console: Console) -> None:
     """False positives per level and per test, the bound they support, margins and uniformity."""
     c = Table(title="Calibration of modelkin on independent pairs and components", title_justify="left")
     for col in ("level", "n", "FP at α = 1e-4", "FPR ≤ (95 %)", "FP at 1e-3", "FP at 0.05",
-                "most significant: log10 p (margin)", "KS D+ / D", "share p ≤ 0.01 / 0.05 / 0.5"):
+                "most significant: log10 p (margin)", "largest z", "KS D+ / D", "share p ≤ 0.01 / 0.05 / 0.5"):
         c.add_column(col, justify="left" if col == "level" else "right")
     for row in rows:
         ms, u = row["most_significant"], row.get("uniformity")
@@ -377,6 +377,7 @@ def _render_calibration(rows: list[dict], console: Console) -> None:
             row["what"], f"{row['n']} {row['unit']}", str(row["false_positives"]), _f(row["upper_95"], ".3f"),
             str(row["alphas"]["0.001"]["false_positives"]), str(row["alphas"]["0.05"]["false_positives"]),
             f"{ms['log10_p']:.1f} ({ms['margin_decades']:+.1f})" if ms else "—",
+            _f((row.get("largest_z") or {}).get("z"), ".1f"),
             f"{_f(u['d_plus'], '.3f')} / {_f(u['d'], '.3f')} ({u['n']})" if u and u["n"] else "—", qq,
         )
     console.print(c)
