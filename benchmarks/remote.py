@@ -35,10 +35,11 @@ from hub_server import HubServer  # noqa: E402
 
 
 def build_pair(folder: Path, size: float) -> tuple[Path, Path]:
-    hidden = 2048
-    per_layer = 2 * (4 * hidden * hidden + 3 * hidden * 5632)  # text layer + vision block, BF16 bytes
-    depth = max(1, int(size / 2 / per_layer))
-    dims = dict(hidden=hidden, ffn=5632, vocab=4096, layers=depth, v_hidden=hidden, v_ffn=5632, v_depth=depth)
+    hidden, ffn, vocab = 2048, 5632, 4096
+    per_layer = 2 * ((3 * hidden * hidden + 3 * hidden * ffn) + (4 * hidden * hidden + 3 * hidden * ffn))  # BF16
+    fixed = 2 * (2 * vocab * hidden + hidden * 3 * 2 * 14 * 14 + 16 * hidden * hidden + 4 * hidden * hidden)
+    depth = max(1, round((size - fixed) / per_layer))
+    dims = dict(hidden=hidden, ffn=ffn, vocab=vocab, layers=depth, v_hidden=hidden, v_ffn=ffn, v_depth=depth)
     donor = builders.vlm_tensors(1, **dims)
     other = builders.vlm_tensors(2, **dims)
     rng = np.random.default_rng(7)

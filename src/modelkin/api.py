@@ -36,7 +36,7 @@ ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
 def _ref(src: ModelSource, inv: Inventory, digests: dict | None) -> ModelRef:
-    files = digests if digests is not None else {src.relative_name(f): None for f in src.files}
+    files = digests if digests is not None else {name: None for name in src.file_names()}
     parameters = {c: sum(roles.values()) for c, roles in inv.summary().items()}
     return ModelRef(src.location, str(src.root), inv.family, len(src.tensors), src.n_bytes, files, src.revision, parameters)
 

@@ -49,6 +49,12 @@ def _pytorch(transport: Transport) -> WeightFile:
     return PytorchFile(transport)
 
 
+def _onnx(transport: Transport) -> WeightFile:
+    from .onnx_format import OnnxFile
+
+    return OnnxFile(transport)
+
+
 # In order of preference when a folder holds several formats (the first that has files wins).
 FORMATS: tuple[Format, ...] = (
     Format("safetensors", (".safetensors",), ".safetensors.index.json", ("model.safetensors",), _safetensors),
@@ -58,6 +64,7 @@ FORMATS: tuple[Format, ...] = (
         # what a Hugging Face Trainer checkpoint folder keeps beside the weights
         not_weights=("training_args.bin", "optimizer*.pt", "optimizer*.bin", "scheduler*.pt", "scaler*.pt", "rng_state*.pth"),
     ),
+    Format("onnx", (".onnx",), None, ("model.onnx",), _onnx),
 )
 
 

@@ -14,6 +14,7 @@ Hub, URL + ETag otherwise) and the range, and verified by sha256 whenever they a
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import re
@@ -33,6 +34,7 @@ BACKOFF_SECONDS = 0.25  # doubled at every retry
 READ_TIMEOUT_SECONDS = 30.0
 COALESCE_GAP_BYTES = 64 << 10  # ranges closer than this are fetched in one request
 STREAM_REQUEST_BYTES = 16 << 20  # one request of a full streaming pass
+MAX_REQUEST_BYTES = 16 << 20  # coalesced ranges are split into requests of at most this size
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(-?\d+)/")
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -57,6 +59,7 @@ class RangeCache:
         self.folder = (root or cache_root()) / hashlib.sha256(identity.encode()).hexdigest()[:32]
         self._lock = threading.Lock()
         self._extents: list[tuple[int, int]] | None = None
+        self._verified: set[tuple[int, int]] = set()
 
     def _scan(self) -> list[tuple[int, int]]:
         if self._extents is None:
@@ -70,20 +73,41 @@ class RangeCache:
         return self._extents
 
     def get(self, offset: int, n: int) -> bytes | None:
-        with self._lock:
-            hit = next(((o, m) for o, m in self._scan() if o <= offset and offset + n <= o + m), None)
-        if hit is None:
-            return None
+        """Bytes [offset, offset+n) when cached entries cover them (several adjacent entries may)."""
+        parts, pos = [], offset
+        while pos < offset + n:
+            with self._lock:
+                hit = next(((o, m) for o, m in self._scan() if o <= pos < o + m), None)
+            if hit is None:
+                return None
+            piece = self._read(hit, pos - hit[0], min(offset + n, hit[0] + hit[1]) - pos)
+            if piece is None:
+                return None
+            parts.append(piece)
+            pos = hit[0] + hit[1]
+        return b"".join(parts)
+
+    def _read(self, hit: tuple[int, int], start: int, n: int) -> bytes | None:
         path = self.folder / f"{hit[0]}-{hit[1]}"
         try:
-            data = path.read_bytes()
-            want = (self.folder / f"{hit[0]}-{hit[1]}.sha256").read_text().strip()
+            if hit not in self._verified:  # checked once per process, then read by slices
+                data = path.read_bytes()
+                want = (self.folder / f"{hit[0]}-{hit[1]}.sha256").read_text().strip()
+                if len(data) != hit[1] or hashlib.sha256(data).hexdigest() != want:
+                    self._drop(hit)
+                    return None
+                with self._lock:
+                    self._verified.add(hit)
+                return data[start : start + n]
+            with open(path, "rb") as f:
+                f.seek(start)
+                data = f.read(n)
         except OSError:
-            data, want = b"", ""
-        if len(data) != hit[1] or hashlib.sha256(data).hexdigest() != want:
+            data = b""
+        if len(data) != n:
             self._drop(hit)
             return None
-        return data[offset - hit[0] : offset - hit[0] + n]
+        return data
 
     def put(self, offset: int, data: bytes) -> None:
         try:
@@ -97,6 +121,7 @@ class RangeCache:
             return  # a full or read-only cache is no reason to fail a comparison
         with self._lock:
             extents = self._scan()
+            self._verified.add((offset, len(data)))  # written from bytes just checked against the server
             if (offset, len(data)) not in extents:
                 extents.append((offset, len(data)))
                 extents.sort()
@@ -110,6 +135,7 @@ class RangeCache:
         with self._lock:
             if self._extents is not None and extent in self._extents:
                 self._extents.remove(extent)
+            self._verified.discard(extent)
 
 
 class FetchStats:
@@ -264,12 +290,21 @@ class HttpFile:
                 merged[-1][1] = max(merged[-1][1], offset + n - merged[-1][0])
             else:
                 merged.append([offset, n])
+        # Bounded requests: a failure retries little, cache entries stay small enough to verify.
+        merged = [[o + s, min(MAX_REQUEST_BYTES, n - s)] for o, n in merged for s in range(0, n, MAX_REQUEST_BYTES)]
         with ThreadPoolExecutor(max_workers=MAX_CONCURRENT_REQUESTS) as pool:
             blocks = list(pool.map(lambda m: (m[0], self._fetch(m[0], m[1])), merged))
+        starts = [s for s, _ in blocks]
         out = []
         for offset, n in ranges:
-            start, data = next((s, d) for s, d in blocks if s <= offset and offset + n <= s + len(d))
-            out.append(data[offset - start : offset - start + n])
+            i = bisect.bisect_right(starts, offset) - 1
+            parts, pos = [], offset
+            while pos < offset + n:  # a range may span several bounded requests
+                s, d = blocks[i]
+                parts.append(d[pos - s : min(offset + n, s + len(d)) - s])
+                pos = s + len(d)
+                i += 1
+            out.append(b"".join(parts))
         return out
 
     def stream(self, offset: int, n_bytes: int, piece_bytes: int) -> Iterator[np.ndarray]:

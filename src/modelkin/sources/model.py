@@ -157,25 +157,33 @@ class ModelSource:
 
     # -- identity -------------------------------------------------------------------------------
     def file_records(self, use_cache: bool = True) -> dict[str, FileDigest]:
-        """Identity of every weights file, by path relative to the root: sha256 (hashed locally, cached by
+        """Identity of every file the weights are read from (weights files and the data files they refer
+        to, such as ONNX external data), by path relative to the root: sha256 (hashed locally, cached by
         stat; or as the Hub reports it for remote files) and size (see ``digests``)."""
         if self._digests is None:
-            self._digests = {self.relative_name(f): file_digest(f.transport, use_cache) for f in self.files}
+            self._digests = {self._relative(t): file_digest(t, use_cache) for f in self.files for t in f.data_transports()}
         return self._digests
+
+    def file_names(self) -> list[str]:
+        """The names ``file_records`` keys its records by, without hashing anything."""
+        return [self._relative(t) for f in self.files for t in f.data_transports()]
 
     def file_digests(self, use_cache: bool = True) -> dict[str, str | None]:
         """sha256 of every weights file, by path relative to the root."""
         return {k: v.sha256 for k, v in self.file_records(use_cache).items()}
 
     def relative_name(self, f: WeightFile) -> str:
-        if f.transport.remote:
-            return getattr(f.transport, "relative_name", os.path.basename(f.name))
+        return self._relative(f.transport)
+
+    def _relative(self, transport) -> str:
+        if transport.remote:
+            return getattr(transport, "relative_name", os.path.basename(transport.name))
         root = Path(self.root)
         base = root if root.is_dir() else root.parent
         try:
-            return str(Path(f.path).relative_to(base))
+            return str(Path(getattr(transport, "path", transport.name)).relative_to(base))
         except ValueError:
-            return os.path.basename(f.name)
+            return os.path.basename(transport.name)
 
     @property
     def n_bytes(self) -> int:

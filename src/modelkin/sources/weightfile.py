@@ -52,6 +52,11 @@ class WeightFile:
         """The file's own metadata entries that ``embedded_config``/``embedded_vocab`` were read from."""
         return {}
 
+    def data_transports(self) -> tuple[Transport, ...]:
+        """Every file this one's tensors are read from: itself, and files it refers to (ONNX external
+        data). Each is identified (hashed) in the report."""
+        return (self.transport,)
+
     def _fail(self, message: str) -> FormatError:
         return FormatError(message, self.name)
 
