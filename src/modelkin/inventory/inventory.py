@@ -141,7 +141,8 @@ def _entry(info: TensorInfo, order: list[Family], home: str = "other") -> Tensor
             rule.transposed, reason is None, reason,
         )
     if generated:  # no rule knows it, its name does: a buffer of the model's main component
-        return TensorEntry(info.name, info.name, info, "buffer", home, None, None, "", None, None, (), False, False, generated)
+        why = _dtype_reason(info) or generated  # an integer or boolean buffer says so first, as elsewhere
+        return TensorEntry(info.name, info.name, info, "buffer", home, None, None, "", None, None, (), False, False, why)
     reason = _dtype_reason(info)
     if reason is None and len(info.shape) < 2:
         reason = "scalar or 1-D tensor of unknown role (bias, gain or buffer?)"
