@@ -197,7 +197,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         if hashing:
             hashing.widen(options.threads)
         anchors = {c: _held(find_anchor, None, src_a, src_b, [p for p in pairs if p.component == c]) for c in {p.component for p in pairs}}
-        screened = screen(src_a, pairs, metrics)
+        screened = screen(src_a, pairs, metrics, src_b)
         realign = realign_candidates(pairs)
         evidence_idx = [i for i, p in enumerate(pairs) if p.evidence and i not in screened]
         with ThreadPoolExecutor(max_workers=options.threads) as pool:
@@ -236,6 +236,8 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
             cosine_ci=None if ci is None or ci.cosine is None else [ci.cosine.low, ci.cosine.high],
             rel_l2_ci=None if ci is None or ci.rel_l2 is None else [ci.rel_l2.low, ci.rel_l2.high],
             identity_basis="sampled" if p.a.info.sampled else "full",
+            evidence_class=None if t is None else t.evidence_class,
+            tests=None if t is None else {name: {"z": z, "log10_p": lp} for name, z, lp in t.by_test},
         ))
     components = judge_components(pairs, tests, rows, options.alpha, options.min_effect, layer_maps, expert_maps)
     verdict, log10_p = overall(components)

@@ -21,6 +21,8 @@ from ..alignment import TensorPair
 from ..results import INCONCLUSIVE, INDEPENDENT, RELATED, ComponentResult, TensorResult
 from ..statistics import UnitTest, log10_bonferroni, z_for_log10_p
 
+ASSUMPTION_BASED = "assumption-based"
+
 POWER_Z = 1.645  # one-sided 95 % power margin
 N_STRONGEST = 5
 
@@ -59,6 +61,7 @@ def judge_components(
         else:
             layered = sorted({(pairs[i].a.layer, pairs[i].b.layer) for i in idx if pairs[i].a.layer is not None and pairs[i].b.layer is not None})
             layer_map = {"method": "name", "pairs": [list(p) for p in layered], "dropped_a": [], "unmatched_b": [], "duplicated_a": [], "reordered": False}
+        matching = _matching_roles(pairs, tests, ev, log10_threshold)
         if m and log10_p <= log10_threshold:
             verdict = RELATED
             best = min((tests[i] for i in ev), key=lambda t: t.log10_p)
@@ -72,6 +75,17 @@ def judge_components(
                 reason += "; hidden units were permuted: they match only after realignment (a permuted copy)"
             elif best.test == "anchored" and not n_same:
                 reason += "; the residual stream was rotated or permuted: units match only in the shared input basis"
+            other_roles = {pairs[i].a.role for i in ev} - TOKEN_ROLES
+            if matching and set(matching) <= TOKEN_ROLES and other_roles:
+                reason += (
+                    f"; only the token {' and '.join(matching)} match — the layers show no unit-level match: "
+                    "a shared embedding (or its initialisation), not a shared model"
+                )
+            if best.evidence_class == ASSUMPTION_BASED:
+                reason += (
+                    "; the deciding evidence is assumption-based (valid if independently trained units are no "
+                    "closer to A's units than A's own sibling units are; docs/method.md)"
+                )
 
         elif m == 0:
             verdict = INCONCLUSIVE
@@ -105,17 +119,38 @@ def judge_components(
             reason=reason,
             strongest=strongest,
             layer_map=layer_map,
+            test=_strongest(tests, ev).test if ev else None,
+            evidence_class=_strongest(tests, ev).evidence_class if ev else None,
+            matching_roles=matching if verdict == RELATED else [],
         )
     return out
+
+
+TOKEN_ROLES = frozenset({"embedding", "lm_head"})
+
+
+def _matching_roles(pairs, tests, ev, log10_threshold: float) -> list[str]:
+    """Roles of the tensors that are significant on their own (each at the component's level, Bonferroni
+    over its m evidence tensors): which part of the component matches."""
+    m = len(ev)
+    if not m:
+        return []
+    cut = log10_threshold - math.log10(m)
+    return sorted({pairs[i].a.role for i in ev if tests[i].log10_p <= cut})
+
+
+def _strongest(tests, ev) -> UnitTest:
+    return min((tests[i] for i in ev), key=lambda t: t.log10_p)
 
 
 def _decided_by(tests, ev, verdict) -> str:
     if not ev:
         return "no evidence test applicable"
-    best = min((tests[i] for i in ev), key=lambda t: t.log10_p)
+    best = _strongest(tests, ev)
     if verdict == RELATED:
-        return f"{best.test} unit-permutation test (strongest tensor), Bonferroni over {len(ev)} tensors"
-    return f"unit-permutation tests on {len(ev)} tensors, Bonferroni-combined"
+        return f"{best.test} test ({best.evidence_class} null) on the strongest tensor, Bonferroni over {len(ev)} tensors"
+    ran = sorted({name for i in ev for name, _, _ in tests[i].by_test} or {tests[i].test for i in ev})
+    return f"{', '.join(ran)} tests on {len(ev)} tensors, Bonferroni-combined: none significant"
 
 
 def overall(components: dict[str, ComponentResult]) -> tuple[str, float]:
