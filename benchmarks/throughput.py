@@ -1,22 +1,27 @@
 #!/usr/bin/env python3
-"""How fast does ``modelkin compare`` read two models, against what the hardware and numpy allow?
+"""How fast does modelkin read two models, against one fixed numpy baseline over the same bytes?
 
-Writes (or reuses) two synthetic LLM-shaped models per dtype (BF16 and F32, ~``--size-gb`` each; model B is
-A plus noise, so the pair is "related"), then times three ways of comparing every tensor of A with B:
+Writes (or reuses) a pair of synthetic LLM-shaped models per dtype (F32, BF16, F16; ~``--size-gb`` each;
+model B is A plus noise, so the pair is "related"), then times, in one run:
 
-* ``modelkin``  ``modelkin.compare(a, b, threads=N)``, the Python API; peak RSS from
-  ``python -m modelkin compare A B --quiet --json /dev/null`` in a child under ``/usr/bin/time -v``.
-* ``baseline``  bare numpy, one pass: ``np.memmap`` both files, one ``np.dot`` of A and B per tensor
-  (BF16 widened to float32 by a uint16 -> uint32 shift, in chunks), chunks spread over N threads.
-* ``load-all``  ``safetensors.numpy.load_file`` both models (``safetensors.torch`` for BF16, which
-  safetensors.numpy cannot hold), then cosine and Pearson per tensor over N threads.
+* ``baseline``  THE one baseline, the same for every dtype: one thread, ``np.dot`` of A and B over chunks
+  of 256 Ki elements of the memory-mapped bytes (BF16 and F16 widened to float32 chunk by chunk), warm
+  page cache. Its GB/s is the denominator of every "vs base" figure.
+* ``modelkin-numba``, ``modelkin-numpy``  the metric pass alone (``modelkin.metrics.stream_metrics`` over
+  the aligned pairs: the six float64 sums behind cosine / Pearson / rel-L2 plus the identical-bytes check)
+  with each kernel, ``--threads`` threads; ``...-1t`` the same on one thread. Opening and aligning the
+  models is not timed, nor is loading numba (printed once in the header).
+* ``load-all``  the naive way: load both models whole (``safetensors``), then cosine and Pearson per tensor.
+* ``compare``   the whole ``modelkin.compare`` (statistics included): ``first`` with an empty digest cache
+  (every file hashed with SHA-256), ``repeat`` with the digests cached; ``sha256`` hashes both files on
+  one thread for reference.
+* ``cold``      baseline and modelkin again after dropping both files from the page cache
+  (``posix_fadvise(DONTNEED)``): there the disk bounds both.
 
-Each method runs once untimed to warm the page cache, then ``--repeats`` timed runs (best is reported): the
-numbers are for files already in RAM, i.e. the decode/compute cost, not the disk. Throughput counts the
-bytes of both models. Peak RSS ("Maximum resident set size") comes from a child process running the method
-alone, and includes file-backed pages that the method maps (so the memmap baseline shows the files' size).
+Peak RSS comes from ``python -m modelkin compare A B`` in a child process (``--rss-sizes`` repeats it on
+other model sizes to show it does not grow with the model).
 
-Run: ``python benchmarks/throughput.py [--size-gb 1.0] [--dir DIR] [--threads 2] [--repeats 1]``.
+Run: ``python benchmarks/throughput.py [--size-gb 1.0] [--dir DIR] [--threads 2] [--repeats 3]``.
 """
 
 from __future__ import annotations
@@ -34,31 +39,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
 
-def _early_blas_threads() -> str:
-    """``--blas-threads N`` must reach OpenBLAS before numpy loads it, so it is read from argv here."""
-    argv = sys.argv[1:]
-    for i, arg in enumerate(argv):
-        value = arg.split("=", 1)[1] if arg.startswith("--blas-threads=") else argv[i + 1] if arg == "--blas-threads" and i + 1 < len(argv) else None
-        if value is not None:
-            for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-                os.environ[var] = value  # children (RSS measurements, the modelkin CLI) inherit it
-    return os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "library default"
-
-
-BLAS_THREADS = _early_blas_threads()
-
-import numpy as np  # noqa: E402  (after the BLAS thread setting)
-
-DTYPES = ("BF16", "F32")
-ITEMSIZE = {"BF16": 2, "F32": 4}
-CHUNK_ELEMS = 1 << 22  # 4 Mi elements per piece of work in the baseline (F32) and when writing
-BF16_CHUNK_ELEMS = 1 << 18  # BF16 is widened in place in a 1 MiB buffer that stays in cache
+DTYPES = ("F32", "BF16", "F16")
+ITEMSIZE = {"F32": 4, "BF16": 2, "F16": 2}
+BASELINE_CHUNK_ELEMS = 1 << 18  # the baseline's chunk, every dtype: 256 Ki elements (1 MiB once float32)
+WRITE_CHUNK_ELEMS = 1 << 22
 RSS_TARGET_MB = 512
 RATIO_TARGET = 0.5
 NOISE = 0.1  # B = A + NOISE * N(0, std(A)): Pearson ~0.995
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
+if str(SRC) not in sys.path:
+    sys.path.insert(0, str(SRC))
 
 
 # -- synthetic models ---------------------------------------------------------------------------
@@ -93,7 +87,7 @@ def layout(size_gb: float, dtype: str, hidden: int) -> tuple[list[tuple[str, tup
         "num_key_value_heads": max(1, hidden // 64),
         "vocab_size": vocab,
         "tie_word_embeddings": True,
-        "torch_dtype": "bfloat16" if dtype == "BF16" else "float32",
+        "torch_dtype": {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}[dtype],
     }
     return shapes, config
 
@@ -111,6 +105,8 @@ def _header(shapes, dtype: str) -> bytes:
 def _encode(x: np.ndarray, dtype: str) -> bytes:
     if dtype == "F32":
         return x.astype("<f4", copy=False).tobytes()
+    if dtype == "F16":
+        return x.astype("<f2").tobytes()
     import ml_dtypes
 
     return x.astype(ml_dtypes.bfloat16).tobytes()
@@ -136,14 +132,17 @@ def write_pair(folder: Path, size_gb: float, dtype: str, hidden: int, seed: int 
         for name, shape in shapes:
             n = int(np.prod(shape))
             std = 1.0 if name.endswith("layernorm.weight") or name == "model.norm.weight" else 0.02
-            for start in range(0, n, CHUNK_ELEMS):
-                m = min(CHUNK_ELEMS, n - start)
+            for start in range(0, n, WRITE_CHUNK_ELEMS):
+                m = min(WRITE_CHUNK_ELEMS, n - start)
                 a = rng.standard_normal(m, dtype=np.float32) * std
                 if std == 1.0:
                     a = 1.0 + 0.05 * a
                 b = a + rng.standard_normal(m, dtype=np.float32) * (NOISE * std)
                 fa.write(_encode(a, dtype))
                 fb.write(_encode(b, dtype))
+        for f in (fa, fb):
+            f.flush()
+            os.fsync(f.fileno())  # clean pages, so that posix_fadvise(DONTNEED) can drop them later
     for d in (a_dir, b_dir):
         os.replace(d / "model.safetensors.tmp", d / "model.safetensors")
         (d / "config.json").write_text(json.dumps(config, indent=2))
@@ -156,9 +155,6 @@ def weights_file(model_dir: Path) -> Path:
     return model_dir / "model.safetensors"
 
 
-# -- the three methods --------------------------------------------------------------------------
-
-
 def _parse(path: Path) -> tuple[int, dict]:
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
@@ -167,36 +163,42 @@ def _parse(path: Path) -> tuple[int, dict]:
     return 8 + n, header
 
 
-def run_baseline(a_dir: Path, b_dir: Path, threads: int) -> dict[str, float]:
-    """Bare numpy: memmap both files, one dot product per tensor, chunks over ``threads`` threads."""
+# -- the methods --------------------------------------------------------------------------------
+
+STORE = {"F32": "<f4", "BF16": "<u2", "F16": "<f2"}
+
+
+def run_baseline(a_dir: Path, b_dir: Path, threads: int = 1) -> dict[str, float]:
+    """THE baseline (``threads`` is ignored: always one thread, BLAS included): memmap both files, one
+    ``np.dot`` per chunk of 256 Ki elements; BF16/F16 chunks widened to float32 first."""
     fa, fb = weights_file(a_dir), weights_file(b_dir)
     (sa, ha), (sb, hb) = _parse(fa), _parse(fb)
     mm_a = np.memmap(fa, dtype=np.uint8, mode="r")
     mm_b = np.memmap(fb, dtype=np.uint8, mode="r")
-    work = []
-    for name, ea in ha.items():
-        eb = hb[name]
-        store = "<u2" if ea["dtype"] == "BF16" else "<f4"
-        va = np.asarray(mm_a[sa + ea["data_offsets"][0] : sa + ea["data_offsets"][1]]).view(store)
-        vb = np.asarray(mm_b[sb + eb["data_offsets"][0] : sb + eb["data_offsets"][1]]).view(store)
-        step = BF16_CHUNK_ELEMS if ea["dtype"] == "BF16" else CHUNK_ELEMS
-        for c in range(0, len(va), step):
-            work.append((name, ea["dtype"], va[c : c + step], vb[c : c + step]))
-
-    def dot(item):
-        name, code, x, y = item
-        if code == "BF16":  # bfloat16 bits are the top half of a float32
-            x = x.astype(np.uint32)
-            x <<= 16
-            y = y.astype(np.uint32)
-            y <<= 16
-            x, y = x.view(np.float32), y.view(np.float32)
-        return name, float(np.dot(x, y))
-
+    wa, wb = np.empty(BASELINE_CHUNK_ELEMS, np.uint32), np.empty(BASELINE_CHUNK_ELEMS, np.uint32)
     out: dict[str, float] = {}
-    with ThreadPoolExecutor(threads) as ex:
-        for name, d in ex.map(dot, work):
-            out[name] = out.get(name, 0.0) + d
+    with threadpool_limits(limits=1, user_api="blas"):
+        for name, ea in ha.items():
+            eb, code = hb[name], ea["dtype"]
+            va = mm_a[sa + ea["data_offsets"][0] : sa + ea["data_offsets"][1]].view(STORE[code])
+            vb = mm_b[sb + eb["data_offsets"][0] : sb + eb["data_offsets"][1]].view(STORE[code])
+            total = 0.0
+            for c in range(0, len(va), BASELINE_CHUNK_ELEMS):
+                x, y = va[c : c + BASELINE_CHUNK_ELEMS], vb[c : c + BASELINE_CHUNK_ELEMS]
+                if code == "BF16":  # bfloat16 bits are the top half of a float32
+                    x32, y32 = wa[: len(x)], wb[: len(y)]
+                    np.copyto(x32, x)
+                    np.copyto(y32, y)
+                    x32 <<= 16
+                    y32 <<= 16
+                    x, y = x32.view(np.float32), y32.view(np.float32)
+                elif code == "F16":
+                    x32, y32 = wa[: len(x)].view(np.float32), wb[: len(y)].view(np.float32)
+                    np.copyto(x32, x)
+                    np.copyto(y32, y)
+                    x, y = x32, y32
+                total += float(np.dot(x, y))
+            out[name] = total
     del mm_a, mm_b
     return out
 
@@ -213,7 +215,7 @@ def _load(path: Path, dtype: str) -> dict[str, np.ndarray]:
 
 
 def run_load_all(a_dir: Path, b_dir: Path, threads: int) -> dict[str, tuple[float, float]]:
-    """Load both models whole, then cosine and Pearson per tensor."""
+    """Load both models whole, then cosine and Pearson per tensor (float32 arithmetic)."""
     code = _parse(weights_file(a_dir))[1]["model.norm.weight"]["dtype"]
     A, B = _load(weights_file(a_dir), code), _load(weights_file(b_dir), code)
 
@@ -222,54 +224,121 @@ def run_load_all(a_dir: Path, b_dir: Path, threads: int) -> dict[str, tuple[floa
         if x.dtype == np.uint16:
             x = (x.astype(np.uint32) << 16).view(np.float32)
             y = (y.astype(np.uint32) << 16).view(np.float32)
+        x, y = x.astype(np.float32, copy=False), y.astype(np.float32, copy=False)
         cos = float(np.dot(x, y) / np.sqrt(float(np.dot(x, x)) * float(np.dot(y, y))))
         xm, ym = x - x.mean(), y - y.mean()
         pearson = float(np.dot(xm, ym) / np.sqrt(float(np.dot(xm, xm)) * float(np.dot(ym, ym))))
         return name, (cos, pearson)
 
-    with ThreadPoolExecutor(threads) as ex:
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as ex:
         return dict(ex.map(stats, list(A)))
 
 
-def run_modelkin(a_dir: Path, b_dir: Path, threads: int):
+class MetricPass:
+    """The metric pass alone, on models opened and aligned once (not timed)."""
+
+    def __init__(self, a_dir: Path, b_dir: Path):
+        from modelkin.alignment import align_by_name
+        from modelkin.inventory import build_inventory
+        from modelkin.sources import open_model
+
+        self.a, self.b = open_model(a_dir), open_model(b_dir)
+        self.pairs = list(align_by_name(build_inventory(self.a), build_inventory(self.b)).pairs)
+
+    def __call__(self, threads: int, kernel: str = "auto"):
+        from modelkin.metrics import stream_metrics
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            return stream_metrics(self.a, self.b, self.pairs, threads=threads, kernel=kernel)
+
+    def kernel(self, kernel: str = "auto") -> str:
+        from modelkin.metrics.streaming import kernel_name
+
+        return kernel_name(kernel, sum(p.a.info.n_bytes + p.b.info.n_bytes for p in self.pairs))
+
+    def close(self) -> None:
+        self.a.close()
+        self.b.close()
+
+
+def run_metric_pass(a_dir: Path, b_dir: Path, threads: int):
+    """(For the RSS child.)"""
+    p = MetricPass(a_dir, b_dir)
+    try:
+        return p(threads)
+    finally:
+        p.close()
+
+
+def run_compare(a_dir: Path, b_dir: Path, threads: int):
     import modelkin
 
     return modelkin.compare(str(a_dir), str(b_dir), threads=threads)
 
 
-METHODS = {"baseline": run_baseline, "load-all": run_load_all, "modelkin": run_modelkin}
+def sha256_both(a_dir: Path, b_dir: Path) -> None:
+    import hashlib
+
+    for d in (a_dir, b_dir):
+        h = hashlib.sha256()
+        with open(weights_file(d), "rb") as f:
+            while block := f.read(8 << 20):
+                h.update(block)
 
 
-def modelkin_available() -> str | None:
-    """None when ``modelkin.compare`` exists, else why not."""
+CHILD_METHODS = {"baseline": run_baseline, "load-all": run_load_all, "modelkin": run_metric_pass}
+
+
+def drop_from_cache(*paths: Path) -> None:
+    """Evict the files' pages from the page cache (they were fsynced when written, so they are clean)."""
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def cached_fraction(path: Path) -> float | None:
+    """Fraction of the file's pages in the page cache (mincore), or None where it cannot be asked."""
     try:
-        import modelkin
+        import ctypes
+        import mmap
 
-        modelkin.compare  # noqa: B018
-    except Exception as e:  # noqa: BLE001 - any failure means "not there yet"
-        return f"{type(e).__name__}: {e}"
-    return None
-
-
-def describe(result) -> str:
-    for attr in ("verdict", "label", "decision"):
-        v = getattr(result, attr, None)
-        if v is not None:
-            return str(getattr(v, "value", v))
-    return type(result).__name__
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+        size = path.stat().st_size
+        pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+        vec = (ctypes.c_ubyte * pages)()
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+            if addr in (None, ctypes.c_void_p(-1).value):
+                return None
+            rc = libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(size), vec)
+            libc.munmap(ctypes.c_void_p(addr), ctypes.c_size_t(size))
+        finally:
+            os.close(fd)
+        return None if rc != 0 else sum(v & 1 for v in vec) / pages
+    except Exception:  # noqa: BLE001 - only informative
+        return None
 
 
 # -- measuring ----------------------------------------------------------------------------------
 
 
-def timed(fn, *args, repeats: int) -> tuple[float, object]:
-    fn(*args)  # warm the page cache (and imports)
-    best, result = float("inf"), None
+def timed(fn, *args, repeats: int, warm: bool = True) -> float:
+    """Best of ``repeats`` runs, after one untimed run (warms the page cache, imports, compiled kernels)."""
+    if warm:
+        fn(*args)
+    best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        result = fn(*args)
+        fn(*args)
         best = min(best, time.perf_counter() - t0)
-    return best, result
+    return best
 
 
 def _child_env() -> dict[str, str]:
@@ -288,10 +357,7 @@ _RUSAGE_WRAPPER = (
 def child_peak(cmd: list[str]) -> tuple[float | None, float | None, str]:
     """(peak RSS in MB, wall seconds, error) of ``cmd`` run alone."""
     time_bin = shutil.which("time", path="/usr/bin:/bin") or ""
-    if time_bin:
-        full = [time_bin, "-v", *cmd]
-    else:
-        full = [sys.executable, "-c", _RUSAGE_WRAPPER, *cmd]
+    full = [time_bin, "-v", *cmd] if time_bin else [sys.executable, "-c", _RUSAGE_WRAPPER, *cmd]
     proc = subprocess.run(full, capture_output=True, text=True, env=_child_env(), timeout=3600)
     err = proc.stderr
     if time_bin:
@@ -309,10 +375,24 @@ def child_peak(cmd: list[str]) -> tuple[float | None, float | None, str]:
     return rss, wall, problem
 
 
+def cli_cmd(a_dir: Path, b_dir: Path, threads: int) -> list[str]:
+    return [sys.executable, "-m", "modelkin", "compare", str(a_dir), str(b_dir), "--threads", str(threads), "--quiet", "--json", os.devnull]
+
+
 def child_cmd(method: str, a_dir: Path, b_dir: Path, threads: int) -> list[str]:
-    if method == "modelkin":
-        return [sys.executable, "-m", "modelkin", "compare", str(a_dir), str(b_dir), "--quiet", "--json", "/dev/null"]
     return [sys.executable, str(Path(__file__).resolve()), "--child", method, str(a_dir), str(b_dir), "--threads", str(threads)]
+
+
+def kernel_name() -> str:
+    try:
+        from modelkin.metrics import streaming
+
+        t0 = time.perf_counter()
+        name = streaming.kernel_name("numba")
+        return "numpy (reference) and, when installed, numba (compare picks it for passes >= %d MiB, A+B); here: %s, loaded in %.2f s" % (
+            streaming.NUMBA_MIN_BYTES >> 20, name, time.perf_counter() - t0)
+    except Exception as e:  # noqa: BLE001
+        return f"? ({type(e).__name__})"
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -322,89 +402,117 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-gb", type=float, default=1.0, help="size of each synthetic model (default 1.0)")
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "modelkin-bench", help="where the models go (reused)")
-    ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="threads for every method (default 2)")
-    ap.add_argument("--repeats", type=int, default=1, help="timed runs after the warm-up; the best is reported")
+    ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="modelkin's threads (default 2); the baseline always uses one")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs after the warm-up; the best is reported")
     ap.add_argument("--hidden", type=int, default=2048, help="hidden width (5632 = 11/4 of it for the MLP); smaller for quick checks")
-    ap.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated subset of BF16,F32")
-    ap.add_argument("--methods", default="baseline,modelkin,load-all", help="comma-separated subset")
-    ap.add_argument("--blas-threads", help="set OPENBLAS/OMP/MKL_NUM_THREADS for this run and its children (default: leave as is)")
+    ap.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated subset of F32,BF16,F16")
+    ap.add_argument("--methods", default="baseline,modelkin-numba,modelkin-numba-1t,modelkin-numpy,modelkin-numpy-1t,load-all,compare,cold", help="comma-separated subset")
     ap.add_argument("--no-rss", action="store_true", help="skip the child processes that measure peak RSS")
-    ap.add_argument("--child", choices=sorted(METHODS), help=argparse.SUPPRESS)
+    ap.add_argument("--rss-sizes", default="", help="also measure the CLI's peak RSS on BF16 pairs of these sizes in GB (e.g. 0.25,2)")
+    ap.add_argument("--child", choices=sorted(CHILD_METHODS), help=argparse.SUPPRESS)
     ap.add_argument("models", nargs="*", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.child:  # one run of one method, for peak-RSS measurement by the parent
-        METHODS[args.child](args.models[0], args.models[1], args.threads)
+        CHILD_METHODS[args.child](args.models[0], args.models[1], args.threads)
         return 0
 
     methods = [m for m in args.methods.split(",") if m]
-    why_not = modelkin_available() if "modelkin" in methods else None
-    time_bin = shutil.which("time", path="/usr/bin:/bin")
-    rss_how = (
-        "/usr/bin/time -v 'Maximum resident set size'"
-        if time_bin
-        else "getrusage(RUSAGE_CHILDREN).ru_maxrss of a wrapper's child (/usr/bin/time not found)"
-    )
-    print(f"modelkin throughput benchmark: {args.size_gb:g} GB per model, {args.threads} threads, {os.cpu_count()} cores, python {sys.version.split()[0]}, numpy {np.__version__}")
-    print(f"BLAS threads: {BLAS_THREADS}; load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (other processes skew timings)")
-    print("page cache: every method runs once untimed first (warm cache), then timed; numbers are for data already in RAM")
-    print(f"peak RSS: child process per method, {rss_how}; includes file-backed mapped pages")
-    if why_not:
-        print(f"modelkin.compare not available ({why_not}): modelkin rows skipped")
-    rows = []
+    blas = [f"{i['internal_api']} {i.get('version')} {i.get('architecture')} x{i['num_threads']}" for i in threadpool_info() if i["user_api"] == "blas"]
+    digest_dir = Path(tempfile.mkdtemp(prefix="modelkin-bench-digests-"))
+    os.environ["MODELKIN_CACHE"] = str(digest_dir)  # compare's digest cache: emptied before each "first"
+    print(f"modelkin throughput benchmark: {args.size_gb:g} GB per model, modelkin threads {args.threads}, {os.cpu_count()} cores, python {sys.version.split()[0]}, numpy {np.__version__}")
+    kernel_note = kernel_name()
+    have_numba = "numba" in kernel_note.split(": ")[-1].split(" (")[0]
+    print(f"BLAS: {'; '.join(blas)}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}")
+    print(f"modelkin kernels: {kernel_note}")
+    print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (other processes skew timings: compare rows of one run only)")
+    rows: list[tuple] = []  # (dtype, method, seconds, note)
+    totals: dict[str, int] = {}
+    rss_rows: list[tuple] = []
     for dtype in [d for d in args.dtypes.split(",") if d]:
         a_dir, b_dir = write_pair(args.dir / dtype, args.size_gb, dtype, args.hidden)
-        total = weights_file(a_dir).stat().st_size + weights_file(b_dir).stat().st_size
-        n_tensors = len(_parse(weights_file(a_dir))[1])
-        print(f"  {dtype} pair: {a_dir} , {b_dir}: 2 x {total / 2e9:.2f} GB, {n_tensors} tensors each", flush=True)
-        for method in methods:
-            if method == "modelkin" and why_not:
-                continue
-            try:
-                secs, result = timed(METHODS[method], a_dir, b_dir, args.threads, repeats=args.repeats)
-            except Exception as e:  # noqa: BLE001 - report and go on with the other methods
-                rows.append((dtype, method, None, None, None, None, f"failed: {type(e).__name__}: {str(e)[:100]}"))
-                print(f"  {dtype} {method}: failed: {type(e).__name__}: {e}", flush=True)
-                continue
-            note = ""
-            if method == "modelkin":
-                note = f"result: {describe(result)}"
-            elif method == "load-all":
-                cos = [c for c, _ in result.values()]
-                note = f"cosine min {min(cos):.4f}"
-            rss = wall = None
-            if not args.no_rss:
-                rss, wall, problem = child_peak(child_cmd(method, a_dir, b_dir, args.threads))
-                if problem:
-                    note = (note + "; " if note else "") + f"child {problem}"
-            rows.append((dtype, method, secs, total / secs / 1e9, rss, wall, note))
-            print(f"  {dtype} {method}: {secs:.2f} s", flush=True)
+        fa, fb = weights_file(a_dir), weights_file(b_dir)
+        total = totals[dtype] = fa.stat().st_size + fb.stat().st_size
+        print(f"  {dtype} pair: {a_dir} , {b_dir}: 2 x {total / 2e9:.2f} GB, {len(_parse(fa)[1])} tensors each", flush=True)
+
+        def row(method: str, secs: float, note: str = "") -> None:
+            rows.append((dtype, method, secs, note))
+            print(f"  {dtype} {method}: {secs:.3f} s  {note}", flush=True)
+
+        if "baseline" in methods:
+            row("baseline", timed(run_baseline, a_dir, b_dir, repeats=args.repeats), "1 thread, np.dot per 256 Ki chunk")
+        mp = None
+        if any(m.startswith("modelkin") for m in methods) or "cold" in methods or "compare" in methods:
+            mp = MetricPass(a_dir, b_dir)
+            for kernel in ("numba", "numpy"):
+                for threads in (args.threads, 1):
+                    method = f"modelkin-{kernel}" + ("-1t" if threads == 1 else "")
+                    if method not in methods:
+                        continue
+                    if kernel == "numba" and not have_numba:
+                        print(f"  {dtype} {method}: skipped ({kernel_note})", flush=True)
+                        continue
+                    row(method.replace("-", " "), timed(mp, threads, kernel, repeats=args.repeats), f"metric pass, {threads} thread{'s' if threads > 1 else ''}")
+        if "load-all" in methods:
+            row("load-all", timed(run_load_all, a_dir, b_dir, args.threads, repeats=1), f"{args.threads} threads")
+        if "compare" in methods:
+            for f in digest_dir.glob("*"):
+                f.unlink()
+            run_compare(a_dir, b_dir, args.threads)  # warms everything but the digest cache ...
+            for f in digest_dir.glob("*"):
+                f.unlink()
+            t0 = time.perf_counter()
+            result = run_compare(a_dir, b_dir, args.threads)  # ... so this one hashes both files
+            picks = f"metric pass: {mp.kernel('auto')}" if mp is not None else ""
+            row("compare first", time.perf_counter() - t0, f"digests hashed; {picks}; verdict {result.verdict}")
+            row("compare repeat", timed(run_compare, a_dir, b_dir, args.threads, repeats=args.repeats, warm=False), f"digests cached; {picks}")
+            row("sha256", timed(sha256_both, a_dir, b_dir, repeats=1, warm=False), "both files, 1 thread (reference)")
+        if "cold" in methods:
+            cold_kernel = "numba" if have_numba else "numpy"
+            for name, fn in (("cold baseline", lambda: run_baseline(a_dir, b_dir)), (f"cold modelkin {cold_kernel}", lambda: mp(args.threads, cold_kernel))):
+                drop_from_cache(fa, fb)
+                frac = cached_fraction(fa)
+                t0 = time.perf_counter()
+                fn()
+                row(name, time.perf_counter() - t0, f"after posix_fadvise(DONTNEED); cached before: {frac if frac is None else f'{frac:.0%}'}")
+        if mp is not None:
+            mp.close()
+        if not args.no_rss:
+            rss, wall, problem = child_peak(cli_cmd(a_dir, b_dir, args.threads))
+            rss_rows.append((dtype, args.size_gb, rss, wall, problem))
+
+    for size in [float(s) for s in args.rss_sizes.split(",") if s]:
+        a_dir, b_dir = write_pair(args.dir / f"rss-{size:g}", size, "BF16", args.hidden)
+        rss, wall, problem = child_peak(cli_cmd(a_dir, b_dir, args.threads))
+        rss_rows.append(("BF16", size, rss, wall, problem))
 
     print()
-    base = {r[0]: r[3] for r in rows if r[1] == "baseline" and r[3]}
-    head = f"{'dtype':<6}{'method':<10}{'time s':>8}{'GB/s':>8}{'vs base':>9}{'':6}{'peak RSS MB':>12}{'':6}{'child wall s':>13}  notes"
+    base = {(r[0], r[1].startswith("cold")): totals[r[0]] / r[2] / 1e9 for r in rows if r[1] in ("baseline", "cold baseline")}
+    head = f"{'dtype':<6}{'method':<21}{'time s':>8}{'GB/s':>8}{'vs base':>9}        notes"
     print(head)
-    print("-" * len(head))
-    for dtype, method, secs, gbs, rss, wall, note in rows:
-        if secs is None:
-            print(f"{dtype:<6}{method:<10}{'-':>8}{'-':>8}{'-':>9}{'':6}{'-':>12}{'':6}{'-':>13}  {note}")
-            continue
-        ratio = gbs / base[dtype] if dtype in base else None
+    print("-" * (len(head) + 30))
+    for dtype, method, secs, note in rows:
+        gbs = totals[dtype] / secs / 1e9
+        key = (dtype, method.startswith("cold"))  # cold rows against the cold baseline
+        ratio = gbs / base[key] if key in base and not method.startswith(("compare", "sha256")) else None
+        flag = ""
+        if method.startswith(("modelkin", "cold modelkin")) and ratio is not None:
+            flag = "PASS" if ratio >= RATIO_TARGET else "FAIL"
         ratio_s = f"{ratio:9.2f}" if ratio is not None else f"{'-':>9}"
-        ratio_flag = ""
-        rss_flag = ""
-        if method == "modelkin":
-            if ratio is not None:
-                ratio_flag = "PASS" if ratio >= RATIO_TARGET else "FAIL"
-            if rss is not None:
-                rss_flag = "PASS" if rss <= RSS_TARGET_MB else "FAIL"
-        rss_s = f"{rss:12.0f}" if rss is not None else f"{'-':>12}"
-        wall_s = f"{wall:13.2f}" if wall is not None else f"{'-':>13}"
-        print(f"{dtype:<6}{method:<10}{secs:8.2f}{gbs:8.2f}{ratio_s} {ratio_flag:<5}{rss_s} {rss_flag:<5}{wall_s}  {note}")
+        print(f"{dtype:<6}{method:<21}{secs:8.3f}{gbs:8.2f}{ratio_s} {flag:<6} {note}")
+    if rss_rows:
+        print()
+        print(f"peak RSS of `python -m modelkin compare A B --threads {args.threads}` (child; /usr/bin/time -v or getrusage)")
+        for dtype, size, rss, wall, problem in rss_rows:
+            flag = "" if rss is None else ("PASS" if rss <= RSS_TARGET_MB else "FAIL")
+            rss_s = "-" if rss is None else f"{rss:.0f} MB"
+            wall_s = "-" if wall is None else f"{wall:.2f} s"
+            print(f"  {dtype:<5} 2 x {size:g} GB: {rss_s:>8} {flag:<5} wall {wall_s}  {problem}")
     print()
-    print(f"targets (modelkin rows): throughput >= {RATIO_TARGET} x baseline, peak RSS <= {RSS_TARGET_MB} MB")
-    print("GB/s = bytes of both models / timed seconds (in-process, warm cache); 'vs base' = GB/s / baseline GB/s of that dtype")
-    print("child wall s = the child measured for RSS, including interpreter start-up and imports (torch for BF16 load-all)")
+    print(f"targets: modelkin metric pass >= {RATIO_TARGET} x baseline (GB/s of both files, warm cache), CLI peak RSS <= {RSS_TARGET_MB} MB")
+    print("baseline: one thread, np.dot per 256 Ki-element chunk of the memory-mapped files, BF16/F16 widened to float32 per chunk")
+    shutil.rmtree(digest_dir, ignore_errors=True)
     return 0
 
 

@@ -21,7 +21,8 @@ from modelkin.errors import FormatError, SourceNotFoundError
 from modelkin.sources import open_model
 
 HIDDEN, FFN, VOCAB, LAYERS = 64, 128, 96, 4
-METHODS = ("modelkin", "layernorm_cosine", "std_profile", "raw_pearson")
+BASELINE_NAMES = ("layernorm_cosine", "std_profile", "raw_pearson", "model_tracing", "aligned_cka")
+METHODS = ("modelkin", *BASELINE_NAMES)
 
 
 # -- a fake zoo -------------------------------------------------------------------------------------
@@ -232,7 +233,7 @@ def test_bench_json_structure(bench_run, fake_zoo):
         assert set(p["modelkin"]) >= {"verdict", "log10_p", "components"}
         assert set(p["modelkin"]["components"]) == {"text"}
         assert set(p["modelkin"]["components"]["text"]) >= {"verdict", "log10_p"}
-        assert set(p["baselines"]) == {"layernorm_cosine", "std_profile", "raw_pearson"}
+        assert set(p["baselines"]) == set(BASELINE_NAMES)
         for b in p["baselines"].values():
             assert {"score", "call"} <= set(b)
         assert p["seconds"] > 0
@@ -260,20 +261,20 @@ def test_bench_scores(bench_run):
     assert s["independent"]["layernorm_cosine"]["fpr"] == 1.0
     assert s["independent"]["raw_pearson"]["fpr"] == 0.0
     assert s["finetune_short"]["raw_pearson"]["auc"] == 1.0
-    # Summary numbers are recomputed from the per-pair records with the scoring functions.
-    neg = [-p["modelkin"]["log10_p"] for p in out["pairs"] if p["label"] == "independent"]
-    pos = [-pairs["ft-far"]["modelkin"]["log10_p"]]
-    assert s["finetune_long"]["modelkin"]["auc"] == scoring.auc(pos, neg)
-    assert s["independent"]["modelkin"]["fpr"] == scoring.fpr([pairs[i]["modelkin"]["verdict"] for i in ("indep-1", "indep-2")])
-    for row in out["calibration"]:
-        k = sum(1 for lp in neg if -lp <= math.log10(row["alpha"]))
-        assert row["false_positives"] == k
+    # Hand-checked: both fine-tunes are far more significant than both independent pairs, neither of which is
+    # called related (log10 p > -4), so the AUCs are 1, the FPR 0, and no false positive at any level.
+    assert pairs["ft-far"]["modelkin"]["log10_p"] < -20
+    assert all(pairs[i]["modelkin"]["log10_p"] > -2 for i in ("indep-1", "indep-2"))
+    assert s["finetune_long"]["modelkin"]["auc"] == 1.0 and s["finetune_short"]["modelkin"]["auc"] == 1.0
+    assert s["independent"]["modelkin"]["fpr"] == 0.0
+    assert [row["false_positives"] for row in out["calibration"]] == [0, 0]
 
 
 def test_bench_prints_tables(bench_run):
     _, _, text = bench_run
     for word in ("finetune_short", "finetune_long", "independent", "modelkin", "layernorm_cosine", "std_profile",
-                 "raw_pearson", "TPR/FPR", "AUC", "component", "s / pair", "Calibration", "0.05", "0.001"):
+                 "raw_pearson", "model_tracing", "aligned_cka", "TPR/FPR", "AUC", "component", "s / pair",
+                 "Calibration", "FP at α = 1e-4", "FP at 1e-3", "FP at 0.05", "same-index test alone"):
         assert word in text
 
 
@@ -316,7 +317,11 @@ def test_broken_pair_recorded_and_counted_wrong(fake_zoo, tmp_path):
     assert s["finetune_short"]["modelkin"]["n"] == 2
     # Counted wrong: a miss among related pairs, a false positive among independent ones.
     for m in METHODS:
-        assert s["finetune_short"][m]["tpr"] == 0.5
+        if m != "aligned_cka":
+            assert s["finetune_short"][m]["tpr"] == 0.5
+    # aligned_cka's null is measured on independent pairs, and one that ran is too few: no call at all.
+    near = next(p for p in out["pairs"] if p["id"] == "ft-near")["baselines"]["aligned_cka"]
+    assert near["call"] == "inconclusive" and near["null"]["n"] == 1 and s["finetune_short"]["aligned_cka"]["tpr"] == 0.0
     assert s["independent"]["raw_pearson"]["fpr"] == 0.5
     assert s["independent"]["modelkin"]["fpr"] == 0.5
     assert s["finetune_short"]["modelkin"]["component_accuracy"] == 0.5
@@ -379,10 +384,35 @@ def test_bench_on_smoke_zoo(request, tmp_path):
             assert ("fpr" if kind == "independent" else "tpr") in row[m]
             assert {"auc", "n"} <= set(row[m])
     assert [c["alpha"] for c in res["calibration"]] == [0.05, 1e-3]
+    # Accuracy: every smoke pair, and every component of it, gets the manifest's label.
+    for p in res["pairs"]:
+        assert p["modelkin"]["verdict"] == p["label"], p["id"]
+        assert {c: v["verdict"] for c, v in p["modelkin"]["components"].items()} == p["component_labels"], p["id"]
+    assert all(row["modelkin"]["component_accuracy"] == 1.0 for row in res["summary"].values())
     # Depth pruning's truth comes from the recipe (the dropped layer is fixed by zoo.derive.drop_layers).
     depth = [p for p in res["pairs"] if p["kind"] == "depth_pruning"]
     assert depth and all(p["structure"]["ok"] for p in depth)
     assert res["structure"]["depth_pruning"] == {"n": len(depth), "correct": len(depth)}
+    # Sampled reads (every tensor cut to 32 rows) give the full verdicts on every pair, reading less.
+    assert res["sampled"]["agree"] == res["sampled"]["n"] == len(res["pairs"])
+    assert all(p["sampled"]["agree"] for p in res["pairs"])
+    assert res["sampled"]["mean_bytes_fraction"] < 0.9
+    # No false positive at any level, for the verdicts and for every test alone.
+    assert all(row["false_positives"] == 0 for row in res["calibration_by_level"])
+    # The two strongest published methods, as their mechanics predict.
+    calls = {p["kind"]: {m: p["baselines"][m] for m in ("model_tracing", "aligned_cka")} for p in res["pairs"]
+             if p["label"] == "related"}
+    for kind in ("finetune_short", "quant_int8", "rescaling", "depth_pruning", "component_graft"):
+        assert calls[kind]["model_tracing"]["call"] == "related", kind  # units keep their order
+    assert calls["permutation"]["model_tracing"]["call"] == "independent"  # the matching is not the identity
+    for kind in ("finetune_short", "quant_int8", "rescaling", "depth_pruning", "permutation"):
+        assert calls[kind]["aligned_cka"]["call"] == "related", kind  # embedding alignment undoes permutations
+    assert calls["rotation"]["aligned_cka"]["raw"] < 0.5  # but not a rotation of the residual stream
+    assert calls["component_graft"]["aligned_cka"]["call"] == "independent"  # it reads the text tower only
+    for p in res["pairs"]:
+        if p["label"] == "independent":
+            assert all(p["baselines"][m]["call"] == "independent" for m in ("model_tracing", "aligned_cka")), p["id"]
+            assert p["baselines"]["aligned_cka"]["null"]["n"] >= 3
 
 
 def test_expected_structure_follows_the_recipes(tmp_path):
@@ -416,3 +446,166 @@ def test_expected_expert_map_comes_from_the_recorded_permutation(tmp_path):
     pair = {"a": "p", "b": "c", "kind": "permutation"}
     # B's expert 0 is A's expert 2, so A's expert 2 went to B's expert 0, and so on.
     assert expected_structure(tmp_path, manifest, pair) == {"experts": {"0": [[0, 1], [1, 2], [2, 0]]}}
+
+
+# -- calibration stated as the pairs show it ----------------------------------------------------------
+
+
+def test_calibration_by_level_on_the_fake_zoo(bench_run):
+    _, out, text = bench_run
+    rows = {r["what"]: r for r in out["calibration_by_level"]}
+    assert list(rows) == ["pair verdict", "component verdict", "same-index test alone", "anchored test alone",
+                          "realigned test alone"]
+    pair = rows["pair verdict"]
+    # 0 of 2 independent pairs: the one-sided 95 % Clopper–Pearson bound is 1 - 0.05 ** (1 / 2) = 0.776.
+    assert (pair["n"], pair["false_positives"]) == (2, 0)
+    assert pair["upper_95"] == pytest.approx(0.7764, abs=1e-4) and pair["rule_of_three"] == 1.5
+    assert rows["component verdict"]["n"] == 2  # the text component of each independent pair
+    same = rows["same-index test alone"]
+    assert same["n"] == 2 and same["false_positives"] == 0 and same["most_significant"]["margin_decades"] > 2
+    assert same["uniformity"]["n"] > 20  # per-tensor p-values of both pairs
+    assert -5 < same["largest_z"]["z"] < 5 and same["largest_z"]["where"] in ("indep-1", "indep-2")
+    assert "Clopper–Pearson" in text and "rule of three" in text
+
+
+def test_uniformity_statistics_hand_checked():
+    from modelkin.bench.calibration import ks_uniform
+
+    u = ks_uniform([math.log10(0.01), math.log10(0.5)])
+    # ECDF steps to 1/2 at 0.01 and to 1 at 0.5: D+ = max(0.5 - 0.01, 1 - 0.5) = 0.5; D- = max(0.01, 0) .
+    assert u["d_plus"] == pytest.approx(0.5) and u["d"] == pytest.approx(0.5) and u["n"] == 2
+    assert u["qq"] == {"0.01": 0.5, "0.05": 0.5, "0.5": 1.0}
+    assert ks_uniform([])["d"] is None
+    assert scoring.rule_of_three(300) == 0.01 and scoring.rule_of_three(0) is None
+
+
+def test_per_test_p_values_are_bonferroni_over_tensors_and_components():
+    from types import SimpleNamespace as NS
+
+    from modelkin.bench.calibration import per_test
+
+    t = lambda comp, tests: NS(component=comp, tests=tests)  # noqa: E731
+    result = NS(components={"text": None, "vision": None}, tensors=[
+        t("text", {"same-index": {"log10_p": -3.0, "z": 3.3}, "anchored": {"log10_p": -1.0, "z": 1.6}}),
+        t("text", {"same-index": {"log10_p": -0.5, "z": -0.6}}),
+        t("vision", {"same-index": {"log10_p": -2.0, "z": 2.6}}),
+        t("vision", None),  # not evidence
+    ])
+    got = per_test(result)
+    # text: same-index 2 x 1e-3 -> -3 + log10 2; then 2 components: -3 + 2 log10 2.
+    assert got["components"]["text"]["same-index"] == pytest.approx(-3 + math.log10(2))
+    assert got["pair"]["same-index"] == pytest.approx(-3 + 2 * math.log10(2))
+    assert got["pair"]["anchored"] == pytest.approx(-1 + math.log10(2))
+    assert "realigned" not in got["pair"] and got["tensors"]["same-index"] == [-3.0, -0.5, -2.0]
+    assert got["z_max"] == {"same-index": 3.3, "anchored": 1.6}
+
+
+# -- the two strongest published methods ----------------------------------------------------------------
+
+
+def test_model_tracing_on_fake_models(fake_zoo):
+    from modelkin.bench.baselines import model_tracing
+
+    m = lambda n: open_model(fake_zoo / "models" / n)  # noqa: E731
+    with m("parent") as p, m("finetune_far") as f, m("other_seed") as o:
+        rel, ind = model_tracing(p, f), model_tracing(p, o)
+    # 128 matched units per layer, 4 layers: a fine-tune keeps the identity matching (rho = 1, z = sqrt(127)).
+    assert rel.call == "related" and rel.score > 100 and "4 MLP layers" in rel.detail
+    assert ind.call == "independent" and ind.score < 3
+
+
+def test_fisher_and_spearman_tails_hand_checked():
+    from scipy.stats import chi2
+
+    from modelkin.bench.baselines import _ln_fisher, _ln_p_spearman_identity
+
+    assert _ln_fisher([math.log(0.05), math.log(0.5)]) == pytest.approx(chi2.logsf(-2 * math.log(0.025), 4))
+    far = _ln_fisher([-800.0] * 3)  # beyond float64: the large-y expansion, no -inf
+    assert math.isfinite(far) and -800 * 3 < far < -790 * 3
+    assert _ln_p_spearman_identity(np.arange(50)) == pytest.approx(math.log(2) + float(__import__("scipy").special.log_ndtr(-7.0)))
+    assert _ln_p_spearman_identity(np.arange(50)[::-1]) == _ln_p_spearman_identity(np.arange(50))  # two-sided
+
+
+def test_unbiased_cka_hand_checked():
+    from modelkin.bench.baselines import unbiased_linear_cka
+
+    r = np.random.default_rng(0)
+    x = r.normal(size=(200, 30))
+    q = np.linalg.qr(r.normal(size=(30, 30)))[0]
+    assert unbiased_linear_cka(x, 3.0 * x @ q) == pytest.approx(1.0)  # invariant to rotating and scaling features
+    assert abs(unbiased_linear_cka(x, r.normal(size=(200, 30)))) < 0.05  # unbiased: near 0, not near 30/200
+
+
+def test_aligned_cka_undoes_a_hidden_permutation_with_sign_flips(tmp_path):
+    from builders import qwen2_tensors, write_model
+
+    from modelkin.bench.baselines import aligned_cka
+
+    base = qwen2_tensors(1, hidden=64, ffn=128)
+    r = np.random.default_rng(5)
+    perm, signs = r.permutation(64), r.choice([-1.0, 1.0], 64)
+    moved = {k: (v[:, perm] * signs if ("embed_tokens" in k or "q_proj.weight" in k or "k_proj.weight" in k) else v)
+             for k, v in base.items()}
+    a = write_model(tmp_path / "a", base, {"model_type": "qwen2"})
+    b = write_model(tmp_path / "b", {k: v.astype(np.float32) for k, v in moved.items()}, {"model_type": "qwen2"})
+    c = write_model(tmp_path / "c", qwen2_tensors(2, hidden=64, ffn=128), {"model_type": "qwen2"})
+    with open_model(a) as sa, open_model(b) as sb, open_model(c) as sc:
+        same, other = aligned_cka(sa, sb), aligned_cka(sa, sc)
+    assert same.score == pytest.approx(1.0, abs=1e-6) and abs(other.score) < 0.2
+    assert same.call == "inconclusive" and "measured null" in same.detail  # the call waits for the null
+
+
+def test_measured_null_gives_z_against_other_independent_pairs():
+    from modelkin.bench.harness import apply_measured_nulls
+
+    def rec(i, label, raw, family="qwen2"):
+        return {"id": str(i), "label": label, "family": family,
+                "baselines": {"aligned_cka": {"score": raw, "call": "inconclusive", "detail": ""}}}
+
+    negatives = [rec(i, "independent", v) for i, v in enumerate((0.1, 0.2, 0.3, 0.4))]
+    positive, lonely = rec(9, "related", 0.9), rec(10, "related", 0.9, family="bert")
+    records = negatives + [positive, lonely]
+    apply_measured_nulls(records)
+    # The related pair: null = all four (mean 0.25, sd 0.1291): z = 0.65 / 0.1291 = 5.03 > 3.72.
+    d = positive["baselines"]["aligned_cka"]
+    assert d["score"] == pytest.approx(0.65 / np.std([0.1, 0.2, 0.3, 0.4], ddof=1)) and d["call"] == "related"
+    assert d["null"]["n"] == 4 and d["null"]["scope"] == "family qwen2"
+    # An independent pair is left out of its own null: 0.4 against (0.1, 0.2, 0.3): z = 0.2 / 0.1 = 2.
+    n4 = negatives[3]["baselines"]["aligned_cka"]
+    assert n4["score"] == pytest.approx(2.0) and n4["call"] == "independent" and n4["null"]["n"] == 3
+    # No bert null: the pooled one.
+    assert lonely["baselines"]["aligned_cka"]["null"]["scope"] == "all families"
+
+
+def test_expected_shared_part_of_a_shared_embedding_pair(tmp_path):
+    from types import SimpleNamespace as NS
+
+    from modelkin.bench.truth import expected_structure, observed_structure
+
+    pair = {"a": "p", "b": "c", "kind": "shared_embedding_init"}
+    want = expected_structure(tmp_path, {}, pair)
+    assert want == {"matching_roles_within": ["embedding", "lm_head"]}
+    got = lambda roles: observed_structure(NS(components={"text": NS(matching_roles=roles)}, tensors=[]), want)  # noqa: E731
+    assert got(["embedding"])["ok"] and got(["embedding", "lm_head"])["ok"]
+    assert not got(["attn.q", "embedding"])["ok"]  # a layer matches: more than the embedding is shared
+    assert not got(["lm_head"])["ok"] and not got([])["ok"]
+
+
+def test_versus_best_other_method():
+    from modelkin.bench.harness import versus_best
+
+    def row(mk, **others):
+        base = {m: {"tpr": 0.0, "auc": 0.5} for m in BASELINE_NAMES}
+        base.update({m: {"tpr": t, "auc": a} for m, (t, a) in others.items()})
+        return {"modelkin": {"tpr": mk[0], "auc": mk[1]}, **base}
+
+    clean = {m: {"fpr": 0.0} for m in ("modelkin", *BASELINE_NAMES)}
+    assert versus_best(row((1.0, 1.0), raw_pearson=(0.5, 0.9)), clean)["best"] == "raw_pearson"
+    assert versus_best(row((1.0, 1.0), raw_pearson=(0.5, 0.9)), clean)["outcome"] == "ahead"
+    assert versus_best(row((1.0, 1.0), aligned_cka=(1.0, 1.0)), clean)["outcome"] == "tied"
+    assert versus_best(row((0.5, 0.9), model_tracing=(1.0, 0.8)), clean)["outcome"] == "behind"
+    # Calling everything related (TPR 1, FPR 1) is balanced accuracy 0.5: it does not beat a method with
+    # TPR 0.8 and FPR 0 (0.9).
+    noisy = dict(clean, layernorm_cosine={"fpr": 1.0})
+    v = versus_best(row((1.0, 1.0), layernorm_cosine=(1.0, 1.0), std_profile=(0.8, 0.9)), noisy)
+    assert v == {"best": "std_profile", "balanced_accuracy": 0.9, "modelkin": 1.0, "outcome": "ahead"}

@@ -395,3 +395,40 @@ def test_bf16_decoding_reads_little_endian_bits_on_any_host():
     swapped = stored.view(np.uint8).copy().view(np.dtype(DTYPES["BF16"].storage).newbyteorder(">"))
     # Whatever view the caller holds, the bytes are little-endian by the format's definition.
     assert decode(swapped, DTYPES["BF16"]).tolist() == [1.0, -2.0]
+
+
+def test_digest_jobs_hash_every_file_of_several_models_on_widened_threads(tmp_path, monkeypatch):
+    """The compare's hashing: one thread while the metric pass runs, more after; every file once, records
+    per model by relative name, the cache filled by concurrent threads without losing an entry."""
+    from modelkin.sources.digests import DigestJobs, sha256_file
+
+    monkeypatch.setenv("MODELKIN_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "sharded").mkdir()
+    _write_shards(tmp_path / "sharded")
+    single = tmp_path / "single" / "model.safetensors"
+    single.parent.mkdir()
+    save_file({"x": _rng().standard_normal(3000).astype(np.float32)}, str(single))
+    with open_model(tmp_path / "sharded") as a, open_model(single.parent) as b:
+        jobs = DigestJobs((a, b), use_cache=True, workers=1)
+        jobs.widen(3)
+        rec_a, rec_b = jobs.result()
+    shards = sorted((tmp_path / "sharded").glob("pytorch_model-*.safetensors"))
+    assert {k: v.sha256 for k, v in rec_a.items()} == {p.name: _sha(p) for p in shards}
+    assert {k: v.sha256 for k, v in rec_b.items()} == {"model.safetensors": _sha(single)}
+    import modelkin.sources.digests as digests_mod
+
+    monkeypatch.setattr(digests_mod, "hashlib", None)  # every file must now come from the cache
+    assert all(sha256_file(p) == _sha(p) for p in [*shards, single])
+
+
+def test_digest_jobs_report_a_failure(tmp_path):
+    from modelkin.sources.digests import DigestJobs
+
+    path = tmp_path / "w.safetensors"
+    save_file({"x": np.zeros(10, np.float32)}, str(path))
+    with open_model(path) as m:
+        jobs = DigestJobs((m,), use_cache=False, workers=0)
+        path.unlink()  # gone before it is hashed
+        jobs.widen(2)
+        with pytest.raises(FileNotFoundError):
+            jobs.result()

@@ -14,6 +14,7 @@ KINDS = {"finetune_short", "finetune_long", "continued_pretraining", "lora_merge
          "cast_fp16", "cast_bf16", "depth_pruning", "depth_upscaling", "width_pruning", "vocab_extension",
          "vocab_pruning", "permutation", "rotation", "rescaling", "merge", "moe_upcycling", "component_graft",
          "shared_init", "independent_seed", "independent_data", "independent_tokenizer", "independent_family",
+         "independent_long", "independent_distilled", "distillation_init", "shared_embedding_init",
          "width_growth", "cnn_permute_prune", "independent_width"}
 
 
@@ -187,6 +188,72 @@ def test_examples_are_small_and_complete():
     assert total <= 5_000_000
     for n in names:
         assert {"config.json", "model.safetensors", "tokenizer.json"} <= {f.name for f in (examples / n).iterdir()}
+
+
+def test_zoo_seed_makes_a_fresh_instance_of_the_same_plan():
+    from modelkin.zoo.recipes import SEED_STRIDE, plan
+
+    p0, p3 = plan("smoke"), plan("smoke", 3)
+    assert list(p0.models) == list(p3.models) and p0.pairs == p3.pairs  # same models, same labelled pairs
+    for mid, r in p0.models.items():
+        for key in ("seed", "batch_seed"):
+            if r.get(key) is not None:
+                assert p3.models[mid][key] == r[key] + 3 * SEED_STRIDE, (mid, key)
+    assert {k: v for k, v in p3.models[next(iter(p3.models))].items() if k not in ("seed", "batch_seed")} == \
+        {k: v for k, v in p0.models[next(iter(p0.models))].items() if k not in ("seed", "batch_seed")}
+
+
+def test_null_and_hard_plans():
+    from modelkin.zoo.recipes import plan
+
+    null = plan("null")
+    assert len(null.pairs) == 300 and {p["label"] for p in null.pairs} == {"independent"}
+    assert len(null.models) == 25
+    hard = plan("hard")
+    kinds = {p["kind"]: p["label"] for p in hard.pairs}
+    assert kinds == {"independent_long": "independent", "independent_distilled": "independent",
+                     "distillation_init": "related", "shared_embedding_init": "related"}
+    long = [r for r in hard.models.values() if r.get("holdout")]
+    assert long and all(r["steps"] >= 10 * plan("smoke").p["steps"] for r in long)  # >= 10x the usual training
+    fams = {r.get("family") for r in long}
+    assert {"qwen2", "qwen2_5_vl_vision", "qwen3_moe"} <= fams  # several families, incl. vision tower and MoE
+    assert {r.get("hidden") for r in long if r["family"] == "qwen2"} == {None, 96}  # two widths
+
+
+def test_validation_curve_and_plateau_are_recorded():
+    import torch
+
+    from modelkin.zoo.data import TokenStream
+    from modelkin.zoo.models import CausalLM, DecoderConfig
+    from modelkin.zoo.train import LMTask, Validation, train
+
+    torch.set_num_threads(1)  # as the zoo builds: tiny models, and a shared machine
+    torch.manual_seed(0)
+    ids = (torch.arange(4000) % 17).tolist()  # a periodic stream: learnt quickly, then flat
+    model = CausalLM(DecoderConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, intermediate_size=32,
+                                   num_attention_heads=2, num_key_value_heads=1))
+    stats = train(model, LMTask(TokenStream(ids), batch=4, length=16), 80, seed=1,
+                  valid=Validation(LMTask(TokenStream(ids), batch=4, length=16), n_batches=2), valid_points=8)
+    curve = stats["valid_curve"]
+    assert [s for s, _ in curve] == [10, 20, 30, 40, 50, 60, 70, 80] and stats["valid_loss"] == curve[-1][1]
+    assert curve[-1][1] < 0.5 * curve[0][1] and isinstance(stats["valid_plateau"], bool)
+
+
+def test_a_folder_holds_one_zoo_seed(tmp_path):
+    from modelkin.zoo.build import build_zoo
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"modelkin_zoo": 1, "size": "smoke", "zoo_seed": 0}))
+    with pytest.raises(ValueError, match="another --seed"):
+        build_zoo(tmp_path, "smoke", zoo_seed=2)
+
+
+def test_cli_zoo_build_rejects_bad_size_and_seed(capsys):
+    from modelkin.cli import main
+
+    assert main(["zoo", "build", "/nonexistent-zoo", "--size", "huge"]) == 2
+    assert "--size must be one of smoke, full, hard, null" in capsys.readouterr().err
+    assert main(["zoo", "build", "/nonexistent-zoo", "--seed", "-1"]) == 2
+    assert "--seed must be 0 or more" in capsys.readouterr().err
 
 
 def _load_pair(zoo: Path, kind: str):

@@ -28,6 +28,7 @@ from .options import CompareOptions
 from .results import ComparisonResult, ModelRef, ReadSummary, TensorResult, UnmatchedTensor
 from .sources import ModelSource, open_model
 from .sources.fingerprint_format import MissingRowsError
+from .sources.digests import DigestJobs
 from .sources.http import FetchStats
 from .statistics import find_anchor, pair_evidence
 from .statistics.evidence import realign_candidates
@@ -190,12 +191,15 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         if progress:
             progress(min(done, total), total)
 
-    # Hash the files on a side thread: hashlib releases the GIL, so it overlaps the metric pass.
-    with ThreadPoolExecutor(max_workers=1) as side:
-        digests = [side.submit(s.file_records, options.digest_cache) for s in (src_a, src_b)] if options.hash_files else None
+    # Hash the files on a side thread while the metric pass runs (hashlib releases the GIL), then on every
+    # thread given: the files left are hashed beside the statistics.
+    hashing = DigestJobs((src_a, src_b), options.digest_cache) if options.hash_files else None
+    try:
         metrics = stream_metrics(src_a, src_b, pairs, threads=options.threads, on_bytes=on_bytes)
+        if hashing:
+            hashing.widen(options.threads)
         anchors = {c: _held(find_anchor, None, src_a, src_b, [p for p in pairs if p.component == c]) for c in {p.component for p in pairs}}
-        screened = screen(src_a, pairs, metrics)
+        screened = screen(src_a, pairs, metrics, src_b)
         realign = realign_candidates(pairs)
         evidence_idx = [i for i, p in enumerate(pairs) if p.evidence and i not in screened]
         with ThreadPoolExecutor(max_workers=options.threads) as pool:
@@ -203,7 +207,10 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
                 lambda i: pair_evidence(src_a, src_b, pairs[i], anchors[pairs[i].component], i in realign), evidence_idx,
             )))
         tests = [found.get(i) for i in range(len(pairs))]
-        digest_a, digest_b = (d.result() for d in digests) if digests else (None, None)
+        digest_a, digest_b = hashing.result() if hashing else (None, None)
+    finally:
+        if hashing:
+            hashing.cancel()
 
     rows = []
     for i, (p, m, t) in enumerate(zip(pairs, metrics, tests)):
@@ -231,6 +238,8 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
             cosine_ci=None if ci is None or ci.cosine is None else [ci.cosine.low, ci.cosine.high],
             rel_l2_ci=None if ci is None or ci.rel_l2 is None else [ci.rel_l2.low, ci.rel_l2.high],
             identity_basis="sampled" if p.a.info.sampled else "full",
+            evidence_class=None if t is None else t.evidence_class,
+            tests=None if t is None else {name: {"z": z, "log10_p": lp} for name, z, lp in t.by_test},
         ))
     counted = counted_components(inv_a, inv_b, options.components)
     left = None if options.max_bytes is None else max(0, options.max_bytes - plan.planned_bytes)

@@ -254,16 +254,21 @@ def _print_files(src, inv, console: Console) -> None:
 @zoo_app.command("build")
 def zoo_build(
     out_dir: str = typer.Argument(..., help="Folder to build the zoo in (resumable)."),
-    size: str = typer.Option("smoke", "--size", help="smoke (minutes, used by tests) or full (>= 150 pairs)."),
+    size: str = typer.Option("smoke", "--size", help="smoke (minutes, used by tests), full (>= 150 pairs), "
+                             "hard (long-trained, distilled and shared-embedding hard negatives) or null "
+                             "(300 cheap independent pairs)."),
+    seed: int = typer.Option(0, "--seed", help="A fresh instance of the zoo: every training seed shifted (0: the default)."),
 ) -> None:
     """Train the zoo of related and independent model pairs (needs torch)."""
     try:
-        from .zoo.build import zoo_build_command
+        from .zoo.build import BUILD_SIZES, zoo_build_command
     except ImportError as e:
         raise ModelkinError(f"the zoo needs the 'zoo' extra (pip install 'modelkin[zoo]'): {e}") from None
-    if size not in ("smoke", "full"):
-        raise ModelkinError(f"--size must be smoke or full, not {size!r}")
-    raise typer.Exit(zoo_build_command(out_dir, size))
+    if size not in BUILD_SIZES:
+        raise ModelkinError(f"--size must be one of {', '.join(BUILD_SIZES)}, not {size!r}")
+    if seed < 0:
+        raise ModelkinError(f"--seed must be 0 or more, not {seed}")
+    raise typer.Exit(zoo_build_command(out_dir, size, seed))
 
 
 @app.command()

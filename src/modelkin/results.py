@@ -14,6 +14,12 @@ from datetime import datetime, timezone
 from .sources.digests import FileDigest
 
 RELATED, INDEPENDENT, INCONCLUSIVE = "related", "independent", "inconclusive"
+# The only report fields that may differ between two runs on the same inputs: times and dates, and the
+# command line that asked for the run (it names --threads). Every other byte of ``to_json()`` is a function
+# of the inputs and the options, whatever the thread count. (Remote models add transfer counters in
+# ``reads`` that depend on what the range cache already held.)
+TIME_FIELDS = ("seconds", "created")
+INVOCATION_FIELDS = ("command",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,8 @@ class TensorResult:
     cosine_ci: list[float] | None = None
     rel_l2_ci: list[float] | None = None
     identity_basis: str = "full"
+    evidence_class: str | None = None  # "permutation" or "assumption-based": what the test's null rests on
+    tests: dict | None = None  # every test that ran: name -> {"z", "log10_p"} (uncorrected), for calibration
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +98,9 @@ class ComponentResult:
     reason: str  # one sentence a reader can check
     strongest: list[str]  # names (in A) of the strongest evidence tensors
     layer_map: dict  # method, pairs [[layer of A, layer of B]], dropped_a, unmatched_b, duplicated_a, reordered
+    test: str | None = None  # the test of the strongest evidence tensor (the one that decides a "related")
+    evidence_class: str | None = None  # that test's class: "permutation" or "assumption-based"
+    matching_roles: list[str] = field(default_factory=list)  # related: roles of tensors significant on their own
     # Whether the component counts in the overall verdict (False: only scalars, buffers, gains, biases).
     counted: bool = True
     # Component-level tests invariant to permuted / rotated hidden units (shared-basis, channels).

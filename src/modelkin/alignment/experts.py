@@ -14,7 +14,6 @@ import zlib
 from collections import defaultdict
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from ..inventory import Inventory, TensorEntry
 from ..sampling import sample_indices
@@ -75,6 +74,8 @@ def map_experts(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b:
             continue
         ka = np.array([_kernel(src_a, ea[i], tok_a) for i in ids_a])
         kb = np.array([_kernel(src_b, eb[j], tok_b) for j in ids_b])
+        from scipy.optimize import linear_sum_assignment  # heavy: imported where used
+
         rows, cols = linear_sum_assignment(ka @ kb.T, maximize=True)
         mapping = {ids_a[r]: ids_b[c] for r, c in zip(rows, cols)}
         if any(i != j for i, j in mapping.items()):

@@ -42,25 +42,57 @@ class VocabMap:
         return self.rows_a[keep], self.rows_b[keep]
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")  # in order of preference
+
+
 def load_vocab(src: ModelSource) -> dict[str, int] | None:
-    path = src.extra_files.get("tokenizer.json")
-    if path is not None:
+    for kind in TOKENIZER_FILES:
+        path = src.extra_files.get(kind)
+        if path is not None:
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                raise FormatError(f"cannot read {kind}: {e.strerror or e}", path) from None
+            return parse_vocab(kind, data, path)
+    return src.embedded_vocab()
+
+
+def parse_vocab(kind: str, data: bytes, where) -> dict[str, int]:
+    """Token string -> id from the content of a ``tokenizer.json`` (the ``tokenizers`` library) or a
+    sentencepiece ``tokenizer.model``; a malformed one is one FormatError naming ``where``."""
+    if kind == "tokenizer.json":
         from tokenizers import Tokenizer
 
         try:
-            return Tokenizer.from_file(str(path)).get_vocab(with_added_tokens=True)
-        except Exception as e:  # the library raises plain Exceptions for malformed files
-            raise FormatError(f"cannot read tokenizer: {str(e).splitlines()[0]}", path) from None
-    path = src.extra_files.get("tokenizer.model")
-    if path is not None:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise FormatError(f"tokenizer.json is not valid UTF-8 (byte {e.start})", where) from None
+        try:
+            vocab = Tokenizer.from_str(text).get_vocab(with_added_tokens=True)
+        except _LIBRARY_ERRORS as e:
+            raise FormatError(f"cannot read tokenizer: {_first_line(e)}", where) from None
+    else:
         import sentencepiece
 
         try:
-            sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
-        except Exception as e:  # likewise
-            raise FormatError(f"cannot read sentencepiece model: {str(e).splitlines()[0]}", path) from None
-        return {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
-    return src.embedded_vocab()
+            # Load explicitly: the constructor's model_proto= skips loading empty bytes, leaving a
+            # processor with no pieces (an empty file read as an empty vocabulary; found by fuzzing).
+            sp = sentencepiece.SentencePieceProcessor()
+            sp.LoadFromSerializedProto(data)
+            vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
+        except _LIBRARY_ERRORS as e:
+            raise FormatError(f"cannot read sentencepiece model: {_first_line(e)}", where) from None
+    if not vocab:  # nothing to align rows by: say so rather than report zero shared tokens
+        raise FormatError(f"{kind} holds no tokens", where)
+    return vocab
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+_LIBRARY_ERRORS: tuple[type[BaseException], ...] = (Exception,)  # the libraries raise plain Exceptions
 
 
 def map_vocab(src_a: ModelSource, src_b: ModelSource, rows_a: int, rows_b: int) -> VocabMap:

@@ -98,6 +98,11 @@ def clopper_pearson_upper(k: int, n: int, level: float = 0.95) -> float | None:
     return float(beta.ppf(level, k + 1, n - k))
 
 
+def rule_of_three(n: int) -> float | None:
+    """3/n: the approximate one-sided 95 % upper bound on a rate when none of n trials was a hit."""
+    return 3.0 / n if n else None
+
+
 def calibration(log10_ps: Sequence[float | None], alphas: Sequence[float] = (0.05, 1e-3)) -> list[dict]:
     """Observed false-positive rate of p-values on independent pairs, beside the nominal α."""
     n = len(log10_ps)

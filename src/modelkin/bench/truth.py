@@ -24,7 +24,8 @@ def _recipe(manifest: dict, rel_b: str) -> dict:
 
 
 def expected_structure(root: Path, manifest: dict, pair: dict) -> dict | None:
-    """{"layer_pairs": ...}, {"kept_unit_fraction": x} or {"experts": {layer: [[a, b], ...]}}, or None."""
+    """{"layer_pairs": ...}, {"kept_unit_fraction": x}, {"experts": {layer: [[a, b], ...]}} or
+    {"matching_roles_within": [...]} (what may match in a shared-embedding pair), or None."""
     kind = pair.get("kind")
     recipe = _recipe(manifest, pair["b"])
     n = _config(root, pair["a"]).get("num_hidden_layers")
@@ -46,6 +47,10 @@ def expected_structure(root: Path, manifest: dict, pair: dict) -> dict | None:
     meta_b = manifest.get("models", {}).get(Path(pair["b"]).name) or {}
     if kind == "cnn_permute_prune" and "channel_permutation" in meta_b:
         return {"channel_maps": _resnet_channel_truth(meta_b)}
+    if kind == "shared_embedding_init":
+        # Only the token embedding started from the same vectors. Trained on, it also fixes the residual
+        # basis the output head writes its token rows in, so the head may match too; no layer may.
+        return {"matching_roles_within": ["embedding", "lm_head"]}
     if kind == "width_pruning":
         fa = _config(root, pair["a"]).get("intermediate_size")
         fb = _config(root, pair["b"]).get("intermediate_size")
@@ -78,6 +83,10 @@ def observed_structure(result, expected: dict) -> dict:
     if "layer_pairs" in expected:
         got = text.layer_map.get("pairs") if text else None
         return {"got": got, "ok": got == expected["layer_pairs"]}
+    if "matching_roles_within" in expected:
+        got = text.matching_roles if text else None
+        ok = bool(got) and "embedding" in got and set(got) <= set(expected["matching_roles_within"])
+        return {"got": got, "ok": ok}
     if "experts" in expected:
         got = text.layer_map.get("experts") if text else None
         return {"got": got, "ok": got == expected["experts"]}

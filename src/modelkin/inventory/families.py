@@ -42,6 +42,7 @@ class Family:
     includes: tuple[str, ...]
     strip_prefixes: tuple[str, ...]
     rules: tuple[Rule, ...]
+    component: str = "other"  # where tensors of this family go when no rule names their component
 
 
 def _compile(pattern: str) -> re.Pattern:
@@ -80,6 +81,7 @@ def _load_family(name: str, data: object) -> Family:
         tuple(data.get("includes", ())),
         tuple(sorted(data.get("strip_prefixes", ()), key=len, reverse=True)),
         tuple(rules),
+        default_component,
     )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ..sources import ModelSource, TensorInfo
 from ..sources.dtypes import FLOAT_CODES
+from .buffers import buffer_reason
 from .families import Family, Rule, by_model_type, families
 from .roles import PARAM_NON_EVIDENCE, ROLES
 
@@ -116,15 +117,16 @@ def _match(fam: Family, name: str) -> tuple[Rule, str, dict] | None:
     return None
 
 
-def _entry(info: TensorInfo, order: list[Family]) -> TensorEntry:
+def _entry(info: TensorInfo, order: list[Family], home: str = "other") -> TensorEntry:
+    generated = buffer_reason(info.name)  # a generated tensor's name outranks the rule that matched it
     for fam in order:
         hit = _match(fam, info.name)
         if hit is None:
             continue
         rule, key, groups = hit
         param = groups.get("param") or ""
-        role = ROLES[rule.role]
-        reason = role.non_evidence_reason or PARAM_NON_EVIDENCE.get(param) or _dtype_reason(info)
+        role = ROLES["buffer" if generated else rule.role]
+        reason = generated or role.non_evidence_reason or PARAM_NON_EVIDENCE.get(param) or _dtype_reason(info)
         if reason is None and info.numel < MIN_EVIDENCE_ELEMENTS:
             reason = f"only {info.numel} values: too few to discriminate"
         if reason is None and len(info.shape) < 2:
@@ -132,12 +134,15 @@ def _entry(info: TensorInfo, order: list[Family]) -> TensorEntry:
         layer = groups.get("layer")
         expert = groups.get("expert")
         return TensorEntry(
-            info.name, key, info, rule.role, rule.component,
+            info.name, key, info, role.name, rule.component,
             None if layer is None else int(layer), None if expert is None else int(expert),
             param, fam.name, f"{rule.pattern}.{param}",
             tuple(sorted((k, v) for k, v in groups.items() if k not in ("layer", "param"))),
             rule.transposed, reason is None, reason,
         )
+    if generated:  # no rule knows it, its name does: a buffer of the model's main component
+        why = _dtype_reason(info) or generated  # an integer or boolean buffer says so first, as elsewhere
+        return TensorEntry(info.name, info.name, info, "buffer", home, None, None, "", None, None, (), False, False, why)
     reason = _dtype_reason(info)
     if reason is None and len(info.shape) < 2:
         reason = "scalar or 1-D tensor of unknown role (bias, gain or buffer?)"
@@ -149,6 +154,7 @@ def _entry(info: TensorInfo, order: list[Family]) -> TensorEntry:
 def build_inventory(source: ModelSource) -> Inventory:
     family = detect_family(source)
     order = _search_order(family)
-    entries = tuple(_entry(info, order) for info in source.tensors.values())
-    unassigned = tuple(e.name for e in entries if e.family is None)
+    home = families()[family].component if family else "other"
+    entries = tuple(_entry(info, order, home) for info in source.tensors.values())
+    unassigned = tuple(e.name for e in entries if e.family is None and e.role != "buffer")
     return Inventory(source, family, entries, unassigned)

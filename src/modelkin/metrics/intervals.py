@@ -52,7 +52,7 @@ def _jackknife(values: list[float | None], full: float | None, clip: tuple[float
 
 def _without(total: Moments, part: Moments) -> Moments:
     return Moments(total.n - part.n, total.sum_a - part.sum_a, total.sum_b - part.sum_b, total.sum_aa - part.sum_aa,
-                   total.sum_bb - part.sum_bb, total.sum_ab - part.sum_ab, math.nan)
+                   total.sum_bb - part.sum_bb, total.sum_ab - part.sum_ab, total.sum_dd - part.sum_dd)
 
 
 def sample_intervals(src_a: ModelSource, src_b: ModelSource, pair: TensorPair, metrics: TensorMetrics,
@@ -65,7 +65,7 @@ def sample_intervals(src_a: ModelSource, src_b: ModelSource, pair: TensorPair, m
     blocks = []
     for r in range(0, n, block_rows):
         rows = np.arange(r, min(n, r + block_rows))
-        blocks.append(chunk_moments(src_a.read_rows(ia, rows), src_b.read_rows(ib, rows), exact=True))
+        blocks.append(chunk_moments(src_a.read_rows(ia, rows), src_b.read_rows(ib, rows)))
     total = sum(blocks, Moments())
     leave_out = [TensorMetrics.from_moments(_without(total, b), False) for b in blocks]
     return SampleIntervals(

@@ -19,6 +19,13 @@ def _p(log10_p: float) -> str:
     return "≤ -1e308" if log10_p < -1e307 else f"{log10_p:.1f}"
 
 
+def _test(test: str | None, evidence_class: str | None) -> str:
+    """A test's name, with its class when its null is an assumption rather than a symmetry."""
+    if test is None:
+        return ""
+    return f"{test} [yellow](assumption-based)[/]" if evidence_class == "assumption-based" else test
+
+
 def render(result: ComparisonResult, console: Console) -> None:
     console.print(f"[bold]A[/] {result.a.location}  ({result.a.family or 'unknown family'}, {result.a.n_tensors} tensors)")
     console.print(f"[bold]B[/] {result.b.location}  ({result.b.family or 'unknown family'}, {result.b.n_tensors} tensors)")
@@ -26,12 +33,13 @@ def render(result: ComparisonResult, console: Console) -> None:
     console.print(f"Verdict: [{style}]{result.verdict}[/]   log10 p = {_p(result.log10_p)}   (α = {result.alpha:g}, family-wise)")
 
     t = Table(title="Components (medians over evidence tensors)", title_justify="left")
-    for col in ("component", "verdict", "log10 p", "tensors", "evidence", "Pearson", "cosine", "unit cos"):
-        t.add_column(col, justify="left" if col in ("component", "verdict") else "right")
+    for col in ("component", "verdict", "log10 p", "tensors", "evidence", "Pearson", "cosine", "unit cos", "decided by"):
+        t.add_column(col, justify="left" if col in ("component", "verdict", "decided by") else "right")
     for c in result.components.values():
         t.add_row(
             c.name, f"[{STYLE.get(c.verdict, 'yellow')}]{c.verdict}[/]", _p(c.log10_p), str(c.n_tensors),
             str(c.n_evidence), _f(c.median_pearson), _f(c.median_cosine), _f(c.median_unit_cosine),
+            _test(c.test, c.evidence_class) if c.verdict == RELATED else "—",
         )
     console.print(t)
     for c in result.components.values():
@@ -54,7 +62,7 @@ def render(result: ComparisonResult, console: Console) -> None:
             layers = "—" if r.layer_a is None else f"{r.layer_a}→{r.layer_b}"
             t.add_row(
                 r.a, layers, _f(r.pearson), _f(r.cosine), _f(r.rel_l2), _f(r.unit_cosine),
-                _f(r.z, ".1f"), _p(r.log10_p), r.test or "", "yes" if r.identical else "",
+                _f(r.z, ".1f"), _p(r.log10_p), _test(r.test, r.evidence_class), "yes" if r.identical else "",
             )
         console.print(t)
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +69,9 @@ def _save(cache: Path, data: dict) -> None:
         pass  # a read-only home is no reason to fail a comparison
 
 
+_cache_lock = threading.Lock()  # threads of one process update the cache file one at a time
+
+
 def sha256_file(path: Path, use_cache: bool = True) -> str:
     real, stamp = _key(path)
     cache = cache_path()
@@ -80,7 +85,77 @@ def sha256_file(path: Path, use_cache: bool = True) -> str:
             h.update(block)
     digest = h.hexdigest()
     if use_cache:
-        data = _load(cache)  # re-read: another process may have added entries meanwhile
-        data[real] = {"stamp": stamp, "sha256": digest}
-        _save(cache, data)
+        with _cache_lock:
+            data = _load(cache)  # re-read: another process or thread may have added entries meanwhile
+            data[real] = {"stamp": stamp, "sha256": digest}
+            _save(cache, data)
     return digest
+
+
+class DigestJobs:
+    """The identity records of several models' files, computed on background threads while the caller
+    works: ``workers`` threads from the start, more after ``widen`` (when the caller's own work is done and
+    the cores are free). One file is hashed by one thread (SHA-256 is sequential), largest files first;
+    hashlib releases the GIL, so the threads run beside numpy and compiled kernels.
+
+    ``models`` are ``ModelSource``s: every file their weights are read from is hashed (``data_transports``
+    of each weights file), keyed as ``file_records`` keys it (``file_names``).
+    """
+
+    def __init__(self, models, use_cache: bool = True, workers: int = 1):
+        self._models = list(models)
+        self._use_cache = use_cache
+        jobs = {}
+        for i, m in enumerate(self._models):
+            transports = [t for f in m.files for t in f.data_transports()]
+            for name, t in zip(m.file_names(), transports, strict=True):
+                jobs.setdefault((i, name), t)  # a data file shared by several weights files: hashed once
+        jobs = [(i, name, t) for (i, name), t in jobs.items()]
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        for job in sorted(jobs, key=lambda j: -j[2].size):
+            self._jobs.put(job)
+        self._done: dict[tuple[int, str], FileDigest] = {}
+        self._errors: list[BaseException] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.widen(workers)
+
+    def _work(self) -> None:
+        while True:
+            try:
+                i, name, transport = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                record = file_digest(transport, self._use_cache)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller by result()
+                with self._lock:
+                    self._errors.append(e)
+                return
+            with self._lock:
+                self._done[(i, name)] = record
+
+    def widen(self, workers: int) -> None:
+        """Run ``workers`` hashing threads in all (more are started only while files are left)."""
+        with self._lock:
+            while len([t for t in self._threads if t.is_alive()]) < workers and not self._jobs.empty():
+                t = threading.Thread(target=self._work, name="modelkin-sha256", daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def result(self) -> list[dict[str, FileDigest]]:
+        """Per model, in the order given: relative file name -> record (waits for the hashing)."""
+        self.widen(1)  # nobody left working (a failed thread) but files remain
+        for t in self._threads:
+            t.join()
+        if self._errors:
+            raise self._errors[0]
+        return [{name: self._done[(i, name)] for name in m.file_names()} for i, m in enumerate(self._models)]
+
+    def cancel(self) -> None:
+        """Hash nothing more (files being hashed finish on their daemon threads)."""
+        while True:
+            try:
+                self._jobs.get_nowait()
+            except queue.Empty:
+                return

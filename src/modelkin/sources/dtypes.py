@@ -85,7 +85,8 @@ def lookup(code: str) -> DType | None:
 def decode(raw: np.ndarray, dtype: DType, out: np.ndarray | None = None) -> np.ndarray:
     """Stored elements (as read, in ``dtype.storage``) -> a float array of the decoded values.
 
-    ``out`` (uint32 scratch of at least ``raw.size``) lets a hot loop decode bfloat16 without allocating.
+    ``out`` (uint32 scratch of at least ``raw.size``) lets a hot loop decode without allocating, for every
+    dtype decoded to float32.
     Block formats are decoded by the format module that owns them, never here.
     """
     if dtype.is_block:
@@ -102,4 +103,8 @@ def decode(raw: np.ndarray, dtype: DType, out: np.ndarray | None = None) -> np.n
     if dtype.code == "F4":  # two elements per byte, low nibble first
         b = raw.view(np.uint8)
         return np.stack((_F4_VALUES[b & 0xF], _F4_VALUES[b >> 4]), axis=-1).reshape(-1)
+    if out is not None and dtype.decoded == np.float32 and raw.dtype != np.float32:
+        values = out[: raw.size].view(np.float32)
+        np.copyto(values, raw, casting="unsafe")
+        return values
     return raw.astype(dtype.decoded, copy=False)

@@ -171,7 +171,7 @@ def open_hub(repo_id: str, revision: str | None = None, stats: FetchStats | None
         )
 
     if index_name is not None:
-        weight_map = parse_weight_map(small(index_name).read_text(encoding="utf-8"), f"{repo_id}/{index_name}")
+        weight_map = parse_weight_map(small(index_name).read_bytes(), f"{repo_id}/{index_name}")
         shards = {n: fmt.opener(weights(n)) for n in dict.fromkeys(weight_map.values())}
         check_weight_map(weight_map, shards, f"{repo_id}/{index_name}")
         files = tuple(shards.values())
@@ -216,7 +216,7 @@ def open_url(url: str, stats: FetchStats | None = None) -> ModelSource:
         from .local import parse_weight_map as parse
 
         index = weights(url)
-        weight_map = parse(index.get_all().decode("utf-8", errors="strict"), url)
+        weight_map = parse(index.get_all(), url)
         shards = {n: fmt.opener(weights(urljoin(url, n))) for n in dict.fromkeys(weight_map.values())}
         check_weight_map(weight_map, shards, url)
         files = tuple(shards.values())

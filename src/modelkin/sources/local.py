@@ -62,18 +62,32 @@ def _open_folder(path: Path, location: str, fmt: Format) -> ModelSource | None:
 def read_weight_map(index_path: Path) -> dict[str, str]:
     """The ``weight_map`` of a local shard index, validated."""
     try:
-        text = index_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        data = index_path.read_bytes()
+    except OSError as e:
         raise ShardIndexError(f"cannot read shard index: {e}", index_path) from None
-    return parse_weight_map(text, index_path)
+    return parse_weight_map(data, index_path)
 
 
-def parse_weight_map(text: str, index_path) -> dict[str, str]:
-    """The ``weight_map`` of a shard index's text (tensor name -> shard file name), validated."""
+def _json_document(data: bytes | str, what: str, where, error: type[FormatError]) -> object:
+    """A JSON file's content parsed; undecodable bytes and malformed or too deeply nested JSON -> ``error``.
+
+    Takes bytes so every caller (local files, Hub downloads, HTTP bodies) gets the same UTF-8 handling;
+    a caller decoding itself let UnicodeDecodeError escape (found by the fuzz harness)."""
     try:
-        index = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise ShardIndexError(f"cannot read shard index: {e}", index_path) from None
+        text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+    except UnicodeDecodeError as e:
+        raise error(f"{what} is not valid UTF-8 (byte {e.start})", where) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{what} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}", where) from None
+    except RecursionError:
+        raise error(f"{what} is nested too deeply", where) from None
+
+
+def parse_weight_map(data: bytes | str, index_path) -> dict[str, str]:
+    """The ``weight_map`` of a shard index's content (tensor name -> shard file name), validated."""
+    index = _json_document(data, "shard index", index_path, ShardIndexError)
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise ShardIndexError("shard index has no 'weight_map' object of tensor name -> file name", index_path)
@@ -120,9 +134,15 @@ def gather_tensors(files: tuple[WeightFile, ...], where) -> dict[str, TensorInfo
 
 def read_config(config_path: Path) -> dict:
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise FormatError(f"config.json is not valid JSON: {e}", config_path) from None
+        data = config_path.read_bytes()
+    except OSError as e:
+        raise FormatError(f"cannot read config.json: {e.strerror or e}", config_path) from None
+    return parse_config(data, config_path)
+
+
+def parse_config(data: bytes | str, config_path) -> dict:
+    """config.json's content as a dict (its values are checked where they are used)."""
+    config = _json_document(data, "config.json", config_path, FormatError)
     if not isinstance(config, dict):
         raise FormatError("config.json is not a JSON object", config_path)
     return config

@@ -88,6 +88,17 @@ class ModelSource:
         stored, s = self._contiguous(info, start, count)
         return self.file_of(stored).stream_elements(stored, s, count, scratch)
 
+    def stores_plainly(self, info: TensorInfo) -> bool:
+        """Whether ``stream_stored`` of this tensor, decoded by ``dtypes.decode``, gives its values: a
+        contiguous range of a plainly stored tensor (see ``WeightFile.stores_plainly``)."""
+        return not info.sampled and not info.strided and self.file_of(info.stored).stores_plainly(info.stored)
+
+    def stream_stored(self, info: TensorInfo, start: int, count: int, piece_elems: int) -> Iterator[np.ndarray]:
+        """Elements [start, start+count) in their storage dtype, ``piece_elems`` per piece, each valid until
+        the next (plain element dtypes only): for passes that decode as they compute."""
+        stored, s = self._contiguous(info, start, count)
+        return self.file_of(stored).stream_stored(stored, s, count, piece_elems)
+
     def _read_sample(self, info: TensorInfo, start: int, count: int) -> np.ndarray:
         if count < 0 or start < 0 or start + count > info.numel:
             raise IndexError(f"{info.name}: elements [{start}, {start + count}) out of range {info.numel}")

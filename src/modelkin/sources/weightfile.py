@@ -92,16 +92,35 @@ class WeightFile:
             if ranges:
                 self.transport.read_ranges(ranges)
 
+    def stores_plainly(self, info: TensorInfo) -> bool:
+        """Whether this tensor's elements are ``dtypes.decode`` of its stored elements, in stored order, so that
+        a pass may read the stored bits (``stream_stored``) and decode them itself. True for plain element
+        dtypes of a format that keeps the base class's reads; a format that overrides them (to undo a
+        permutation or an offset, or to read from another file) is asked to override this too, per tensor;
+        until it does, none of its tensors counts as plain."""
+        cls = type(self)
+        inherited = all(getattr(cls, m) is getattr(WeightFile, m) for m in ("read_raw", "read_elements", "stream_elements"))
+        return inherited and not info.dtype.is_block and not info.dtype.packed
+
+    def stream_stored(self, info: TensorInfo, start: int, count: int, piece_elems: int = STREAM_PIECE_ELEMS) -> Iterator[np.ndarray]:
+        """Consecutive pieces of elements [start, start+count) in their storage dtype, ``piece_elems`` each
+        (the last shorter): a local file's pieces are views of its memory map, each valid until the next
+        is requested. Plain element arrays only (not block-encoded or packed dtypes)."""
+        if info.dtype.is_block or info.dtype.packed:
+            raise ValueError(f"{info.name}: {info.dtype.code} elements are not stored one by one")
+        offset, n = self._byte_span(info, start, count)
+        item = info.dtype.storage.itemsize
+        for piece in self.transport.stream(offset, n, piece_elems * item):
+            yield piece.view(info.dtype.storage)
+
     def stream_elements(self, info: TensorInfo, start: int, count: int, scratch: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """Decoded consecutive pieces of elements [start, start+count); each valid until the next."""
         if info.dtype.is_block or info.dtype.packed:
             for s in range(start, start + count, STREAM_PIECE_ELEMS):
                 yield self.read_elements(info, s, min(STREAM_PIECE_ELEMS, start + count - s))
             return
-        offset, n = self._byte_span(info, start, count)
-        item = info.dtype.storage.itemsize
-        for piece in self.transport.stream(offset, n, STREAM_PIECE_ELEMS * item):
-            yield decode(piece.view(info.dtype.storage), info.dtype, scratch)
+        for piece in self.stream_stored(info, start, count):
+            yield decode(piece, info.dtype, scratch)
 
     def stream_raw(self, info: TensorInfo, piece_elems: int = STREAM_PIECE_ELEMS) -> Iterator[bytes]:
         """The stored bytes of a tensor, piece by piece (identity checks)."""

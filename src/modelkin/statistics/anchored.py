@@ -8,7 +8,7 @@ response in which Q cancels: (E Qᵀ)(W Qᵀ)ᵀ = E Wᵀ.
 
 So for each matrix W that reads the residual stream with exchangeable output units (the FFN's gate/up
 rows), the fingerprint of unit i is its response to a fixed sample of anchor inputs: column i of
-E_S Wᵀ. Those fingerprints are compared unit for unit with the same exact permutation null as
+E_S Wᵀ. Those fingerprints are compared unit for unit with the same permutation null (and normal tail) as
 ``unit_test`` — FFN units are exchangeable between independently trained models, so the null holds; a
 rotation, permutation or rescaling of the residual stream leaves it unchanged. If the anchor itself was
 copied but the layers were not, the units of W are still independent, so a shared embedding alone does

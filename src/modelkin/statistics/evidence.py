@@ -56,16 +56,19 @@ def pair_evidence(src_a: ModelSource, src_b: ModelSource, pair: TensorPair, anch
             runners.append(lambda: replace_test(anchored_evidence(src_a, src_b, anchor, pair), "anchored"))
     if anchor is not None and realign:
         runners.append(lambda: realigned_evidence(src_a, src_b, anchor, pair))
-    best = None
+    best, ran = None, []
     for run in runners:
         t = run()
-        if t is not None and (best is None or t.log10_p < best.log10_p):
-            best = t
+        if t is not None:
+            ran.append((t.test, t.z, t.log10_p))
+            if best is None or t.log10_p < best.log10_p:
+                best = t
         if best is not None and best.log10_p <= DECISIVE_LOG10_P:
             break
     if best is None:
         return None
-    return replace(best, log10_p=min(0.0, best.log10_p + math.log10(N_TESTS * pair.selection_factor)))
+    corrected = min(0.0, best.log10_p + math.log10(N_TESTS * pair.selection_factor))
+    return replace(best, log10_p=corrected, by_test=tuple(ran))
 
 
 def replace_test(t: UnitTest | None, name: str) -> UnitTest | None:

@@ -32,6 +32,8 @@ from .coverage import (
     NOT_COUNTED_REASON, detectable as margin_detectable, invariant_power, invariant_reason, layer_map_from_tests,
 )
 
+ASSUMPTION_BASED = "assumption-based"
+
 POWER_Z = 1.645  # one-sided 95 % power margin
 N_STRONGEST = 5
 
@@ -77,7 +79,7 @@ def judge_components(
             detectable = min(z_needed * tests[i].null_sd_mean_cosine for i in ev)
         powered = invariant_power(ran, z_needed, min_effect)
         best_invariant = min(ran, key=lambda t: t.log10_p, default=None)
-        best_tensor = min((tests[i].log10_p for i in ev), default=0.0)
+        by_invariant = best_invariant is not None and best_invariant.log10_p < min((tests[i].log10_p for i in ev), default=0.0)
         if layer_maps and comp in layer_maps:
             layer_map = layer_maps[comp].to_dict()
         elif not idx and (from_tests := layer_map_from_tests(ran)) is not None:
@@ -85,11 +87,16 @@ def judge_components(
         else:
             layered = sorted({(pairs[i].a.layer, pairs[i].b.layer) for i in idx if pairs[i].a.layer is not None and pairs[i].b.layer is not None})
             layer_map = {"method": "name", "pairs": [list(p) for p in layered], "dropped_a": [], "unmatched_b": [], "duplicated_a": [], "reordered": False}
+        matching = _matching_roles(pairs, tests, ev, log10_threshold)
         if not counted[comp]:
             verdict, log10_p, reason = INCONCLUSIVE, 0.0, NOT_COUNTED_REASON
-        elif m and log10_p <= log10_threshold and best_invariant is not None and best_invariant.log10_p < best_tensor:
+        elif m and log10_p <= log10_threshold and by_invariant:
             verdict = RELATED
-            reason = f"{best_invariant.name} test: {best_invariant.reason}; combined log10 p = {log10_p:.1f} <= {log10_threshold:.1f}"
+            reason = (
+                f"{best_invariant.name} test: {best_invariant.reason}; combined log10 p = {log10_p:.1f} <= "
+                f"{log10_threshold:.1f}; the deciding evidence is assumption-based (valid if independently trained "
+                "units are no closer to the smaller model's units than its own sibling units are; docs/method.md)"
+            )
         elif m and log10_p <= log10_threshold:
             verdict = RELATED
             best = min((tests[i] for i in ev), key=lambda t: t.log10_p)
@@ -103,6 +110,17 @@ def judge_components(
                 reason += "; hidden units were permuted: they match only after realignment (a permuted copy)"
             elif best.test == "anchored" and not n_same:
                 reason += "; the residual stream was rotated or permuted: units match only in the shared input basis"
+            other_roles = {pairs[i].a.role for i in ev} - TOKEN_ROLES
+            if matching and set(matching) <= TOKEN_ROLES and other_roles:
+                reason += (
+                    f"; only the token {' and '.join(matching)} match — the layers show no unit-level match: "
+                    "a shared embedding (or its initialisation), not a shared model"
+                )
+            if best.evidence_class == ASSUMPTION_BASED:
+                reason += (
+                    "; the deciding evidence is assumption-based (valid if independently trained units are no "
+                    "closer to A's units than A's own sibling units are; docs/method.md)"
+                )
 
         elif m == 0 and not component_tests.get(comp) and not idx:
             verdict = INCONCLUSIVE
@@ -114,9 +132,8 @@ def judge_components(
             verdict = INDEPENDENT
             reason = (
                 f"{m} test{'s' if m > 1 else ''} show{'' if m > 1 else 's'} no match (combined log10 p = {log10_p:.1f}); "
-                f"the {powered.name} test, which "
-                f"permuted or rotated hidden units cannot fool, would have detected a mean margin of "
-                f"{margin_detectable(powered, z_needed):.3f} or more"
+                f"the {powered.name} test, which permuted or rotated hidden units cannot fool, would have detected "
+                f"a mean margin of {margin_detectable(powered, z_needed):.3f} or more"
             )
         else:
             verdict = INCONCLUSIVE
@@ -138,24 +155,47 @@ def judge_components(
             reason=reason,
             strongest=strongest,
             layer_map=layer_map,
+            test=best_invariant.name if by_invariant else (_strongest(tests, ev).test if ev else None),
+            evidence_class=ASSUMPTION_BASED if by_invariant else (_strongest(tests, ev).evidence_class if ev else None),
+            matching_roles=matching if verdict == RELATED else [],
             counted=counted[comp],
             invariant_tests=[t.to_dict() for t in component_tests.get(comp, [])],
         )
     return out
 
 
+TOKEN_ROLES = frozenset({"embedding", "lm_head"})
+
+
+def _matching_roles(pairs, tests, ev, log10_threshold: float) -> list[str]:
+    """Roles of the tensors that are significant on their own (each at the component's level, Bonferroni
+    over its m evidence tensors): which part of the component matches."""
+    m = len(ev)
+    if not m:
+        return []
+    cut = log10_threshold - math.log10(m)
+    return sorted({pairs[i].a.role for i in ev if tests[i].log10_p <= cut})
+
+
+def _strongest(tests, ev) -> UnitTest:
+    return min((tests[i] for i in ev), key=lambda t: t.log10_p)
+
+
 def _decided_by(tests, ev, verdict, ran=()) -> str:
     best_inv = min(ran, key=lambda t: t.log10_p, default=None)
     if best_inv is not None and (not ev or best_inv.log10_p < min(tests[i].log10_p for i in ev)) and verdict == RELATED:
-        return f"{best_inv.name} test (invariant to permuted or rotated units), Bonferroni over {len(ev) + len(ran)} tests"
+        return (f"{best_inv.name} test ({ASSUMPTION_BASED} null; invariant to permuted or rotated units), "
+                f"Bonferroni over {len(ev) + len(ran)} tests")
     if not ev and ran:
-        return f"{', '.join(t.name for t in ran)} test (invariant to permuted or rotated units)"
+        return f"{', '.join(t.name for t in ran)} test (invariant to permuted or rotated units): none significant"
     if not ev:
         return "no evidence test applicable"
-    best = min((tests[i] for i in ev), key=lambda t: t.log10_p)
+    best = _strongest(tests, ev)
     if verdict == RELATED:
-        return f"{best.test} unit-permutation test (strongest tensor), Bonferroni over {len(ev)} tensors"
-    return f"unit-permutation tests on {len(ev)} tensors, Bonferroni-combined"
+        return f"{best.test} test ({best.evidence_class} null) on the strongest tensor, Bonferroni over {len(ev)} tensors"
+    names = sorted({name for i in ev for name, _, _ in tests[i].by_test} or {tests[i].test for i in ev})
+    names += [t.name for t in ran]
+    return f"{', '.join(names)} tests on {len(ev)} tensors and the component, Bonferroni-combined: none significant"
 
 
 def overall(components: dict[str, ComponentResult]) -> tuple[str, float]:

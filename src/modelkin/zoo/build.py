@@ -23,18 +23,22 @@ from .io import META_FILE, is_complete, load_model, save_model
 from .models import (BertConfig, BertMLM, CausalLM, DecoderConfig, ResNet, ResNetConfig, VLM,
                      VisionClassifier, VisionConfig)
 from .recipes import COMPONENTS, PRESETS, family_of, plan
-from .train import CaptionTask, ImageTask, LMTask, MLMTask, train
+from .train import CaptionTask, DistillTask, ImageTask, LMTask, MLMTask, Validation, train
 
 PRESERVE_TOL = 1e-3  # relative max-logit error allowed for function-preserving transforms
 Progress = Callable[[str], None] | None
 
 
+HOLDOUT_FRACTION = 0.1  # the tail of a corpus held out for validation curves (long-trained models)
+VALID_IMAGES = 10_000  # image-set seed offset of the held-out images
+
+
 class Builder:
-    def __init__(self, out_dir: str | Path, size: str, progress: Progress = None):
+    def __init__(self, out_dir: str | Path, size: str, progress: Progress = None, zoo_seed: int = 0):
         self.out = Path(out_dir)
         self.size = size
         self.p = PRESETS[size]
-        self.plan = plan(size)
+        self.plan = plan(size, zoo_seed)
         self.log = progress or (lambda msg: None)
         self._models: dict[str, tuple] = {}
         self._cache: dict[tuple, object] = {}
@@ -59,14 +63,19 @@ class Builder:
             self._cache[("img", seed)] = D.make_images(self.p["images"], seed=seed)
         return self._cache[("img", seed)]
 
-    def task(self, model, tok, data: str, images: int):
-        if isinstance(model, VLM):
-            return CaptionTask(self.images(images), tok, self.stream(data, tok))
+    def task(self, model, tok, data: str, images: int, part: str = "all"):
+        """The training task; ``part`` "train" / "valid" splits the data (corpus tail, other images)."""
         if isinstance(model, (ResNet, VisionClassifier)):
-            return ImageTask(self.images(images))
+            return ImageTask(self.images(images + (VALID_IMAGES if part == "valid" else 0)))
+        stream = self.stream(data, tok)
+        if part != "all":
+            cut = int(len(stream.ids) * (1 - HOLDOUT_FRACTION))
+            stream = D.TokenStream(stream.ids[:cut].tolist() if part == "train" else stream.ids[cut:].tolist())
+        if isinstance(model, VLM):
+            return CaptionTask(self.images(images), tok, stream)
         if isinstance(model, BertMLM):
-            return MLMTask(self.stream(data, tok), model.config.vocab_size)
-        return LMTask(self.stream(data, tok))
+            return MLMTask(stream, model.config.vocab_size)
+        return LMTask(stream)
 
     def probe(self, model) -> dict:
         g = torch.Generator().manual_seed(0)
@@ -111,12 +120,15 @@ class Builder:
                 "recipe": {k: v for k, v in r.items() if k not in ("id",)},
                 "parent_steps": parent.get("steps")}
 
-    def _fresh(self, family: str, seed: int, vocab: int, arch: dict | None = None):
-        """A newly initialised model of a family at this build's size (or ``arch``'s), from ``seed``."""
+    def _fresh(self, family: str, seed: int, vocab: int, hidden: int | None = None, layers: int | None = None,
+               arch: dict | None = None):
+        """A newly initialised model of a family at this build's size (or ``hidden`` / ``layers``, or ``arch``'s
+        overrides of the preset: ``H``, ``layers``, ``ffn``, ``heads``, ``kv``), from ``seed``."""
         p = {**self.p, **(arch or {})}
         torch.manual_seed(seed)
-        text = DecoderConfig(vocab_size=vocab, hidden_size=p["H"], num_hidden_layers=p["layers"],
-                             intermediate_size=p.get("ffn", 2 * p["H"]), num_attention_heads=p.get("heads", 4),
+        h = hidden or p["H"]
+        text = DecoderConfig(vocab_size=vocab, hidden_size=h, num_hidden_layers=layers or p["layers"],
+                             intermediate_size=p.get("ffn", 2 * h), num_attention_heads=p.get("heads", 4),
                              num_key_value_heads=p.get("kv", 2))
         vision = VisionConfig(out_hidden_size=p["H"], **p["vision"])
         if family == "qwen2":
@@ -126,7 +138,7 @@ class Builder:
         if family == "qwen3_moe":
             return CausalLM(DecoderConfig(**{**text.__dict__, "qk_norm": True, "qkv_bias": False,
                                              "num_experts": 4, "num_experts_per_tok": 2,
-                                             "moe_intermediate_size": p["H"]}))
+                                             "moe_intermediate_size": h}))
         if family == "bert":
             return BertMLM(BertConfig(vocab_size=vocab, hidden_size=p["H"], num_hidden_layers=p["layers"],
                                       intermediate_size=4 * p["H"], num_attention_heads=4))
@@ -138,11 +150,15 @@ class Builder:
             return ResNet(ResNetConfig(num_classes=D.NUM_CLASSES, **p["resnet"]))
         raise ValueError(family)
 
-    def _train(self, model, tok, r: dict, steps: int, lr: float, params=None) -> dict:
-        task = self.task(model, tok, r.get("data", "A"), r.get("images", 0))
-        stats = train(model, task, steps, seed=r.get("batch_seed") or r.get("seed") or 0, lr=lr,
-                      params=params, log=self.log)
-        return stats
+    def _train(self, model, tok, r: dict, steps: int, lr: float, params=None, task=None) -> dict:
+        data, images = r.get("data", "A"), r.get("images", 0)
+        valid = None
+        if r.get("holdout"):  # train on the corpus head, validate on its held-out tail
+            task = task or self.task(model, tok, data, images, part="train")
+            valid = Validation(self.task(model, tok, data, images, part="valid"))
+        task = task or self.task(model, tok, data, images)
+        return train(model, task, steps, seed=r.get("batch_seed") or r.get("seed") or 0, lr=lr,
+                     params=params, log=self.log, valid=valid)
 
     def _data_tag(self, model, r: dict) -> str:
         if isinstance(model, (ResNet, VisionClassifier)):
@@ -156,7 +172,11 @@ class Builder:
             vocab = int(r["tok"].split(":")[1])
             text_family = r["family"] not in ("resnet", "qwen2_5_vl_vision")
             tok = self.tokenizer(r["tok"]) if text_family else None
-            model = self._fresh(r["family"], r["seed"], vocab, r.get("arch"))
+            model = self._fresh(r["family"], r["seed"], vocab, hidden=r.get("hidden"), arch=r.get("arch"))
+            if r.get("embed_from"):  # the token embedding starts from published vectors; nothing else does
+                donor, _, _ = self.get(r["embed_from"])
+                with torch.no_grad():
+                    model.model.embed_tokens.weight.copy_(donor.model.embed_tokens.weight)
             stats = self._train(model, tok, r, r["steps"], lr=3e-3)
             return model, tok, {**stats, "data": self._data_tag(model, r),
                                 "tokenizer": f"bpe:{D.corpus_name(r['tok'].split(':')[0])}:{vocab}" if tok else None}
@@ -168,6 +188,8 @@ class Builder:
             return model, tok, {**stats, "data": self._data_tag(model, r), "graft_with_projector": r["with_projector"]}
 
         parent, ptok, pmeta = self.get(r["parent"])
+        if op == "distill":
+            return self._distill(parent, ptok, r)
         meta: dict = {"data": pmeta.get("data"), "train_steps": 0}
         model, tok = X.clone(parent), ptok
         lr = 1e-3
@@ -229,6 +251,22 @@ class Builder:
         return model, tok, meta
 
 
+    def _distill(self, teacher, tok, r: dict):
+        """A student trained on the teacher's next-token distributions: from scratch (independent weights) or
+        initialised from the teacher's embedding, head and every other layer (DistilBERT-style: related)."""
+        cfg = teacher.config
+        layers = cfg.num_hidden_layers if r["init"] == "scratch" else max(1, cfg.num_hidden_layers // 2 + 1)
+        student = self._fresh("qwen2", r["seed"], cfg.vocab_size, hidden=cfg.hidden_size, layers=layers)
+        if r["init"] == "layers":
+            keep = list(range(0, cfg.num_hidden_layers, 2))[:layers]
+            student.load_state_dict(X.select_layers(teacher, keep).state_dict())
+        teacher.eval()
+        task = DistillTask(self.task(student, tok, r.get("data", "A"), 0, part="train").stream, teacher)
+        stats = self._train(student, tok, {**r, "holdout": True}, r["steps"], lr=3e-3, task=task)
+        return student, tok, {**stats, "data": f"distilled from {r['parent']} on {self._data_tag(student, r)}",
+                              "distill_init": r["init"]}
+
+
 def _new_words(text: str, tok: T.Tokenizer, n: int) -> list[str]:
     """The ``n`` most frequent words of ``text`` that the tokenizer splits into several pieces."""
     counts = collections.Counter(re.findall(r"[A-Za-z_]{5,}", text))
@@ -244,10 +282,15 @@ def _new_words(text: str, tok: T.Tokenizer, n: int) -> list[str]:
 # ------------------------------------------------------------------------------------ manifest
 
 
-def write_manifest(out_dir: str | Path, size: str) -> dict:
-    """(Re)build ``manifest.json`` from the model folders that exist and the plan's pairs."""
+def write_manifest(out_dir: str | Path, size: str, zoo_seed: int | None = None) -> dict:
+    """(Re)build ``manifest.json`` from the model folders that exist and the plan's pairs.
+
+    ``zoo_seed`` None keeps the seed the existing manifest records (0 when there is none)."""
     out = Path(out_dir)
-    P = plan(size)
+    if zoo_seed is None:
+        old = out / "manifest.json"
+        zoo_seed = json.loads(old.read_text()).get("zoo_seed", 0) if old.is_file() else 0
+    P = plan(size, zoo_seed)
     models = {}
     for model_id in P.models:
         path = out / "models" / model_id
@@ -265,34 +308,50 @@ def write_manifest(out_dir: str | Path, size: str) -> dict:
             "components": {c: pr["components"].get(c, pr["label"]) for c in shared},
             "family": fa if fa == fb else f"{fa}+{fb}",
         })
-    manifest = {"modelkin_zoo": 1, "size": size, "models": models, "pairs": pairs}
+    manifest = {"modelkin_zoo": 1, "size": size, "zoo_seed": zoo_seed, "models": models, "pairs": pairs}
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1) + "\n")
     tmp.replace(out / "manifest.json")
     return manifest
 
 
-def build_zoo(out_dir: str | Path, size: str = "smoke", progress: Progress = None) -> dict:
-    """Build (or finish building) the zoo in ``out_dir``; returns the manifest."""
+BUILD_SIZES = ("smoke", "full", "hard", "null")
+
+
+def build_zoo(out_dir: str | Path, size: str = "smoke", progress: Progress = None, zoo_seed: int = 0) -> dict:
+    """Build (or finish building) the zoo in ``out_dir``; returns the manifest.
+
+    ``zoo_seed`` S > 0 builds a fresh instance of the same zoo (every seed shifted): a folder holds one
+    instance, so building another seed into a folder that has one is an error."""
     if size not in PRESETS:
         raise ValueError(f"size must be one of {sorted(PRESETS)}")
-    torch.set_num_threads(2)
     out = Path(out_dir)
+    old = out / "manifest.json"
+    if old.is_file() and json.loads(old.read_text()).get("zoo_seed", 0) != zoo_seed:
+        raise ValueError(f"{out} holds a zoo built with another --seed; use an empty folder")
+    # One intra-op thread: the zoo's models are tiny, and on a shared machine a second OpenMP thread makes
+    # each step spin-wait (measured: 40 steps of a smoke qwen2 took 3.2 s with 1 thread and 256 s with 2
+    # while other jobs held the cores).
+    torch.set_num_threads(1)
     (out / "models").mkdir(parents=True, exist_ok=True)
-    b = Builder(out, size, progress)
+    b = Builder(out, size, progress, zoo_seed)
     for model_id in b.plan.models:
         b.get(model_id)
-        write_manifest(out, size)  # keep the manifest current, so an interrupted build is usable
-    return write_manifest(out, size)
+        write_manifest(out, size, zoo_seed)  # keep the manifest current, so an interrupted build is usable
+    return write_manifest(out, size, zoo_seed)
 
 
-def zoo_build_command(out_dir: str, size: str = "smoke") -> int:
-    """Entry point for ``modelkin zoo build DIR [--size smoke|full]``; returns an exit code."""
-    if size not in ("smoke", "full"):
-        print(f"[zoo] unknown size {size!r}: use smoke or full", flush=True)
+def zoo_build_command(out_dir: str, size: str = "smoke", zoo_seed: int = 0) -> int:
+    """Entry point for ``modelkin zoo build DIR [--size smoke|full|hard|null] [--seed S]``; returns an exit code."""
+    if size not in BUILD_SIZES:
+        print(f"[zoo] unknown size {size!r}: use one of {', '.join(BUILD_SIZES)}", flush=True)
         return 2
     t0 = time.time()
-    manifest = build_zoo(out_dir, size, progress=lambda msg: print(msg, flush=True))
+    try:
+        manifest = build_zoo(out_dir, size, progress=lambda msg: print(msg, flush=True), zoo_seed=zoo_seed)
+    except ValueError as e:
+        print(f"[zoo] {e}", flush=True)
+        return 2
     print(f"[zoo] {len(manifest['models'])} models, {len(manifest['pairs'])} pairs in {out_dir} "
           f"({time.time() - t0:.0f}s)", flush=True)
     return 0

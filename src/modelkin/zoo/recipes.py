@@ -43,6 +43,19 @@ PRESETS = {
         "vision": {"depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "patch_size": 8},
         "resnet": {"widths": [32, 64], "blocks": [1, 1]}, "images": 1024,
     },
+    # Hard negatives: smoke-sized families trained 10x longer (towards a plateau of the held-out loss),
+    # distillation pairs and shared-embedding-init pairs.
+    "hard": {
+        "H": 64, "layers": 3, "vocab": 512, "steps": 120, "long_steps": 1200,
+        "vision": {"depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "patch_size": 8},
+        "resnet": {"widths": [32, 64], "blocks": [1, 1]}, "images": 1024,
+    },
+    # Many cheap independent pairs for the calibration of every test: N small seeds, every pair.
+    "null": {
+        "H": 64, "layers": 2, "vocab": 512, "steps": 120, "n_seeds": 25,
+        "vision": {"depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "patch_size": 8},
+        "resnet": {"widths": [32, 64], "blocks": [1, 1]}, "images": 1024,
+    },
     "full": {
         "H": 128, "layers": 4, "vocab": 1024, "steps": 300,
         "vision": {"depth": 3, "hidden_size": 96, "intermediate_size": 192, "num_heads": 4},
@@ -51,32 +64,49 @@ PRESETS = {
 }
 
 
-class Plan:
-    """Collects recipes and pairs, with small helpers that keep the listing below readable."""
+SEED_STRIDE = 100_003  # zoo seed S adds S * SEED_STRIDE to every seed of a recipe (a fresh instance)
+SEEDED = ("seed", "batch_seed")
 
-    def __init__(self, size: str):
+
+class Plan:
+    """Collects recipes and pairs, with small helpers that keep the listing below readable.
+
+    ``zoo_seed`` S > 0 makes a fresh instance of the same zoo: every initialisation, batch order and
+    derivation seed is shifted by S * SEED_STRIDE (ids, data and labels stay), so a bench can run on a
+    zoo no threshold was tuned on.
+    """
+
+    def __init__(self, size: str, zoo_seed: int = 0):
         self.size = size
+        self.zoo_seed = zoo_seed
         self.p = PRESETS[size]
         self.models: dict[str, dict] = {}
         self.pairs: list[dict] = []
 
     def model(self, id: str, op: str, **kw) -> str:
         if id not in self.models:
+            for key in SEEDED:
+                if kw.get(key) is not None:
+                    kw[key] = kw[key] + self.zoo_seed * SEED_STRIDE
             self.models[id] = {"id": id, "op": op, **kw}
         return id
 
     def base(self, family: str, seed: int, data: str = "A", tok: str = "A", steps: int | None = None,
-             batch_seed: int | None = None, images: int = 0, vocab: int | None = None, arch: dict | None = None) -> str:
-        """``arch``: overrides of the size preset (``H``, ``layers``, ``ffn``, ``heads``, ``kv``)."""
+             batch_seed: int | None = None, images: int = 0, vocab: int | None = None, **extra) -> str:
         vocab = vocab or self.p["vocab"]
         tag = f"{family}-{data}-t{tok}{vocab}-s{seed}" + (f"-b{batch_seed}" if batch_seed is not None else "")
-        if arch:
-            tag += "-" + "".join(f"{k}{v}" for k, v in sorted(arch.items()))
+        if extra.get("arch"):  # overrides of the size preset: H, layers, ffn, heads, kv
+            tag += "-" + "".join(f"{k}{v}" for k, v in sorted(extra["arch"].items()))
         if family in ("resnet", "qwen2_5_vl_vision"):
             tag = f"{family}-img{images}-s{seed}"
         elif family == "qwen2_5_vl":
             tag += f"-img{images}"
-        extra = {"arch": arch} if arch else {}
+        if extra.get("holdout"):  # trained long, to a plateau of the held-out loss
+            tag += f"-long{steps}"
+        if extra.get("hidden"):
+            tag += f"-h{extra['hidden']}"
+        if extra.get("embed_from"):
+            tag += "-embinit"
         return self.model(tag, "base", family=family, seed=seed, data=data, tok=f"{tok}:{vocab}",
                           steps=steps or self.p["steps"], batch_seed=batch_seed, images=images, **extra)
 
@@ -103,8 +133,8 @@ def family_of(recipes: dict[str, dict], model_id: str) -> str:
     return r["family"]
 
 
-def plan(size: str) -> Plan:
-    return {"smoke": _smoke, "full": _full, "examples": _examples}[size]()
+def plan(size: str, zoo_seed: int = 0) -> Plan:
+    return {"smoke": _smoke, "full": _full, "examples": _examples, "hard": _hard, "null": _null}[size](zoo_seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,11 +168,12 @@ def _permute_prune(P: Plan, parent: str, seed: int, steps: int, fraction: float 
     return child
 
 
-def _smoke() -> Plan:
-    P = Plan("smoke")
+def _smoke(zoo_seed: int = 0) -> Plan:
+    P = Plan("smoke", zoo_seed)
     s = P.p["steps"]
-    a1, a2 = P.base("qwen2", 1), P.base("qwen2", 2)
-    P.pair("independent_seed", a1, a2, "independent")
+    a1, a2, a3 = P.base("qwen2", 1), P.base("qwen2", 2), P.base("qwen2", 3)
+    for a, b in ((a1, a2), (a1, a3), (a2, a3)):  # three, so baselines with a measured null have one
+        P.pair("independent_seed", a, b, "independent")
     ft = P.derive("finetune_short", a1, "finetune", "ft30C", data="C", steps=30, seed=101)
     P.related("finetune_short", a1, ft, P.steps_frac(30))
     _add_function_preserving(P, a1, 7, ft=20)
@@ -173,8 +204,8 @@ def _smoke() -> Plan:
 EXAMPLES: dict[str, str] = {}
 
 
-def _examples() -> Plan:
-    P = Plan("examples")
+def _examples(zoo_seed: int = 0) -> Plan:
+    P = Plan("examples", zoo_seed)
     base = P.base("qwen2", 1)
     ft = P.derive("finetune_long", base, "finetune", "ftC120", data="C", steps=120, seed=101)
     P.related("finetune_long", base, ft, P.steps_frac(120))
@@ -191,8 +222,8 @@ def _examples() -> Plan:
     return P
 
 
-def _full() -> Plan:  # noqa: C901  (a long but flat listing)
-    P = Plan("full")
+def _full(zoo_seed: int = 0) -> Plan:  # noqa: C901  (a long but flat listing)
+    P = Plan("full", zoo_seed)
     S, L = P.p["steps"], P.p["layers"]
     q2 = [P.base("qwen2", s) for s in range(1, 7)]  # the workhorse family, corpus A
     for a, b in combinations(q2, 2):
@@ -366,3 +397,54 @@ def _generic_derivations(P: Plan, parent: str, other: str, text: bool, seed: int
     m = P.model(f"merge-{parent}+{other}-{int(w * 100)}", "merge", parent=parent, other=other, weight=w, kind="merge")
     P.related("merge", parent, m, w)
     P.related("merge", other, m, round(1 - w, 3))
+
+
+def _hard(zoo_seed: int = 0) -> Plan:
+    """Hard negatives: the pairs that share the most without sharing weights, and their related twins.
+
+    * same architecture, tokenizer and data, different seeds, trained ``long_steps`` (10x the zoo's usual)
+      with a held-out validation curve recorded: qwen2 at two widths, the Qwen2.5-VL vision tower, and an
+      MoE;
+    * distillation: students trained on a teacher's next-token distributions, from scratch (function
+      copied, weights not: independent) or initialised from the teacher's layers (related);
+    * shared-embedding init only: models whose token embedding starts from the same (published) vectors and
+      whose other weights do not; related, with the embedding as the shared part.
+
+    Listed most informative first: the build is resumable and its manifest usable at any point.
+    """
+    P = Plan("hard", zoo_seed)
+    long = P.p["long_steps"]
+    q = [P.base("qwen2", s, steps=long, holdout=True) for s in (101, 102, 103)]
+    for a, b in combinations(q, 2):
+        P.pair("independent_long", a, b, "independent")
+    # Distillation from the first long-trained qwen2.
+    teacher = q[0]
+    scratch = P.model(f"{teacher}~distilled-scratch", "distill", parent=teacher, kind="independent_distilled",
+                      seed=141, steps=long, init="scratch", data="A")
+    P.pair("independent_distilled", teacher, scratch, "independent")
+    from_layers = P.model(f"{teacher}~distilled-layers", "distill", parent=teacher, kind="distillation_init",
+                          seed=142, steps=long // 4, init="layers", data="A")
+    P.related("distillation_init", teacher, from_layers, P.steps_frac(long // 4))
+    # Shared embedding init: the "published vectors" are the first long-trained model's embedding.
+    shared = [P.base("qwen2", s, steps=long, holdout=True, embed_from=teacher) for s in (151, 152)]
+    P.pair("shared_embedding_init", shared[0], shared[1], "related", text="related")
+    P.pair("shared_embedding_init", teacher, shared[0], "related", text="related")
+    vit = [P.base("qwen2_5_vl_vision", s, steps=long, images=0, holdout=True) for s in (121, 122)]
+    P.pair("independent_long", vit[0], vit[1], "independent")
+    moe = [P.base("qwen3_moe", s, steps=long, holdout=True) for s in (131, 132)]
+    P.pair("independent_long", moe[0], moe[1], "independent")
+    wide = [P.base("qwen2", s, steps=long, holdout=True, hidden=96) for s in (111, 112)]
+    P.pair("independent_long", wide[0], wide[1], "independent")
+    # Three times longer again (30x): the held-out loss stops improving (the small corpus is then overfit).
+    plateau = [P.base("qwen2", s, steps=3 * long, holdout=True) for s in (161, 162)]
+    P.pair("independent_long", plateau[0], plateau[1], "independent")
+    return P
+
+
+def _null(zoo_seed: int = 0) -> Plan:
+    """Many cheap independent pairs: ``n_seeds`` small qwen2 models (same data and tokenizer), every pair."""
+    P = Plan("null", zoo_seed)
+    models = [P.base("qwen2", 1000 + s) for s in range(P.p["n_seeds"])]
+    for a, b in combinations(models, 2):
+        P.pair("independent_seed", a, b, "independent")
+    return P

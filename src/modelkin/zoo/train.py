@@ -84,9 +84,53 @@ class CaptionTask:
         return cap_loss + self.lm.loss(model, gen)
 
 
+@dataclass
+class DistillTask:
+    """A student trained on a teacher's next-token distributions (KL divergence, temperature 1) over
+    windows of a token stream: the teacher's function is copied, its weights are not."""
+
+    stream: TokenStream
+    teacher: torch.nn.Module
+    batch: int = 16
+    length: int = 64
+
+    def loss(self, model, gen):
+        x = self.stream.batch(gen, self.batch, self.length)
+        with torch.no_grad():
+            target = F.log_softmax(self.teacher(x), dim=-1)
+        out = F.log_softmax(model(x), dim=-1)
+        return F.kl_div(out.reshape(-1, out.shape[-1]), target.reshape(-1, target.shape[-1]), log_target=True,
+                        reduction="batchmean")
+
+
+class Validation:
+    """A fixed set of held-out batches: the mean loss of a task on them, measured without gradients."""
+
+    def __init__(self, task, n_batches: int = 8, seed: int = 12345):
+        self.task, self.seed, self.n = task, seed, n_batches  # batch i is drawn from seed + i every time
+
+    @torch.no_grad()
+    def __call__(self, model) -> float:
+        was = model.training
+        model.eval()
+        total = 0.0
+        for i in range(self.n):
+            gen = torch.Generator().manual_seed(self.seed + i)
+            total += self.task.loss(model, gen).item()
+        model.train(was)
+        return total / self.n
+
+
+PLATEAU_REL = 0.01  # validation loss improved by less than this over the last quarter of training
+
+
 def train(model: torch.nn.Module, task, steps: int, seed: int, lr: float = 3e-3,
-          params=None, weight_decay: float = 0.01, log=None) -> dict:
-    """AdamW with short warm-up and linear decay to 10%; returns loss statistics."""
+          params=None, weight_decay: float = 0.01, log=None, valid: Validation | None = None,
+          valid_points: int = 20) -> dict:
+    """AdamW with short warm-up and linear decay to 10%; returns loss statistics.
+
+    With ``valid``, the held-out loss is measured ``valid_points`` times over the run: the curve, the final
+    value, and whether it had reached a plateau (less than 1 % better over the last quarter of the run)."""
     if steps <= 0:
         return {"train_steps": 0}
     gen = torch.Generator().manual_seed(seed)
@@ -96,7 +140,8 @@ def train(model: torch.nn.Module, task, steps: int, seed: int, lr: float = 3e-3,
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, 1.0 - 0.9 * s / steps))
     model.train()
-    losses = []
+    losses, curve = [], []
+    every = max(1, steps // valid_points)
     for step in range(steps):
         loss = task.loss(model, gen)
         opt.zero_grad(set_to_none=True)
@@ -105,10 +150,19 @@ def train(model: torch.nn.Module, task, steps: int, seed: int, lr: float = 3e-3,
         opt.step()
         sched.step()
         losses.append(loss.item())
+        if valid is not None and ((step + 1) % every == 0 or step == steps - 1):
+            curve.append([step + 1, round(valid(model), 5)])
         if log is not None and (step % 50 == 0 or step == steps - 1):
-            log(f"    step {step:4d}/{steps} loss {loss.item():.4f}")
+            log(f"    step {step:4d}/{steps} loss {loss.item():.4f}" + (f" valid {curve[-1][1]:.4f}" if curve else ""))
     model.eval()
     k = max(1, min(10, steps // 5))
-    return {"train_steps": steps, "initial_loss": round(sum(losses[:k]) / k, 5),
-            "final_loss": round(sum(losses[-k:]) / k, 5),
-            "loss_curve": [round(x, 4) for x in losses[:: max(1, steps // 20)]]}
+    stats = {"train_steps": steps, "initial_loss": round(sum(losses[:k]) / k, 5),
+             "final_loss": round(sum(losses[-k:]) / k, 5),
+             "loss_curve": [round(x, 4) for x in losses[:: max(1, steps // 20)]]}
+    if curve:
+        quarter = [v for s_, v in curve if s_ >= 0.75 * steps]
+        before = [v for s_, v in curve if s_ < 0.75 * steps]
+        ref = before[-1] if before else quarter[0]
+        stats.update(valid_curve=curve, valid_loss=curve[-1][1],
+                     valid_plateau=bool((ref - curve[-1][1]) < PLATEAU_REL * abs(ref)))
+    return stats
