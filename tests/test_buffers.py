@@ -52,7 +52,10 @@ def test_shared_sinusoidal_table_of_unknown_name_is_not_evidence(tmp_path):
     row = _row(res, "enc.table")
     assert row.identical and not row.evidence and row.log10_p is None
     assert row.non_evidence_reason.startswith("a closed-form sequence down every column")
-    assert res.verdict == "independent" and res.components["other"].n_evidence == 2
+    # Not related. Not "independent" either: this two-layer network has 64 channels for the channel test
+    # (the only test a permuted copy cannot fool), too few to rule out a weak relationship.
+    assert res.verdict == "inconclusive" and res.components["other"].n_evidence == 2
+    assert "too few units" in res.components["other"].reason
 
 
 def test_buffer_names_are_recognised_in_unknown_and_known_families(tmp_path):
@@ -62,7 +65,7 @@ def test_buffer_names_are_recognised_in_unknown_and_known_families(tmp_path):
     row = _row(res, "enc.pos_table")
     assert (row.role, row.evidence) == ("buffer", False)
     assert row.non_evidence_reason.startswith("a sinusoidal position table: generated from a formula")
-    assert res.verdict == "independent"
+    assert res.verdict == "inconclusive"  # not related; too few channels for "independent" (see above)
     # ... and a rotary cache left in a qwen2 checkpoint (review: related, log10 p -43.1) joins the text component.
     ta, tb = qwen2_tensors(1), qwen2_tensors(2)
     ta["model.rotary_emb.cos_cached"] = tb["model.rotary_emb.cos_cached"] = rotary_cos()
@@ -132,7 +135,8 @@ def test_identical_tensor_of_unknown_role_is_a_possible_fixed_buffer(tmp_path):
     res = _compare(tmp_path, unknown_model(1, {"enc.proj": proj}), unknown_model(2, {"enc.proj": proj.copy()}))
     row = _row(res, "enc.proj")
     assert row.identical and not row.evidence and "possibly a fixed buffer" in row.non_evidence_reason
-    assert res.verdict == "independent"
+    # Not related: the buffer is no channel either (it would otherwise align the network from itself).
+    assert res.verdict == "inconclusive" and res.components["other"].invariant_tests[0]["layers"][0]["module"] == "enc.w1"
     # The same tensor, but every comparable tensor is identical: a verbatim copy, which does count.
     copy = _compare(tmp_path / "c", unknown_model(1, {"enc.proj": proj}), unknown_model(1, {"enc.proj": proj}))
     assert copy.verdict == "related" and all(t.evidence for t in copy.tensors)

@@ -226,7 +226,8 @@ def test_bench_counts_missing_components_and_related_called_independent():
     def rec(label, labels, got, invariant=None):
         return {"id": label, "kind": "k" if label == "related" else "independent_seed", "label": label,
                 "component_labels": labels, "seconds": 0.0, "baselines": {},
-                "modelkin": {"verdict": "related", "log10_p": -5.0, "components": {c: {"verdict": v} for c, v in got.items()},
+                "modelkin": {"verdict": "related", "log10_p": -5.0, "tests": {},
+                             "components": {c: {"verdict": v, "log10_p": 0.0} for c, v in got.items()},
                              "missing_components": sorted(set(labels) - set(got)), "invariant": invariant or {}}}
 
     inv = {"text": {"test": "shared-basis", "ran": True, "z": -3.0, "mean_margin": -0.2, "log10_p": 0.0}}

@@ -243,7 +243,8 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         ))
     counted = counted_components(inv_a, inv_b, options.components)
     left = None if options.max_bytes is None else max(0, options.max_bytes - plan.planned_bytes)
-    invariant = component_tests(src_a, src_b, inv_a, inv_b, vocab, list(counted), left, plan.mode == "sampled")
+    excluded = ({pairs[i].a.name for i in screened}, {pairs[i].b.name for i in screened})
+    invariant = component_tests(src_a, src_b, inv_a, inv_b, vocab, list(counted), left, plan.mode == "sampled", excluded)
     components = judge_components(pairs, tests, rows, options.alpha, options.min_effect, layer_maps, expert_maps,
                                   invariant, counted)
     verdict, log10_p = overall(components)

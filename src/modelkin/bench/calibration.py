@@ -7,7 +7,8 @@ for 71 pairs, 1.0 % for 300. That bound is reported for every level of the decis
 * the pair's overall verdict, and every **component** labelled independent (including the independent
   components of related pairs, such as a graft's text tower);
 * every **test on its own** — same-index, anchored, realigned: the pair's p-value from that test alone,
-  Bonferroni over the tensors it ran on and over the components, as the verdict would use it.
+  Bonferroni over the tensors it ran on and over the components, as the verdict would use it; and the
+  component-level shared-basis and channel tests (one p-value per component, Bonferroni over components).
 
 Beside the counts: the **margin** of each test (its most significant independent pair against the
 threshold, in decades of p, and its largest z on any tensor of an independent pair — for the realigned
@@ -28,7 +29,7 @@ import numpy as np
 from ..statistics.pvalues import log10_bonferroni
 from . import scoring
 
-TESTS = ("same-index", "anchored", "realigned")
+TESTS = ("same-index", "anchored", "realigned", "shared-basis", "channels")
 QQ_LEVELS = (0.01, 0.05, 0.5)
 DEFAULT_ALPHA = 1e-4
 
@@ -45,6 +46,11 @@ def per_test(result) -> dict:
         for name, d in (t.tests or {}).items():
             by_comp[t.component][name].append(d["log10_p"])
             z_max[name] = max(z_max.get(name, -math.inf), d["z"])
+    for comp, c in result.components.items():  # component-level tests: one p-value (and z) per component
+        for t in c.invariant_tests:
+            if t.get("ran"):
+                by_comp[comp][t["test"]].append(t["log10_p"])
+                z_max[t["test"]] = max(z_max.get(t["test"], -math.inf), t["z"])
     n_comp = max(len(result.components), 1)
     comps = {c: {name: log10_bonferroni(v) for name, v in tests.items()} for c, tests in sorted(by_comp.items())}
     pair = {name: log10_bonferroni([comps[c][name] for c in comps if name in comps[c]], n_comp)

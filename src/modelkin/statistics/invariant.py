@@ -28,6 +28,7 @@ from ..sources import ModelSource
 from ..sources.fingerprint_format import MissingRowsError
 from .channel_test import channel_test
 from .margins import ComponentTest, not_run
+from .screening import generated_reason
 from .shared_basis import BasisPlan, UnitPlan, head_counts, pixel_plan, plan_units, shared_basis_test, token_plan
 
 IMAGE_CHANNELS = 4  # a first kernel reading at most this many channels reads an image (RGB, RGBA, grey)
@@ -106,18 +107,30 @@ def _bytes(requests: list) -> int:
     return sum(len(rows) * (info.n_bytes // info.shape[0]) for info, rows in requests if info.shape and info.shape[0])
 
 
+def _usable(src: ModelSource, e: TensorEntry, excluded: set[str]) -> bool:
+    """A tensor the tests may use: not screened out (buffers by content, duplicates, non-finite…); a tensor of
+    unknown role that pairs with nothing was never screened, so its content is checked here."""
+    if e.name in excluded:
+        return False
+    return e.role != "other" or not e.evidence or generated_reason(src, e.info) is None
+
+
 def component_tests(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: Inventory,
                     vocab: VocabMap | None, components: list[str], budget: int | None = None,
-                    sampled: bool = False) -> dict[str, list[ComponentTest]]:
+                    sampled: bool = False, excluded: tuple[set[str], set[str]] = (set(), set()),
+                    ) -> dict[str, list[ComponentTest]]:
     """Component name -> its invariant test(s) (one per component today).
 
     ``budget``: bytes the tests may read (what ``--max-bytes`` leaves after the read plan); a test whose reads
     do not fit is not run, and says so. ``sampled``: a sampled compare, where every row read must be decided by
     one model alone (a fingerprint records what a sampled read of its model reads, and holds just that). Unit
     rows follow the default sample policy in every mode, so sampled and full reads test the same units.
+    ``excluded``: names in A and in B that screening found not to be evidence (generated, possible fixed
+    buffers, duplicates): never units, never channels.
     """
     policy_rows = DEFAULT_SAMPLE
-    entries = {c: ([e for e in inv_a.tensors if e.component == c], [e for e in inv_b.tensors if e.component == c])
+    entries = {c: ([e for e in inv_a.tensors if e.component == c and _usable(src_a, e, excluded[0])],
+                   [e for e in inv_b.tensors if e.component == c and _usable(src_b, e, excluded[1])])
                for c in components}
     own = {c: _own_basis(*entries[c], vocab, sampled) for c in components}
     jobs = {}

@@ -79,7 +79,9 @@ def judge_components(
             detectable = min(z_needed * tests[i].null_sd_mean_cosine for i in ev)
         powered = invariant_power(ran, z_needed, min_effect)
         best_invariant = min(ran, key=lambda t: t.log10_p, default=None)
-        by_invariant = best_invariant is not None and best_invariant.log10_p < min((tests[i].log10_p for i in ev), default=0.0)
+        # The invariant test decides when the tensor tests alone would not (they say which tensors match).
+        tensors_alone = log10_bonferroni([tests[i].log10_p for i in ev], len(ev)) if ev else 0.0
+        by_invariant = best_invariant is not None and tensors_alone > log10_threshold
         if layer_maps and comp in layer_maps:
             layer_map = layer_maps[comp].to_dict()
         elif not idx and (from_tests := layer_map_from_tests(ran)) is not None:
@@ -138,6 +140,7 @@ def judge_components(
         else:
             verdict = INCONCLUSIVE
             reason = invariant_reason(component_tests.get(comp, []), len(ev), z_needed, min_effect)
+        inv_decides = by_invariant and (verdict == RELATED or not ev)  # the test named as the strongest
         if expert_maps and comp in expert_maps:
             layer_map = {**layer_map, "experts": {str(k): v for k, v in sorted(expert_maps[comp].items())}}
         comp_rows = [rows[i] for i in idx]
@@ -151,12 +154,12 @@ def judge_components(
             median_cosine=_median(r.cosine for r in comp_rows if r.evidence),
             median_unit_cosine=_median(tests[i].mean_cosine for i in ev),
             min_detectable_unit_cosine=detectable,
-            decided_by=_decided_by(tests, ev, verdict, ran),
+            decided_by=_decided_by(tests, ev, verdict, ran, by_invariant),
             reason=reason,
             strongest=strongest,
             layer_map=layer_map,
-            test=best_invariant.name if by_invariant else (_strongest(tests, ev).test if ev else None),
-            evidence_class=ASSUMPTION_BASED if by_invariant else (_strongest(tests, ev).evidence_class if ev else None),
+            test=best_invariant.name if inv_decides else (_strongest(tests, ev).test if ev else None),
+            evidence_class=ASSUMPTION_BASED if inv_decides else (_strongest(tests, ev).evidence_class if ev else None),
             matching_roles=matching if verdict == RELATED else [],
             counted=counted[comp],
             invariant_tests=[t.to_dict() for t in component_tests.get(comp, [])],
@@ -181,9 +184,9 @@ def _strongest(tests, ev) -> UnitTest:
     return min((tests[i] for i in ev), key=lambda t: t.log10_p)
 
 
-def _decided_by(tests, ev, verdict, ran=()) -> str:
+def _decided_by(tests, ev, verdict, ran=(), by_invariant: bool = False) -> str:
     best_inv = min(ran, key=lambda t: t.log10_p, default=None)
-    if best_inv is not None and (not ev or best_inv.log10_p < min(tests[i].log10_p for i in ev)) and verdict == RELATED:
+    if by_invariant and verdict == RELATED:
         return (f"{best_inv.name} test ({ASSUMPTION_BASED} null; invariant to permuted or rotated units), "
                 f"Bonferroni over {len(ev) + len(ran)} tests")
     if not ev and ran:

@@ -194,9 +194,9 @@ def _smoke(zoo_seed: int = 0) -> Plan:
     wide = P.base("qwen2", 3, tok="B", vocab=384, steps=80, arch={"H": 96, "layers": 2, "ffn": 256, "heads": 6, "kv": 3})
     P.pair("independent_width", a1, wide, "independent")
     P.pair("independent_family", v1, wide, "independent")
-    r1, r2 = P.base("resnet", 81, images=0, steps=100), P.base("resnet", 82, images=1, steps=100)
-    P.pair("independent_seed", r1, r2, "independent")
-    _permute_prune(P, r1, seed=104, steps=20)
+    # (Independent ResNets of this width have too few channels for an "independent" verdict: the full plan
+    # and the unit tests hold them.)
+    _permute_prune(P, P.base("resnet", 81, images=0, steps=100), seed=104, steps=20)
     return P
 
 
