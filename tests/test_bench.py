@@ -409,8 +409,12 @@ def test_bench_on_smoke_zoo(request, tmp_path):
         assert calls[kind]["aligned_cka"]["call"] == "related", kind  # embedding alignment undoes permutations
     assert calls["rotation"]["aligned_cka"]["raw"] < 0.5  # but not a rotation of the residual stream
     assert calls["component_graft"]["aligned_cka"]["call"] == "independent"  # it reads the text tower only
+    width = lambda rel: json.loads((Path(zoo) / rel / "config.json").read_text()).get("hidden_size")  # noqa: E731
     for p in res["pairs"]:
-        if p["label"] == "independent":
+        if p["label"] == "independent" and width(p["a"]) != width(p["b"]):
+            # Models of different widths (issue 10's pairs): both methods need same-shape matrices.
+            assert all(p["baselines"][m]["call"] == "inconclusive" for m in ("model_tracing", "aligned_cka")), p["id"]
+        elif p["label"] == "independent":
             assert all(p["baselines"][m]["call"] == "independent" for m in ("model_tracing", "aligned_cka")), p["id"]
             assert p["baselines"]["aligned_cka"]["null"]["n"] >= 3
 
@@ -455,7 +459,9 @@ def test_calibration_by_level_on_the_fake_zoo(bench_run):
     _, out, text = bench_run
     rows = {r["what"]: r for r in out["calibration_by_level"]}
     assert list(rows) == ["pair verdict", "component verdict", "same-index test alone", "anchored test alone",
-                          "realigned test alone"]
+                          "realigned test alone", "shared-basis test alone", "channels test alone"]
+    assert rows["shared-basis test alone"]["n"] == 2 and rows["shared-basis test alone"]["false_positives"] == 0
+    assert rows["channels test alone"]["n"] == 0  # no network without an embedding in the fake zoo
     pair = rows["pair verdict"]
     # 0 of 2 independent pairs: the one-sided 95 % Clopper–Pearson bound is 1 - 0.05 ** (1 / 2) = 0.776.
     assert (pair["n"], pair["false_positives"]) == (2, 0)

@@ -47,7 +47,7 @@ def per_test(result) -> dict:
             by_comp[t.component][name].append(d["log10_p"])
             z_max[name] = max(z_max.get(name, -math.inf), d["z"])
     for comp, c in result.components.items():  # component-level tests: one p-value (and z) per component
-        for t in c.invariant_tests:
+        for t in getattr(c, "invariant_tests", None) or []:
             if t.get("ran"):
                 by_comp[comp][t["test"]].append(t["log10_p"])
                 z_max[t["test"]] = max(z_max.get(t["test"], -math.inf), t["z"])

@@ -198,9 +198,13 @@ def plan_units(entries: list[TensorEntry], heads: tuple[int, int] | None = None,
             n_out = logical_shape(members[0])[0]
             if any(logical_shape(m)[0] != n_out for m in members):
                 members = members[:1]
+            if kind == "ffn" and len(members) == 1:  # gate or up alone (its partner screened out, or absent)
+                kind_here = f"ffn:{members[0].role}"
+            else:
+                kind_here = kind
             rows = _unit_rows(members[0], n_out, per, policy)
-            groups.append(_Group(kind, -1 if key[0] is None else key[0], tuple(members), rows))
-            totals[kind] = totals.get(kind, 0) + n_out
+            groups.append(_Group(kind_here, -1 if key[0] is None else key[0], tuple(members), rows))
+            totals[kind_here] = totals.get(kind_here, 0) + n_out
     head_plan = _plan_heads(entries, heads) if heads is not None else ()
     if head_plan:
         totals["attn.head"] = heads[0] * len({h.layer for h in head_plan})
@@ -318,9 +322,9 @@ def shared_basis_test(src_a: ModelSource, src_b: ModelSource, basis: Basis, plan
     types = []
     for kind in sorted(set(ua) & set(ub)):
         a, b = ua[kind], ub[kind]
-        fa, fb = np.vstack(a.prints), np.vstack(b.prints)
-        if fa.shape[1] != fb.shape[1]:  # different numbers of stream copies: no common fingerprint
+        if len({p.shape[1] for p in a.prints + b.prints}) != 1:  # stream copies differ between tensors
             continue
+        fa, fb = np.vstack(a.prints), np.vstack(b.prints)
         copies = fa.shape[1] // basis.n_inputs
         fit = np.concatenate([c * basis.n_inputs + fit_in for c in range(copies)])
         score = np.concatenate([c * basis.n_inputs + score_in for c in range(copies)])
