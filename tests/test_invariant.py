@@ -10,7 +10,8 @@ import modelkin
 from modelkin.alignment.channels import infer_graph
 from modelkin.inventory import build_inventory
 from modelkin.sources import open_model
-from modelkin.statistics.margins import MIN_UNITS, sibling_margins, sign_flip_test, split_features
+from modelkin.statistics.realigned import log10_sign_test
+from modelkin.statistics.margins import MIN_UNITS, detectable_margin, sibling_margins, sign_flip_test, split_features
 
 from builders import (perturb, permute_prune_resnet, qwen2_tensors, resnet_tensors, widen_qwen2, write_model,
                       write_tokenizer)
@@ -41,10 +42,11 @@ def test_margins_of_a_copy_are_positive_and_of_strangers_are_not():
     assert m.margin.size == 48 and m.counterpart.all()
     assert 0.6 < np.mean(m.margin > 0) < 0.9 and m.margin.mean() > 0.3
     z, log10_p, _ = sign_flip_test(m.margin)
-    assert z > 5 and log10_p < -8
-    # All margins alike: z = sqrt(n), the largest a sign-flip statistic can be; still above the floor 2^-n.
+    # The larger of Hoeffding's bound and the exact sign test (here 40 of 48 margins positive: the sign test).
+    assert z > 5 and log10_p < -5 and log10_p == pytest.approx(max(-z * z / 2 / np.log(10), log10_sign_test(m.margin)))
+    # All margins alike: z = sqrt(n); the sign test gives 2^-n, Hoeffding exp(-n/2), the larger is reported.
     z, log10_p, _ = sign_flip_test(np.full(20, 0.5))
-    assert z == pytest.approx(np.sqrt(20)) and -20 * np.log10(2) < log10_p < -5
+    assert z == pytest.approx(np.sqrt(20)) and log10_p == pytest.approx(-10 / np.log(10))
     # Strangers drawn from the same latent directions are exchangeable with siblings: the null's boundary.
     m = sibling_margins(parent, groups(64), stranger, groups(96), fit, score, np.random.default_rng(1))
     z, log10_p, _ = sign_flip_test(m.margin)
@@ -54,7 +56,9 @@ def test_margins_of_a_copy_are_positive_and_of_strangers_are_not():
 def test_sign_flip_test_needs_enough_units():
     assert sign_flip_test(np.ones(MIN_UNITS - 1)) is None
     z, log10_p, sd = sign_flip_test(np.array([0.1, -0.1] * 10))
-    assert z == 0 and log10_p == pytest.approx(np.log10(0.5))
+    assert z == 0 and log10_p == 0.0
+    # Power: a weak shift is detectable only with enough units, and needs both the sign count and the sum.
+    assert detectable_margin(0.2 / np.sqrt(800), 800, -6.0) < 0.1 < detectable_margin(0.2 / np.sqrt(100), 100, -6.0)
 
 
 # -- the channel graph ---------------------------------------------------------------------------------

@@ -17,12 +17,12 @@ S's own other units are, so margins have mean (and median) <= 0. Independently t
 still: on the zoo's independent pairs most margins are strongly negative. A copied unit matches its copy far
 better than any sibling (margin around +0.5).
 
-The test on the margins is a sign-flip (one-sample randomisation) test: under a null symmetric about 0 the
-signs of the n margins are exchangeable, so z = sum(d) / sqrt(sum(d^2)) is approximately normal. z can never
-exceed sqrt(n) (all margins alike), so its p-value never falls below the exact sign-flip test's floor of 2^-n.
-Margins of units of one model are not independent draws; the assumption's slack on independent pairs (means
-far below 0) is what keeps the test conservative, and the bench reports the margins of every independent
-zoo pair.
+The test on the margins is calibrated as the realigned test is (``realigned``), for exactly that
+assumption: under it each unit's margin is positive with probability at most 1/2 and the signs of the
+margins are exchangeable, so the p-value is the larger of the exact sign test and Hoeffding's bound on the
+sign-flip tail, never below 2^-n. Margins of units of one model are not independent draws; the assumption's
+slack on independent pairs (means far below 0) is what keeps the test conservative, and the bench reports
+the margins of every independent zoo pair.
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import log_ndtr
 
 from ..alignment import normalise_rows
 from .pvalues import LN10
+from .realigned import log10_sign_flip_bound, log10_sign_floor, log10_sign_test
 
-MIN_UNITS = 16  # fewer scored units cannot support the normal approximation
+MIN_UNITS = 16  # fewer scored units cannot support a test
+POWER_Z = 1.645  # one-sided 95 % power margin
 MIN_HALF = 8  # features on each side of the fit / score split
 
 
@@ -93,26 +94,53 @@ def sibling_margins(
 
 
 def sign_flip_test(margin: np.ndarray) -> tuple[float, float, float] | None:
-    """(z, log10 p, spread) of the one-sided test that margins exceed 0; spread = sd(margins) / sqrt(n)."""
+    """(z, log10 p, spread) of the one-sided test that margins exceed 0; spread = sd(margins) / sqrt(n).
+
+    Calibrated as the realigned test is, for exactly the sibling assumption: the larger of the exact sign
+    test (positive margins at most Binomial(n, 1/2)) and Hoeffding's bound on the sign-flip tail, never
+    below 2^-n. z = sum(d) / sqrt(sum(d^2)) is shown.
+    """
     n = margin.size
     ss = float(np.sum(margin * margin))
     if n < MIN_UNITS or ss <= 0 or not math.isfinite(ss):
         return None
-    z = float(np.sum(margin)) / math.sqrt(ss)
-    floor = -n * math.log10(2.0)  # an exact sign-flip test cannot go below 2^-n (z <= sqrt(n) keeps us above)
-    log10_p = max(min(0.0, float(log_ndtr(-z)) / LN10), floor)
+    z, flip = log10_sign_flip_bound(margin)
+    log10_p = max(flip, log10_sign_test(margin), log10_sign_floor(n))
     return z, log10_p, float(margin.std(ddof=1)) / math.sqrt(n)
 
 
-def detectable_margin(null_sd_margin: float, n_units: int, z_needed: float) -> float:
-    """Smallest mean margin the sign-flip test would detect at ``z_needed``, for margins of the observed spread.
+def detectable_margin(null_sd_margin: float, n_units: int, log10_needed: float) -> float:
+    """Smallest mean margin the test would detect at ``log10_needed`` with 95 % power, for margins of the
+    observed spread s shifted to mean d (treated as normal): both of its parts must get there.
 
-    Shifting margins of spread s to mean d gives z = sqrt(n) d / sqrt(s^2 + d^2); solving z = z_needed for d.
+    * sign-flip bound: z = sqrt(n) d / sqrt(s^2 + d^2) must reach sqrt(2 ln 10 |log10_needed|) + 1.645;
+    * sign test: with P(margin > 0) = Phi(d / s), the count of positive margins must reach its critical
+      value with 95 % probability.
     """
+    from scipy.stats import binom, norm  # heavy: imported where used
+
     s = null_sd_margin * math.sqrt(n_units)
-    if n_units <= z_needed * z_needed:
+    if n_units < MIN_UNITS or s <= 0 or log10_needed >= 0:
         return math.inf
-    return z_needed * s / math.sqrt(n_units - z_needed * z_needed)
+    z_h = math.sqrt(2 * LN10 * -log10_needed) + POWER_Z
+    if n_units <= z_h * z_h:
+        return math.inf
+    d_flip = z_h * s / math.sqrt(n_units - z_h * z_h)
+    k_crit = next((k for k in range(n_units + 1) if binom.logsf(k - 1, n_units, 0.5) / LN10 <= log10_needed), None)
+    if k_crit is None:
+        return math.inf
+
+    def powered(d: float) -> bool:
+        p1 = float(norm.cdf(d / s))
+        return n_units * p1 - POWER_Z * math.sqrt(n_units * p1 * (1 - p1)) >= k_crit
+
+    lo, hi = 0.0, 10 * s
+    if not powered(hi):
+        return math.inf
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if powered(mid) else (mid, hi)
+    return max(d_flip, hi)
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,7 +77,8 @@ def judge_components(
         z_needed = z_for_log10_p(log10_threshold - math.log10(max(m, 1))) + POWER_Z
         if ev:
             detectable = min(z_needed * tests[i].null_sd_mean_cosine for i in ev)
-        powered = invariant_power(ran, z_needed, min_effect)
+        log10_needed = log10_threshold - math.log10(max(m, 1))  # one test's share of the component's level
+        powered = invariant_power(ran, log10_needed, min_effect)
         best_invariant = min(ran, key=lambda t: t.log10_p, default=None)
         # The invariant test decides when the tensor tests alone would not (they say which tensors match).
         tensors_alone = log10_bonferroni([tests[i].log10_p for i in ev], len(ev)) if ev else 0.0
@@ -135,11 +136,11 @@ def judge_components(
             reason = (
                 f"{m} test{'s' if m > 1 else ''} show{'' if m > 1 else 's'} no match (combined log10 p = {log10_p:.1f}); "
                 f"the {powered.name} test, which permuted or rotated hidden units cannot fool, would have detected "
-                f"a mean margin of {margin_detectable(powered, z_needed):.3f} or more"
+                f"a mean margin of {margin_detectable(powered, log10_needed):.3f} or more"
             )
         else:
             verdict = INCONCLUSIVE
-            reason = invariant_reason(component_tests.get(comp, []), len(ev), z_needed, min_effect)
+            reason = invariant_reason(component_tests.get(comp, []), len(ev), log10_needed, min_effect)
         inv_decides = by_invariant and (verdict == RELATED or not ev)  # the test named as the strongest
         if expert_maps and comp in expert_maps:
             layer_map = {**layer_map, "experts": {str(k): v for k, v in sorted(expert_maps[comp].items())}}

@@ -30,27 +30,28 @@ def counted_components(inv_a: Inventory, inv_b: Inventory, only: tuple[str, ...]
     return {c: informative(inv_a, c) and informative(inv_b, c) for c in shared}
 
 
-def invariant_power(ran: list[ComponentTest], z_needed: float, min_effect: float) -> ComponentTest | None:
+def invariant_power(ran: list[ComponentTest], log10_needed: float, min_effect: float) -> ComponentTest | None:
     """The invariant test that had the power to see a mean margin of ``min_effect``, if any."""
-    powered = [t for t in ran if detectable(t, z_needed) <= min_effect]
-    return min(powered, key=lambda t: detectable(t, z_needed), default=None)
+    powered = [t for t in ran if detectable(t, log10_needed) <= min_effect]
+    return min(powered, key=lambda t: detectable(t, log10_needed), default=None)
 
 
-def detectable(t: ComponentTest, z_needed: float) -> float:
+def detectable(t: ComponentTest, log10_needed: float) -> float:
+    """Smallest mean margin ``t`` would have detected at the level ``log10_needed`` with 95 % power."""
     if t.null_sd_margin is None:
         return float("inf")
-    return detectable_margin(t.null_sd_margin, t.n_units, z_needed)
+    return detectable_margin(t.null_sd_margin, t.n_units, log10_needed)
 
 
-def invariant_reason(tests: list[ComponentTest], n_tensor_tests: int, z_needed: float, min_effect: float) -> str:
+def invariant_reason(tests: list[ComponentTest], n_tensor_tests: int, log10_needed: float, min_effect: float) -> str:
     """Why a component that is not related is not called independent either (one sentence)."""
     ran = [t for t in tests if t.ran]
     if not ran:
         why = "; ".join(t.reason for t in tests) or "no invariant test applies"
         seen = f"{n_tensor_tests} same-index tests show no match, but " if n_tensor_tests else ""
         return f"{seen}a permuted or rotated copy would go unseen: {why}"
-    t = min(ran, key=lambda t: detectable(t, z_needed))
-    could = detectable(t, z_needed)
+    t = min(ran, key=lambda t: detectable(t, log10_needed))
+    could = detectable(t, log10_needed)
     return (
         f"no significant match, but the {t.name} test had too few units to rule out a weak relationship "
         f"(could detect a mean margin >= {could:.3f}, need <= {min_effect})"
