@@ -9,6 +9,7 @@ import re
 import shutil
 import time
 from itertools import combinations
+from pathlib import Path
 
 import pytest
 
@@ -102,10 +103,18 @@ def test_graph_on_ray_equals_the_process_pool(zoo_index):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         on_ray = build_graph(zoo_index, ray_address="auto")
+        from modelkin.index.graph import add_models
+
+        with Index(zoo_index.path.parent / "ray-add.sqlite") as ix:  # fingerprinting as Ray tasks
+            two = ["qwen2-A-tA512-s1", "qwen2_5_vl-A-tA512-s61-img0"]
+            add_models(ix, [str(Path(m.location)) for m in zoo_index.models() if m.name in two], ray_address="auto",
+                       workdir=ix.path.parent)
+            ray_added = {m.name: m.parameters for m in ix.models()}
     finally:
         ray.shutdown()
     print(f"ray graph: {time.perf_counter() - t0:.1f} s; pool {pool.seconds:.1f} s; local {local.seconds:.1f} s")
     assert on_ray.engine == "ray:auto" and pool.engine == "process-pool:2"
+    assert ray_added == {m.name: m.parameters for m in zoo_index.models() if m.name in ray_added} and len(ray_added) == 2
     for g in (pool, on_ray):
         assert g.edges == local.edges and g.pairs == local.pairs and g.families == local.families
 
@@ -116,3 +125,79 @@ def test_graph_bad_input(tmp_path, capsys):
     assert main(["graph", str(tmp_path), "-o", str(tmp_path / "g.json")]) == 2
     err = capsys.readouterr().err
     assert "no such index or folder" in err and ".html or .json" in err and "no fingerprints (.mkfp) or models" in err
+
+
+# -- index add in parallel; published indexes (push into a folder, pull over HTTP from the Hub stand-in) ---
+
+
+def test_index_add_many_models_in_a_process_pool(smoke_zoo, zoo_index, tmp_path, capsys):
+    names = ["qwen2-A-tA512-s1", "qwen2-A-tA512-s2"]
+    db = tmp_path / "ix.sqlite"
+    assert main(["index", "add", *[str(smoke_zoo / "models" / n) for n in names], "--db", str(db), "--workers", "2"]) == 0
+    with Index(db) as ix:
+        got = {m.name: (m.parameters, m.family) for m in ix.models()}
+    assert got == {m.name: (m.parameters, m.family) for m in zoo_index.models() if m.name in names}
+
+
+def _published(zoo_index, tmp_path, names=("qwen2-A-tA512-s1", "qwen2-A-tA512-s1~drop1")):
+    small = Index(tmp_path / "small.sqlite")
+    for m in zoo_index.models():
+        if m.name in names:
+            small.add(zoo_index.fingerprint_path(m.sha256), name=m.name)
+    folder = tmp_path / "published"
+    assert main(["index", "push", "org/zoo-index", "--db", str(small.path), "--to-folder", str(folder)]) == 0
+    small.close()
+    return folder
+
+
+def test_index_push_to_folder_then_pull_from_hub_dataset(zoo_index, tmp_path, monkeypatch, capsys):
+    try:
+        from .hub_server import HubServer, patch_hf_endpoint
+    except ImportError:
+        from hub_server import HubServer, patch_hf_endpoint
+
+    folder = _published(zoo_index, tmp_path)
+    man = json.loads((folder / "manifest.json").read_text())
+    assert [e["name"] for e in man["models"]] == ["qwen2-A-tA512-s1", "qwen2-A-tA512-s1~drop1"]
+    with HubServer() as hub:
+        patch_hf_endpoint(monkeypatch, hub.url)
+        commit = hub.add_repo("org/zoo-index", folder, repo_type="dataset")
+        db = tmp_path / "pulled.sqlite"
+        assert main(["index", "pull", "org/zoo-index", "--db", str(db), "--revision", commit]) == 0
+        with Index(db) as ix:
+            pulled = {m.name: m.sha256 for m in ix.models()}
+            assert all(ix.fingerprint_path(s).is_file() for s in pulled.values())
+        assert pulled == {e["name"]: e["sha256"] for e in man["models"]}
+        assert main(["index", "pull", "org/zoo-index", "--db", str(db)]) == 2  # names already indexed
+        assert "--replace" in capsys.readouterr().err
+        # A tampered fingerprint: nothing enters the index.
+        victim = folder / man["models"][1]["file"]
+        data = bytearray(victim.read_bytes())
+        data[-1] ^= 1
+        victim.write_bytes(bytes(data))
+        hub.add_repo("org/tampered", folder, repo_type="dataset")
+        db2 = tmp_path / "t.sqlite"
+        assert main(["index", "pull", "org/tampered", "--db", str(db2)]) == 2
+        assert "do not match the manifest's size and sha256" in capsys.readouterr().err
+        with Index(db2) as ix:
+            assert ix.models() == []
+        assert main(["index", "pull", "org/missing", "--db", str(db2)]) == 2
+        assert "cannot read the dataset repo" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda e: e.update(file="../../etc/passwd"), "file must be 'fingerprints/<its sha256>.mkfp'"),
+    (lambda e: e.update(file="fingerprints/" + "0" * 64 + ".mkfp"), "file must be"),
+    (lambda e: e.update(n_bytes=1 << 40), "n_bytes must be"),
+    (lambda e: e.update(name="a\nb"), "control characters"),
+    (lambda e: e.update(extra=1), "expected exactly the keys"),
+])
+def test_published_manifest_is_validated(edit, message, zoo_index, tmp_path):
+    from modelkin.index.publish import PublishedIndexError, parse_manifest
+
+    man = json.loads((_published(zoo_index, tmp_path) / "manifest.json").read_text())
+    edit(man["models"][0])
+    with pytest.raises(PublishedIndexError, match=re.escape(message)):
+        parse_manifest(json.dumps(man).encode(), "test")
+    with pytest.raises(PublishedIndexError, match="over the"):
+        parse_manifest(b" " * (17 << 20), "test")

@@ -92,6 +92,39 @@ def index_list(db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
         print(f"{m.name}\t{m.family or '-'}\t{sum(m.parameters.values()):,} params\t{m.sha256[:12]}\t{m.location or ''}")
 
 
+@index_app.command("pull")
+def index_pull(
+    repo_id: str = typer.Argument(..., metavar="ORG/NAME", help="A published index: a Hub dataset repo (HF_ENDPOINT applies)."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit of the dataset repo."),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    replace: bool = typer.Option(False, "--replace", help="Replace indexed models of the same names."),
+) -> None:
+    """Add a published index's fingerprints to the index (each verified against the manifest's sha256 first)."""
+    from .publish import pull
+
+    with _open(db) as index:
+        recs = pull(index, repo_id, revision=revision, replace=replace)
+    print(f"pulled {len(recs)} verified fingerprints from {repo_id}")
+
+
+@index_app.command("push")
+def index_push(
+    repo_id: str = typer.Argument(..., metavar="ORG/NAME", help="The dataset repo to publish to (created if missing)."),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    private: bool = typer.Option(False, "--private", help="Create the dataset repo private."),
+    to_folder: Optional[str] = typer.Option(None, "--to-folder", metavar="DIR",
+                                            help="Write the published layout into DIR instead of uploading."),
+) -> None:
+    """Publish the index as a Hub dataset repo: fingerprints and a manifest with the sha256 of each file."""
+    from pathlib import Path
+
+    from .publish import push
+
+    with _open(db) as index:
+        where = push(index, repo_id, private=private, to_folder=Path(to_folder) if to_folder else None)
+    print(f"published {repo_id}: {where}")
+
+
 @index_app.command("search")
 def index_search(
     model: str = typer.Argument(..., metavar="MODEL_OR_MKFP"),
