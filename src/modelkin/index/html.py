@@ -64,10 +64,10 @@ const at={};N.forEach(d=>at[d.n.name]=d);
 const pairs={};G.edges.forEach(e=>{const k=e.a+'\u0000'+e.b;(pairs[k]=pairs[k]||[]).push(e)});
 const L=Object.values(pairs).map(es=>({s:at[es[0].a],t:at[es[0].b],es:es}));
 for(let it=0;it<400;it++){const a=0.1*(1-it/400);
- for(const p of N)for(const q of N){if(p===q)continue;let dx=p.x-q.x,dy=p.y-q.y,d2=dx*dx+dy*dy+1;p.vx+=a*3000*dx/d2;p.vy+=a*3000*dy/d2;}
+ for(const p of N)for(const q of N){if(p===q)continue;let dx=p.x-q.x,dy=p.y-q.y,d2=dx*dx+dy*dy+1;p.vx+=a*900*dx/d2;p.vy+=a*900*dy/d2;}
  for(const l of L){let dx=l.t.x-l.s.x,dy=l.t.y-l.s.y,d=Math.sqrt(dx*dx+dy*dy)+1e-6,f=a*(d-90)/d*0.5;
   l.s.vx+=f*dx;l.s.vy+=f*dy;l.t.vx-=f*dx;l.t.vy-=f*dy;}
- for(const p of N){p.vx+=a*(W/2-p.x)*0.02;p.vy+=a*(H/2-p.y)*0.02;p.x=Math.max(20,Math.min(W-20,p.x+p.vx));p.y=Math.max(20,Math.min(H-20,p.y+p.vy));p.vx*=0.5;p.vy*=0.5;}}
+ for(const p of N){p.vx+=a*(W/2-p.x)*0.08;p.vy+=a*(H/2-p.y)*0.08;p.x=Math.max(30,Math.min(W-220,p.x+p.vx));p.y=Math.max(30,Math.min(H-30,p.y+p.vy));p.vx*=0.5;p.vy*=0.5;}}
 function el(t,a){const e=document.createElementNS(NS,t);for(const k in a)e.setAttribute(k,a[k]);return e;}
 const info=document.getElementById('info');
 function show(html){info.textContent='';info.insertAdjacentHTML('beforeend',html);}
@@ -112,9 +112,9 @@ def write_graph_html(doc: dict, dest: str | Path) -> None:
 <body><h1>Lineage graph</h1>
 <p>{doc['n_models']} models; {doc['n_compared']} of {doc['n_pairs']} pairs compared with the calibrated test;
 {len(doc['edges'])} related components; {sum(len(f) > 1 for f in doc['families'])} families. Click an edge or a node.
-An arrow points from parent to child where the weights show which is which; other edges have no direction.</p>{notes}
+An arrow points to the reduced side (fewer units or layers) where the weights show one; other edges have no direction.</p>{notes}
 <svg id="view" viewBox="0 0 900 620" role="img" aria-label="lineage graph"><defs><marker id="arrow" viewBox="0 0 10 10" refX="18" refY="5"
-markerWidth="7" markerHeight="7" orient="auto"><path d="M0,0L10,5L0,10z" fill="#555"/></marker></defs></svg>
+markerUnits="userSpaceOnUse" markerWidth="12" markerHeight="12" orient="auto"><path d="M0,0L10,5L0,10z" fill="#555"/></marker></defs></svg>
 <div id="info"></div>
 <h2>Families</h2><ul>{fams or '<li>none</li>'}</ul><p>No relative in the set: {_e(', '.join(solo)) or 'none'}</p>
 <h2>Related components</h2><table><tr><th>A</th><th>B</th><th>component</th><th>log10 p</th><th>effect (median unit cosine)</th><th>direction</th></tr>{edges}</table>
