@@ -176,7 +176,8 @@ def test_persistent_faults_end_in_one_error_line(hub, capsys, fault, params, wor
 
 
 def test_file_changed_between_header_and_data(hub, capsys):
-    hub.inject("mutate", kind="content", skip=1, from_byte=0)
+    # A's first read (its header) sees the old bytes, every later read the new ones.
+    hub.inject("mutate", kind="content", path=f"/cdn/{EX}/base/*", skip=1, from_byte=0)
     assert main(["compare", f"{EX}/base", f"{EX}/finetuned", "--quiet"]) == 2
     assert "changed on the server" in capsys.readouterr().err
 
@@ -279,3 +280,10 @@ def test_sampled_verdicts_equal_full_verdicts_on_smoke_zoo_and_examples(smoke_zo
         assert _verdicts(sampled) == _verdicts(full) and sampled.verdict == full.verdict, (a.name, b.name)
         sampled_any += sampled.reads.planned_bytes < sampled.reads.full_bytes
     assert sampled_any >= len(pairs) - 1  # the policy really sampled (not everything read whole)
+
+
+def test_file_changed_since_its_listing(hub, capsys):
+    """The Hub's redirect names the content's sha256: one that differs from the listing's is a change."""
+    hub.inject("mutate", kind="resolve", path=f"/{EX}/base/resolve/*", from_byte=0)
+    assert main(["compare", f"{EX}/base", f"{EX}/finetuned", "--quiet"]) == 2
+    assert "changed on the server since its listing" in capsys.readouterr().err

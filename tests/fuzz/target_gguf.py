@@ -20,34 +20,16 @@ import hostile_gguf  # noqa: E402
 from modelkin.errors import FormatError  # noqa: E402
 from modelkin.sources.gguf_format import GGUFFile  # noqa: E402
 
+from modelkin.sources.transport import MemoryFile  # noqa: E402
+
 READ_ELEMS = 4096  # per tensor: enough to cross several blocks of every type
 
 
-class BytesTransport:
-    """A file held in memory, through the ``Transport`` protocol."""
+class BytesTransport(MemoryFile):
+    """This target's in-memory file (``MemoryFile`` under the target's file name)."""
 
-    remote = False
-
-    def __init__(self, data: bytes, name: str = "fuzz.gguf"):
-        self.data, self.name, self.size = data, name, len(data)
-
-    def read_into(self, offset: int, out: np.ndarray) -> None:
-        view = out.reshape(-1).view(np.uint8)
-        if offset < 0 or offset + view.size > self.size:
-            raise FormatError(f"bytes {offset}..{offset + view.size} lie past the end of the {self.size}-byte file", self.name)
-        view[:] = np.frombuffer(self.data, np.uint8, view.size, offset)
-
-    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        return [self.data[o : o + n] for o, n in ranges]
-
-    def stream(self, offset: int, n_bytes: int, piece_bytes: int) -> Iterator[np.ndarray]:
-        for s in range(offset, offset + n_bytes, piece_bytes):
-            buf = np.empty(min(piece_bytes, offset + n_bytes - s), np.uint8)
-            self.read_into(s, buf)
-            yield buf
-
-    def close(self) -> None:
-        pass
+    def __init__(self, data: bytes, name: str = 'fuzz.gguf'):
+        super().__init__(data, name)
 
 
 def fuzz_one(data: bytes) -> None:

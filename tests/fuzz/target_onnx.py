@@ -13,30 +13,16 @@ import numpy as np
 
 from modelkin.sources.onnx_format import OnnxFile
 
+from modelkin.sources.transport import MemoryFile  # noqa: E402
+
 MAX_READ = 4096  # elements read per tensor
 
 
-class BytesTransport:
-    """The transport protocol over bytes in memory."""
+class BytesTransport(MemoryFile):
+    """This target's in-memory file (``MemoryFile`` under the target's file name)."""
 
-    remote = False
-
-    def __init__(self, data: bytes):
-        self.data, self.size, self.name = data, len(data), "<fuzz>.onnx"
-
-    def read_into(self, offset: int, out: np.ndarray) -> None:
-        view = out.reshape(-1).view(np.uint8)
-        view[:] = np.frombuffer(self.data, np.uint8, len(view), offset)
-
-    def read_ranges(self, ranges):
-        return [self.data[o : o + n] for o, n in ranges]
-
-    def stream(self, offset: int, n_bytes: int, piece_bytes: int):
-        for s in range(offset, offset + n_bytes, piece_bytes):
-            yield np.frombuffer(self.data, np.uint8, min(piece_bytes, offset + n_bytes - s), s)
-
-    def close(self) -> None:
-        pass
+    def __init__(self, data: bytes, name: str = '<fuzz>.onnx'):
+        super().__init__(data, name)
 
 
 def fuzz_one(data: bytes) -> None:

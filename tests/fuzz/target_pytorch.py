@@ -20,41 +20,16 @@ from modelkin.sources.pytorch_format import PytorchFile
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch_files as tf  # noqa: E402  (tests/torch_files.py: the byte-level builders)
 
+from modelkin.sources.transport import MemoryFile  # noqa: E402
+
 MAX_READ_ELEMS = 4096
 
 
-class BytesTransport:
-    """An in-memory file behind the transport protocol (reads past the end fail like a local file's)."""
+class BytesTransport(MemoryFile):
+    """This target's in-memory file (``MemoryFile`` under the target's file name)."""
 
-    remote = False
-
-    def __init__(self, data: bytes, name: str = "fuzz.bin"):
-        self._data = np.frombuffer(data, np.uint8)
-        self.name = name
-        self.size = len(data)
-
-    def read_into(self, offset: int, out: np.ndarray) -> None:
-        view = out.reshape(-1).view(np.uint8)
-        if offset < 0 or offset + view.size > self.size:
-            raise FormatError(f"file ended while reading bytes {offset}..", self.name)
-        view[:] = self._data[offset : offset + view.size]
-
-    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        out = []
-        for offset, n in ranges:
-            buf = np.empty(n, np.uint8)
-            self.read_into(offset, buf)
-            out.append(buf.tobytes())
-        return out
-
-    def stream(self, offset: int, n_bytes: int, piece_bytes: int) -> Iterator[np.ndarray]:
-        for s in range(offset, offset + n_bytes, piece_bytes):
-            buf = np.empty(min(piece_bytes, offset + n_bytes - s), np.uint8)
-            self.read_into(s, buf)
-            yield buf
-
-    def close(self) -> None:
-        pass
+    def __init__(self, data: bytes, name: str = 'fuzz.bin'):
+        super().__init__(data, name)
 
 
 def fuzz_one(data: bytes) -> None:

@@ -18,7 +18,7 @@ import ml_dtypes
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from memory import MemoryFile  # noqa: E402
+from modelkin.sources.transport import MemoryFile  # noqa: E402
 
 from modelkin.sources.safetensors_format import SafetensorsFile  # noqa: E402
 

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from ..errors import FormatError, SourceNotFoundError
 from ..inventory import build_inventory
+from ..sampling import SamplePolicy
 from ..sources import open_model
 from . import calibration, scoring
 from .baselines import BASELINES, MEASURED_NULL
@@ -37,6 +38,9 @@ KIND_ORDER = (
     "vocab_pruning", "permutation", "rotation", "rescaling", "merge", "moe_upcycling", "component_graft",
     "shared_init", "shared_embedding_init", "distillation_init",
 )
+# The sampled read mode as the bench measures it: every tensor cut to two blocks of 16 rows (the default
+# policy reads the zoo's small tensors whole, which would make agreement trivial).
+BENCH_SAMPLE = SamplePolicy(fraction=0.01, min_rows=32, block_rows=16, small_bytes=0)
 NO_MANIFEST = "no manifest.json (build one with 'modelkin zoo build')"
 
 
@@ -124,6 +128,8 @@ def run_pair(root: Path, pair: dict, index: int, threads: int = 2, manifest: dic
                                    "evidence_class": c.evidence_class} for n, c in r.components.items()},
                 "tests": calibration.per_test(r),
             }
+            rec["sampled"] = _sampled_agreement(compare(path_a, path_b, threads=threads, hash_files=False,
+                                                        read_mode="sampled", sample_policy=BENCH_SAMPLE), r)
             expected = expected_structure(root, manifest or {}, pair)
             if expected is not None:
                 rec["structure"] = {"expected": expected, **observed_structure(r, expected)}
@@ -150,6 +156,23 @@ def run_pair(root: Path, pair: dict, index: int, threads: int = 2, manifest: dic
         src_b.close()
     rec["seconds"] = time.perf_counter() - started
     return rec
+
+
+def _sampled_agreement(sampled, full) -> dict:
+    """Whether the sampled read gives the full read's verdicts, and what share of the bytes it read."""
+    verdicts = lambda r: {n: c.verdict for n, c in r.components.items()}
+    return {"agree": sampled.verdict == full.verdict and verdicts(sampled) == verdicts(full),
+            "bytes_fraction": sampled.reads.planned_bytes / max(sampled.reads.full_bytes, 1),
+            "verdict": sampled.verdict}
+
+
+def sampled_summary(records: list[dict]) -> dict | None:
+    rows = [r["sampled"] for r in records if r.get("sampled")]
+    if not rows:
+        return None
+    fractions = [x["bytes_fraction"] for x in rows]
+    return {"n": len(rows), "agree": sum(x["agree"] for x in rows),
+            "mean_bytes_fraction": sum(fractions) / len(fractions), "max_bytes_fraction": max(fractions)}
 
 
 # -- baselines whose null is measured on the bench's independent pairs -----------------------------
@@ -263,7 +286,8 @@ def summarize(records: list[dict]) -> dict:
             d["n"] += 1
             d["correct"] += bool(r["structure"]["ok"])
     return {"summary": summary, "overall": overall, "timing": timing, "calibration": calibration_rows,
-            "calibration_by_level": calibration.calibration_table(records), "structure": structure}
+            "calibration_by_level": calibration.calibration_table(records), "structure": structure,
+            "sampled": sampled_summary(records)}
 
 
 # -- output -----------------------------------------------------------------------------------------
@@ -326,6 +350,11 @@ def render(result: dict, console: Console) -> None:
                     "shared_embedding_init": "shared part (roles)"}.get(kind, "layer map")
             st.add_row(kind, what, str(d["n"]), str(d["correct"]))
         console.print(st)
+    if result.get("sampled"):
+        d = result["sampled"]
+        console.print(f"Sampled reads (every tensor cut to {BENCH_SAMPLE.min_rows} rows): same verdicts as full reads on "
+                      f"{d['agree']}/{d['n']} pairs, reading {d['mean_bytes_fraction']:.1%} of the bytes on average "
+                      f"(at most {d['max_bytes_fraction']:.1%})")
     errors = [p for p in result["pairs"] if p.get("error") or p["modelkin"].get("error")
               or any(b.get("error") for b in p["baselines"].values())]
     for p in errors:

@@ -122,3 +122,41 @@ class LocalFile:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+class MemoryFile:
+    """Bytes held in memory as a ``Transport`` (tests, fuzzing, small files built on the fly). Reads past
+    the end fail with ``FormatError`` as a local file's do."""
+
+    remote = False
+
+    def __init__(self, data: bytes, name: str = "<memory>"):
+        self._data = np.frombuffer(data, np.uint8)
+        self.name = name
+        self.size = len(data)
+
+    def _check(self, offset: int, n: int) -> None:
+        if offset < 0 or n < 0 or offset + n > self.size:
+            raise FormatError(f"file ended while reading bytes {offset}..{offset + n}", self.name)
+
+    def read_into(self, offset: int, out: np.ndarray) -> None:
+        view = _bytes_view(out)
+        self._check(offset, len(view))
+        view[:] = self._data[offset : offset + len(view)].tobytes()
+
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        out = []
+        for offset, n in ranges:
+            self._check(offset, n)
+            out.append(self._data[offset : offset + n].tobytes())
+        return out
+
+    def stream(self, offset: int, n_bytes: int, piece_bytes: int) -> Iterator[np.ndarray]:
+        if n_bytes <= 0:
+            return
+        self._check(offset, n_bytes)
+        for s in range(offset, offset + n_bytes, piece_bytes):
+            yield self._data[s : min(s + piece_bytes, offset + n_bytes)]
+
+    def close(self) -> None:
+        pass
