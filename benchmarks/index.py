@@ -6,8 +6,10 @@
 3. Search latency (sketch pruning: load the sketches from SQLite and rank) at 100 / 1,000 / 10,000 indexed
    synthetic sketches, and the time to confirm one candidate with the calibrated compare.
 
-Usage: PYTHONPATH=src python3 benchmarks/index.py [--layers 4]
-Not measured here (not built yet): all-pairs speed-up with 1 vs 2 Ray workers.
+4. All-pairs lineage graph of N synthetic models (independent seeds, each with a fine-tuned copy) on a
+   local Ray instance with 1 and with 2 CPUs (Ray workers): the speed-up (skipped when Ray is absent).
+
+Usage: PYTHONPATH=src python3 benchmarks/index.py [--layers 4] [--graph-models 8]
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def synthetic_llama(folder: Path, hidden: int, ffn: int, layers: int, vocab: int
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--graph-models", type=int, default=8)
     args = ap.parse_args()
     out = {}
     with tempfile.TemporaryDirectory() as work:
@@ -103,6 +106,47 @@ def main() -> None:
         t0 = time.perf_counter()
         modelkin.compare(work / "small-fixed16.mkfp", work / "small-fixed16.mkfp", hash_files=False)
         print(f"confirming one candidate (compare of two fingerprints, 'small'): {time.perf_counter() - t0:.2f} s")
+        ray_speedup(work, args.graph_models, args.layers)
+
+
+def ray_speedup(work: Path, n_models: int, layers: int) -> None:
+    try:
+        import ray
+    except ImportError:
+        print("all-pairs on Ray: skipped (pip install 'modelkin[scale]')")
+        return
+    from modelkin.index.graph import build_graph
+
+    db = work / "graph.sqlite"
+    with Index(db) as ix:
+        for i in range(n_models):
+            d = work / f"g{i}"
+            if i % 2 == 0:
+                synthetic_llama(d, 512, 1408, layers, 8000, seed=100 + i)
+            else:  # a lightly perturbed copy of the previous model: one related pair per two models
+                from safetensors.numpy import load_file
+
+                t = load_file(str(work / f"g{i - 1}" / "model.safetensors"))
+                rng = np.random.default_rng(i)
+                t = {k: (v.astype(np.float32) + rng.standard_normal(v.shape, dtype=np.float32) * 0.002).astype(v.dtype)
+                     for k, v in t.items()}
+                d.mkdir()
+                save_file(t, str(d / "model.safetensors"))
+                (d / "config.json").write_text((work / f"g{i - 1}" / "config.json").read_text())
+            s = make_fingerprint(d, work / f"g{i}.mkfp", policy=FIXED16, hash_files=False)
+            ix.add(s.path, name=f"g{i}")
+        seconds = {}
+        for cpus in (1, 2):
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+            try:
+                build_graph(ix, candidates=1, ray_address="auto")  # warm the workers (imports) before timing
+                t0 = time.perf_counter()
+                g = build_graph(ix, ray_address="auto")
+                seconds[cpus] = time.perf_counter() - t0
+            finally:
+                ray.shutdown()
+        print(f"all-pairs graph on Ray, {n_models} models, {g.n_compared} pairs ({len(g.edges)} related components): "
+              f"1 worker {seconds[1]:.2f} s, 2 workers {seconds[2]:.2f} s, speed-up x{seconds[1] / seconds[2]:.2f}")
 
 
 if __name__ == "__main__":

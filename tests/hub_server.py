@@ -23,6 +23,7 @@ would then read the metadata from the CDN's answer, and httpx2 strips ``Authoriz
 redirect, so content URLs must work without a token (they carry an HMAC signature instead).
 
 Routes (``{repo}`` is ``org/name`` or a bare ``name``; ``{rev}`` a branch or a full commit sha, URL-quoted):
+  (a dataset repo, ``add_repo(..., repo_type="dataset")``: the same under /api/datasets/ and /datasets/{repo}/resolve/)
   GET  /api/models/{repo}                           ModelInfo JSON of ``main`` (``?blobs=True`` adds size,
   GET  /api/models/{repo}/revision/{rev}              blobId and lfs{sha256,size,pointerSize}; ``?expand=``
                                                       keeps only the listed fields)
@@ -385,14 +386,18 @@ class HubServer:
     # ---- repos
     def add_repo(
         self, repo_id: str, folder: str | os.PathLike, revision: str = "main", *, private: bool = False,
-        gated: bool | str = False,
+        gated: bool | str = False, repo_type: str = "model",
     ) -> str:
         """Serve every file under ``folder`` as ``repo_id`` at branch ``revision``; return the commit sha.
 
         The commit is the sha1 of the repo id and the files' paths and git blob ids, so the same folder
         gives the same sha.  Calling again with another revision adds a branch; with the same one, moves it.
         ``private``/``gated`` ("auto", "manual" or True = "manual") apply to the whole repo, last call wins.
+        ``repo_type="dataset"`` serves it under ``/datasets/{repo}/resolve/...`` and ``/api/datasets/{repo}``.
         """
+        if repo_type not in ("model", "dataset"):
+            raise ValueError(f"repo_type must be 'model' or 'dataset', not {repo_type!r}")
+        repo_id = f"datasets/{repo_id}" if repo_type == "dataset" else repo_id
         root = Path(folder)
         if not root.is_dir():
             raise NotADirectoryError(f"{root}: not a folder")
@@ -636,13 +641,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # ---- /api/models/...
     def _api(self, raw_path: str, query: dict, record: dict) -> _Reply:
-        parts = [unquote(p) for p in raw_path.split("/")[1:]]  # api, models, ...
-        if len(parts) < 3 or parts[1] != "models" or not parts[2]:
+        parts = [unquote(p) for p in raw_path.split("/")[1:]]  # api, models|datasets, ...
+        if len(parts) < 3 or parts[1] not in ("models", "datasets") or not parts[2]:
             return _error(404, None, "Not found")
+        pre = "datasets/" if parts[1] == "datasets" else ""
         rest = parts[2:]
         two = "/".join(rest[:2])  # "org/name"; a bare "name" only when that is what is registered
-        n_repo = 2 if two in self.hub._repos or len(rest) == 1 or rest[0] not in self.hub._repos else 1
-        repo_id, rest = "/".join(rest[:n_repo]), rest[n_repo:]
+        n_repo = 2 if pre + two in self.hub._repos or len(rest) == 1 or pre + rest[0] not in self.hub._repos else 1
+        repo_id, rest = pre + "/".join(rest[:n_repo]), rest[n_repo:]
         record["repo"] = repo_id
         repo = self._repo_or_error(repo_id, reading_file=False)
         if isinstance(repo, _Reply):
@@ -709,7 +715,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _resolve(self, raw_path: str, record: dict) -> _Reply:
         parts = [unquote(p) for p in raw_path.split("/")[1:]]
         at = parts.index("resolve") if "resolve" in parts else -1
-        if at not in (1, 2) or len(parts) < at + 3:
+        if at not in ((2, 3) if parts[0] == "datasets" else (1, 2)) or len(parts) < at + 3:
             return _error(404, None, "Not found")
         repo_id, revision, filename = "/".join(parts[:at]), parts[at + 1], "/".join(parts[at + 2:])
         record["repo"], record["filename"] = repo_id, filename

@@ -176,7 +176,8 @@ def test_persistent_faults_end_in_one_error_line(hub, capsys, fault, params, wor
 
 
 def test_file_changed_between_header_and_data(hub, capsys):
-    hub.inject("mutate", kind="content", skip=1, from_byte=0)
+    # A's first read (its header) sees the old bytes, every later read the new ones.
+    hub.inject("mutate", kind="content", path=f"/cdn/{EX}/base/*", skip=1, from_byte=0)
     assert main(["compare", f"{EX}/base", f"{EX}/finetuned", "--quiet"]) == 2
     assert "changed on the server" in capsys.readouterr().err
 
@@ -281,3 +282,10 @@ def test_sampled_verdicts_equal_full_verdicts_on_smoke_zoo_and_examples(smoke_zo
         # Pairs of different widths pair no tensor by shape, and small CNNs' kernels have too few rows to sample.
         samplable += any(t.shape and t.shape[0] > AGGRESSIVE.min_rows for t in full.tensors)
     assert samplable >= len(pairs) - 6 and sampled_any >= samplable - 1  # the policy really sampled
+
+
+def test_file_changed_since_its_listing(hub, capsys):
+    """The Hub's redirect names the content's sha256: one that differs from the listing's is a change."""
+    hub.inject("mutate", kind="resolve", path=f"/{EX}/base/resolve/*", from_byte=0)
+    assert main(["compare", f"{EX}/base", f"{EX}/finetuned", "--quiet"]) == 2
+    assert "changed on the server since its listing" in capsys.readouterr().err

@@ -46,24 +46,27 @@ def index_add(
     db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
     replace: bool = typer.Option(False, "--replace", help="Replace a model of the same name."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision of the models given."),
+    workers: int = typer.Option(1, "--workers", help="Local processes fingerprinting models at once."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="auto|HOST:PORT",
+                                              help="Fingerprint on a Ray cluster (pip install 'modelkin[scale]')."),
 ) -> None:
-    """Add models to the index."""
-    import tempfile
-    from pathlib import Path
-
+    """Add models to the index (models are fingerprinted first: in parallel with --workers or --ray-address)."""
     from ..errors import UsageError
-    from .fingerprint import make_fingerprint
+    from .graph import add_models
 
     if name and len(models) > 1:
         raise UsageError("--name applies to one model at a time")
-    with _open(db) as index, tempfile.TemporaryDirectory(prefix="modelkin-add-") as work:
-        for m in models:
-            fp = Path(m)
-            if not m.endswith(".mkfp"):
-                fp = Path(work) / "model.mkfp"
-                make_fingerprint(m, fp, revision=revision)
-            rec = index.add(fp, name=name, replace=replace)
-            print(f"added {rec.name} ({rec.family or 'unknown family'}, {sum(rec.parameters.values()):,} parameters)")
+    with _open(db) as index:
+        for m in (m for m in models if m.endswith(".mkfp")):
+            _added(index.add(m, name=name, replace=replace))
+        todo = [m for m in models if not m.endswith(".mkfp")]
+        if todo:
+            add_models(index, todo, names=[name] * len(todo), workers=workers, ray_address=ray_address,
+                       workdir=index.path.parent, replace=replace, revision=revision, on_added=_added)
+
+
+def _added(rec) -> None:
+    print(f"added {rec.name} ({rec.family or 'unknown family'}, {sum(rec.parameters.values()):,} parameters)")
 
 
 @index_app.command("remove")
@@ -87,6 +90,39 @@ def index_list(db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
         return
     for m in models:
         print(f"{m.name}\t{m.family or '-'}\t{sum(m.parameters.values()):,} params\t{m.sha256[:12]}\t{m.location or ''}")
+
+
+@index_app.command("pull")
+def index_pull(
+    repo_id: str = typer.Argument(..., metavar="ORG/NAME", help="A published index: a Hub dataset repo (HF_ENDPOINT applies)."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit of the dataset repo."),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    replace: bool = typer.Option(False, "--replace", help="Replace indexed models of the same names."),
+) -> None:
+    """Add a published index's fingerprints to the index (each verified against the manifest's sha256 first)."""
+    from .publish import pull
+
+    with _open(db) as index:
+        recs = pull(index, repo_id, revision=revision, replace=replace)
+    print(f"pulled {len(recs)} verified fingerprints from {repo_id}")
+
+
+@index_app.command("push")
+def index_push(
+    repo_id: str = typer.Argument(..., metavar="ORG/NAME", help="The dataset repo to publish to (created if missing)."),
+    db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+    private: bool = typer.Option(False, "--private", help="Create the dataset repo private."),
+    to_folder: Optional[str] = typer.Option(None, "--to-folder", metavar="DIR",
+                                            help="Write the published layout into DIR instead of uploading."),
+) -> None:
+    """Publish the index as a Hub dataset repo: fingerprints and a manifest with the sha256 of each file."""
+    from pathlib import Path
+
+    from .publish import push
+
+    with _open(db) as index:
+        where = push(index, repo_id, private=private, to_folder=Path(to_folder) if to_folder else None)
+    print(f"published {repo_id}: {where}")
 
 
 @index_app.command("search")
@@ -185,7 +221,53 @@ def audit_lines(doc: dict) -> list[str]:
     return out
 
 
+def graph(
+    source: str = typer.Argument(..., metavar="DB|DIR", help="An index database, or a folder of fingerprints (.mkfp) and models."),
+    out: list[str] = typer.Option(..., "-o", "--output", metavar="graph.html|graph.json", help="Where to write the graph (repeatable)."),
+    candidates: int = typer.Option(32, "--candidates", help="Nearest sketches per model and component whose pairs are confirmed."),
+    workers: int = typer.Option(1, "--workers", help="Local processes confirming pairs (and fingerprinting a folder's models)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="auto|HOST:PORT",
+                                              help="Run on a Ray cluster (pip install 'modelkin[scale]')."),
+) -> None:
+    """The lineage graph: all pairs kept by the sketch, confirmed by compare; related components as edges, families."""
+    import tempfile
+    from pathlib import Path
+
+    from ..errors import UsageError
+    from .graph import build_graph, index_folder
+    from .html import write_graph_html
+
+    for o in out:
+        if not o.endswith((".html", ".json")):
+            raise UsageError(f"{o}: the graph is written as .html or .json")
+    src = Path(source)
+    if not src.exists():
+        raise UsageError(f"{source}: no such index or folder")
+    with tempfile.TemporaryDirectory(prefix="modelkin-graph-") as work:
+        if src.is_dir():
+            from .store import Index
+
+            index = Index(Path(work) / "index.sqlite")
+            index_folder(src, index, workers=workers, ray_address=ray_address)
+        else:
+            index = _open(str(src))
+        with index:
+            g = build_graph(index, candidates=candidates, workers=workers, ray_address=ray_address)
+    doc = g.to_dict()
+    for o in out:
+        if o.endswith(".json"):
+            _emit(doc, o)
+        else:
+            write_graph_html(doc, o)
+    print(f"{len(g.nodes)} models, {g.n_compared} of {g.n_pairs} pairs compared, {len(g.edges)} related components, "
+          f"{sum(len(f) > 1 for f in g.families)} families ({g.seconds:.1f} s, {g.engine})")
+    for f in g.families:
+        if len(f) > 1:
+            print("  family: " + ", ".join(f))
+
+
 def register(app: typer.Typer) -> None:
+    app.command("graph")(graph)
     app.command("fingerprint")(fingerprint)
     app.command("audit")(audit)
     app.add_typer(index_app, name="index")

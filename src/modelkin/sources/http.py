@@ -35,6 +35,7 @@ READ_TIMEOUT_SECONDS = 30.0
 COALESCE_GAP_BYTES = 64 << 10  # ranges closer than this are fetched in one request
 STREAM_REQUEST_BYTES = 16 << 20  # one request of a full streaming pass
 MAX_REQUEST_BYTES = 16 << 20  # coalesced ranges are split into requests of at most this size
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(-?\d+)/")
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -227,6 +228,10 @@ class HttpFile:
                 problem = f"HTTP {status}"
                 continue
             self._check_status(status)
+            linked = next((_strip_etag(h.headers["x-linked-etag"]) for h in response.history if "x-linked-etag" in h.headers), None)
+            if (self.reported_sha256 and linked and _SHA256.fullmatch(linked)
+                    and linked != self.reported_sha256.lower()):  # the Hub's content hash differs from the listing's
+                raise self._fail(f"the file changed on the server since its listing (sha256 {self.reported_sha256} became {linked}); run again")
             etag = response.headers.get("x-linked-etag") or response.headers.get("etag")
             if check_etag and self.etag and etag and _strip_etag(etag) != _strip_etag(self.etag):
                 raise self._fail(f"the file changed on the server while being read (ETag {self.etag} became {etag}); run again")
