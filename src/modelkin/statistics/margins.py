@@ -117,7 +117,7 @@ def detectable_margin(null_sd_margin: float, n_units: int, log10_needed: float) 
     * sign test: with P(margin > 0) = Phi(d / s), the count of positive margins must reach its critical
       value with 95 % probability.
     """
-    from scipy.stats import binom, norm  # heavy: imported where used
+    from scipy.stats import binom  # heavy: imported where used
 
     s = null_sd_margin * math.sqrt(n_units)
     if n_units < MIN_UNITS or s <= 0 or log10_needed >= 0:
@@ -126,12 +126,14 @@ def detectable_margin(null_sd_margin: float, n_units: int, log10_needed: float) 
     if n_units <= z_h * z_h:
         return math.inf
     d_flip = z_h * s / math.sqrt(n_units - z_h * z_h)
-    k_crit = next((k for k in range(n_units + 1) if binom.logsf(k - 1, n_units, 0.5) / LN10 <= log10_needed), None)
-    if k_crit is None:
+    tails = binom.logsf(np.arange(n_units + 1) - 1, n_units, 0.5) / LN10  # log10 P(K >= k), k = 0..n
+    reached = np.flatnonzero(tails <= log10_needed)
+    if reached.size == 0:
         return math.inf
+    k_crit = int(reached[0])
 
     def powered(d: float) -> bool:
-        p1 = float(norm.cdf(d / s))
+        p1 = 0.5 * (1.0 + math.erf(d / s / math.sqrt(2.0)))  # normal cdf
         return n_units * p1 - POWER_Z * math.sqrt(n_units * p1 * (1 - p1)) >= k_crit
 
     lo, hi = 0.0, 10 * s
