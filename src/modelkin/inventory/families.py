@@ -31,7 +31,11 @@ class Rule:
     role: str
     component: str
     transposed: bool  # stored as [in, out] (GPT-2 Conv1D) rather than nn.Linear's [out, in]
-    regex: re.Pattern
+
+    @property
+    def regex(self) -> re.Pattern:
+        """Compiled on first use: a command that never matches names pays nothing for 500 patterns."""
+        return _compile(self.pattern)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,7 @@ class Family:
     component: str = "other"  # where tensors of this family go when no rule names their component
 
 
+@cache
 def _compile(pattern: str) -> re.Pattern:
     parts = _PLACEHOLDER.split(pattern)
     # split() alternates literal text and placeholder names
@@ -71,7 +76,9 @@ def _load_family(name: str, data: object) -> Family:
         component = raw.get("component", default_component)
         if component not in COMPONENTS:
             raise FormatError(f"rule {i}: unknown component {component!r}", where)
-        rules.append(Rule(name, raw["pattern"], raw["role"], component, bool(raw.get("transposed", False)), _compile(raw["pattern"])))
+        if not isinstance(raw["pattern"], str):
+            raise FormatError(f"rule {i}: 'pattern' must be a string", where)
+        rules.append(Rule(name, raw["pattern"], raw["role"], component, bool(raw.get("transposed", False))))
     if default_component not in COMPONENTS:
         raise FormatError(f"unknown component {default_component!r}", where)
     return Family(

@@ -25,11 +25,15 @@ def open_model(location: str | Path, revision: str | None = None, stats=None) ->
     """
     text = str(location)
     if isinstance(location, str):
-        from .hub import is_hub_id, is_url, open_hub, open_url
+        from .locations import is_hub_id, is_url
 
         if is_url(text):
+            from .hub import open_url
+
             return open_url(text, stats)
         if is_hub_id(text):
+            from .hub import open_hub
+
             return open_hub(text, revision, stats)
     if revision is not None:
         from ..errors import UsageError

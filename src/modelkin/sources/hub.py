@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -23,18 +22,10 @@ from ..errors import RemoteError, SourceNotFoundError
 from .formats import FORMATS, Format, format_of, index_format
 from .http import FetchStats, HttpFile, cache_root
 from .local import SIDE_FILES, check_weight_map, gather_tensors, parse_weight_map
+from .locations import is_hub_id, is_url  # noqa: F401  (re-exported)
 from .model import ModelSource
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 DEFAULT_ENDPOINT = "https://huggingface.co"
-
-
-def is_url(location: str) -> bool:
-    return location.startswith(("http://", "https://"))
-
-
-def is_hub_id(location: str) -> bool:
-    return bool(HUB_ID.match(location)) and not os.path.exists(location)
 
 
 @dataclass(frozen=True, slots=True)
