@@ -12,15 +12,14 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 import struct
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
+from ..atomic import atomic_file
 from ..sampling import DEFAULT_SAMPLE, SamplePolicy, sample_rows
 from ..sources import ModelSource, open_model
 from ..sources.fingerprint_format import FORMAT_NAME, MAGIC_KEY, VERSION, policy_to_dict
@@ -181,23 +180,11 @@ def write_safetensors(out, entries: dict, blobs: list[np.ndarray], metadata: dic
     text = json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (-len(text) % 8)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".mkfp-", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(struct.pack("<Q", len(text)))
-            fh.write(text)
-            for b in blobs:
-                fh.write(memoryview(b))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_file(out, durable=True) as fh:
+        fh.write(struct.pack("<Q", len(text)))
+        fh.write(text)
+        for b in blobs:
+            fh.write(memoryview(b))
     return out.stat().st_size
 
 

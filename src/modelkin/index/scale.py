@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from ..atomic import write_atomic
 from ..errors import ModelkinError
 
 
@@ -91,13 +92,9 @@ def materialise(data: bytes) -> Path:
     """A worker's local copy of a fingerprint passed by value (content-addressed, written atomically)."""
     sha = hashlib.sha256(data).hexdigest()
     root = Path(tempfile.gettempdir()) / f"modelkin-worker-{os.getuid()}"
-    root.mkdir(parents=True, exist_ok=True)
     dest = root / f"{sha}.mkfp"
     if not dest.is_file():
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=root)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
+        write_atomic(dest, data)
     return dest
 
 

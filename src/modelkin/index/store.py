@@ -15,12 +15,12 @@ import json
 import os
 import shutil
 import sqlite3
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_file
 from ..errors import ModelkinError, UsageError
 
 SCHEMA_VERSION = 1
@@ -125,20 +125,8 @@ class Index:
         sha = sha256_file(fp)
         dest = self.fingerprint_path(sha)
         if not dest.is_file() or sha256_file(dest) != sha:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
-            try:
-                with os.fdopen(fd, "wb") as out, open(fp, "rb") as src:
-                    shutil.copyfileobj(src, out, 1 << 20)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(tmp, dest)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+            with atomic_file(dest, durable=True) as out, open(fp, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
         return sha
 
     # -- records ----------------------------------------------------------------------------------

@@ -13,10 +13,11 @@ import hashlib
 import json
 import os
 import queue
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..atomic import write_atomic
 
 HASH_BLOCK_BYTES = 8 << 20
 
@@ -60,11 +61,7 @@ def _load(cache: Path) -> dict:
 
 def _save(cache: Path, data: dict) -> None:
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".sha256.")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.replace(tmp, cache)
+        write_atomic(cache, json.dumps(data).encode("utf-8"))
     except OSError:
         pass  # a read-only home is no reason to fail a comparison
 

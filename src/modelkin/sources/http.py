@@ -26,6 +26,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from ..atomic import write_atomic
 from ..errors import RemoteError
 
 MAX_CONCURRENT_REQUESTS = 32  # ranges fetched at once per file (latency, not bandwidth, bounds sampled reads)
@@ -112,12 +113,9 @@ class RangeCache:
 
     def put(self, offset: int, data: bytes) -> None:
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
             name = f"{offset}-{len(data)}"
             for suffix, payload in ((".sha256", hashlib.sha256(data).hexdigest().encode()), ("", data)):
-                tmp = self.folder / f".{name}{suffix}.{os.getpid()}.{threading.get_ident()}"
-                tmp.write_bytes(payload)
-                os.replace(tmp, self.folder / f"{name}{suffix}")
+                write_atomic(self.folder / f"{name}{suffix}", payload)
         except OSError:
             return  # a full or read-only cache is no reason to fail a comparison
         with self._lock:

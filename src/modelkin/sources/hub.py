@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
+from ..atomic import write_atomic
 from ..errors import RemoteError, SourceNotFoundError
 from .formats import FORMATS, Format, format_of, index_format
 from .http import FetchStats, HttpFile, cache_root
 from .local import SIDE_FILES, check_weight_map, gather_tensors, parse_weight_map
-from .locations import is_hub_id, is_url  # noqa: F401  (re-exported)
 from .model import ModelSource
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -116,10 +116,7 @@ def _listing(repo_id: str, revision: str | None, settings: HubSettings) -> RepoL
     for key in {revision, info.sha}:  # a commit pins the listing; a branch name is refreshed online
         path = _manifest_path(settings, repo_id, key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(listing.to_json())
-            os.replace(tmp, path)
+            write_atomic(path, listing.to_json().encode())
         except OSError:
             pass
     return listing
@@ -243,8 +240,5 @@ class _SideFiles:
             data = HttpFile(target, headers=_url_headers(target, self.settings), cache=False).get_all()
         except RemoteError:
             return None  # absent beside this URL: the model simply has no such file
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_atomic(path, data)
         return path
