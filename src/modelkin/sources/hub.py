@@ -99,15 +99,15 @@ def _listing(repo_id: str, revision: str | None, settings: HubSettings) -> RepoL
     except RevisionNotFoundError:
         raise SourceNotFoundError(f"the Hub has no revision {revision!r} of this model", repo_id) from None
     except RepositoryNotFoundError:
-        raise SourceNotFoundError("no such model on the Hub (a private model needs HF_TOKEN set)", repo_id) from None
+        raise SourceNotFoundError("no such local file or folder, and no such model on the Hub (a private model needs HF_TOKEN set)", repo_id) from None
     except HfHubHTTPError as e:
         status = getattr(getattr(e, "response", None), "status_code", "?")
         raise RemoteError(f"the Hub answered HTTP {status} for the model's file list", repo_id) from None
     except OSError as e:  # connection refused, DNS, timeouts (httpx errors are OSErrors here or below)
-        raise RemoteError(f"cannot reach {settings.endpoint} ({type(e).__name__}); set HF_HUB_OFFLINE=1 to use what is cached", repo_id) from None
+        raise RemoteError(f"no local file or folder of this name, and as a Hub id: cannot reach {settings.endpoint} ({type(e).__name__}); set HF_HUB_OFFLINE=1 to use what is cached", repo_id) from None
     except Exception as e:  # httpx transport errors are not OSErrors
         if type(e).__module__.startswith(("httpx", "httpcore")):
-            raise RemoteError(f"cannot reach {settings.endpoint} ({type(e).__name__}); set HF_HUB_OFFLINE=1 to use what is cached", repo_id) from None
+            raise RemoteError(f"no local file or folder of this name, and as a Hub id: cannot reach {settings.endpoint} ({type(e).__name__}); set HF_HUB_OFFLINE=1 to use what is cached", repo_id) from None
         raise
     files = tuple(
         RemoteFile(s.rfilename, int(s.size or 0), s.lfs.sha256 if s.lfs else None) for s in (info.siblings or [])
