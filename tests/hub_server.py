@@ -113,6 +113,7 @@ import re
 import secrets
 import socket
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -356,8 +357,7 @@ class HubServer:
             t.start()
 
     def _listen(self) -> http.server.ThreadingHTTPServer:
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        srv.daemon_threads = True
+        srv = _Listener(("127.0.0.1", 0), _Handler)
         srv.hub = self  # type: ignore[attr-defined]
         return srv
 
@@ -527,6 +527,102 @@ class HubServer:
     def reset(self) -> None:
         self.clear_faults()
         self.reset_counters()
+
+
+class _Listener(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default backlog (5) drops the SYNs of a client opening dozens of connections at once,
+    # which then wait a 1 s SYN retransmission: a stall no CDN causes. Listen as a real server does.
+    request_queue_size = 1024
+
+
+class HubProcess:
+    """A ``HubServer`` in a child process, driven through pipes (benchmarks).
+
+    In-process, the stand-in's Python (parsing requests, pacing bodies) holds the client's GIL, so its
+    cost would be charged to the client; a CDN costs the client nothing but the wire. The methods the
+    benchmarks use are forwarded (``add_repo``, ``inject`` (returns None), ``clear_faults``,
+    ``reset_counters``, ``reset``, ``counters``, ``log``, ``commit_of``); ``url``/``cdn_url``/``token`` are
+    copied. The child is this file run as a script (no ``__main__`` guard needed in the caller).
+    """
+
+    _FORWARDED = frozenset({"add_repo", "add_example_repos", "inject", "clear_faults", "reset_counters", "reset",
+                            "counters", "log", "commit_of"})
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+
+        self._proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.url, self.cdn_url, self.token = self._receive()
+
+    def _receive(self):
+        import pickle
+
+        try:
+            ok, value = pickle.load(self._proc.stdout)
+        except EOFError:
+            raise RuntimeError("the Hub stand-in's process ended") from None
+        if not ok:
+            raise value
+        return value
+
+    def __getattr__(self, name: str):
+        if name not in HubProcess._FORWARDED:
+            raise AttributeError(name)
+
+        def call(*args, **kwargs):
+            import pickle
+
+            pickle.dump((name, args, kwargs), self._proc.stdin)
+            self._proc.stdin.flush()
+            return self._receive()
+
+        return call
+
+    def __enter__(self) -> HubProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                self._proc.stdin.close()  # the child stops at end of input
+                self._proc.wait(10)
+            except Exception:
+                self._proc.kill()
+                self._proc.wait()
+
+
+def _serve_over_pipes() -> None:
+    """The child of ``HubProcess``: (name, args, kwargs) pickles in on stdin, (ok, value) pickles out."""
+    import pickle
+    import sys
+
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write to the protocol's pipe
+
+    def send(ok: bool, value) -> None:
+        pickle.dump((ok, value), out)
+        out.flush()
+
+    with HubServer() as hub:
+        send(True, (hub.url, hub.cdn_url, hub.token))
+        while True:
+            try:
+                name, args, kwargs = pickle.load(sys.stdin.buffer)
+            except EOFError:
+                return
+            try:
+                if name not in HubProcess._FORWARDED:
+                    raise AttributeError(name)
+                value = getattr(hub, name)(*args, **kwargs)
+                send(True, None if isinstance(value, Fault) else value)
+            except Exception as e:  # handed back to the caller
+                send(False, e)
 
 
 # ------------------------------------------------------------------------------------------------ handler
@@ -1000,3 +1096,9 @@ if pytest is not None:
         """A running ``HubServer`` (no repos; ``add_repo`` / ``add_example_repos``), closed after the test."""
         with HubServer() as hub:
             yield hub
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
+    import hub_server  # this file again, as a module: what it pickles must unpickle as hub_server.*
+
+    hub_server._serve_over_pipes()
