@@ -1,8 +1,10 @@
 """HTTP ranges as a transport: a remote file read piece by piece, never downloaded whole.
 
-``HttpFile`` answers the ``Transport`` protocol with ``Range: bytes=a-b`` requests through
-huggingface_hub's HTTP session (its proxies, headers and redirects; the Hub answers a resolve URL with a
-redirect to its content store). Every response is checked before a byte is used: status 206 (or 200 for a
+``HttpFile`` answers the ``Transport`` protocol with ``Range: bytes=a-b`` requests through clients made
+by huggingface_hub's HTTP client factory (its proxies, headers and redirects; the Hub answers a resolve
+URL with a redirect to its content store). Ranges are fetched by one process-wide pool of worker
+threads, each with its own client and kept-alive connection: one client shared by dozens of threads
+serialises them on its connection pool's lock (measured: most of a sampled read's client time). Every response is checked before a byte is used: status 206 (or 200 for a
 whole-file read), a ``Content-Range`` that names exactly the bytes asked for, a body of exactly that
 length, and the file's ETag unchanged since the header was read. Transient failures (dropped connections,
 timeouts, 429 and 5xx answers, short bodies) are retried a bounded number of times with backoff; anything
@@ -20,7 +22,7 @@ import os
 import re
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -29,7 +31,8 @@ import numpy as np
 from ..atomic import write_atomic
 from ..errors import RemoteError
 
-MAX_CONCURRENT_REQUESTS = 32  # ranges fetched at once per file (latency, not bandwidth, bounds sampled reads)
+MAX_CONCURRENT_REQUESTS = 64  # ranges fetched at once, all files together (latency, not bandwidth, bounds sampled reads)
+MAX_INFLIGHT_BYTES = 256 << 20  # ... and at most this many bytes of them (a full read's 16 MB requests: 16 at once)
 MAX_ATTEMPTS = 5  # one request and up to four retries
 BACKOFF_SECONDS = 0.25  # doubled at every retry
 READ_TIMEOUT_SECONDS = 30.0
@@ -51,89 +54,119 @@ def cache_root() -> Path:
 
 
 class RangeCache:
-    """Byte ranges of one remote file on disk: ``<root>/<key>/<offset>-<length>`` plus its sha256.
+    """Byte ranges of one remote file on disk: ``<root>/<key>/<offset>-<length>-<sha256 of the bytes>``.
 
-    A read is served when one cached range covers it. Entries are written atomically; an entry whose
-    bytes no longer match their sha256 is deleted and fetched again.
+    A read is served when cached entries cover it. Entries are written atomically, one file each (the
+    checksum in the name: one file to create per fetched range); an entry whose bytes no longer match
+    their sha256 is deleted and fetched again.
     """
 
     def __init__(self, identity: str, root: Path | None = None):
         self.folder = (root or cache_root()) / hashlib.sha256(identity.encode()).hexdigest()[:32]
         self._lock = threading.Lock()
         self._extents: list[tuple[int, int]] | None = None
+        self._digests: dict[tuple[int, int], str] = {}
         self._verified: set[tuple[int, int]] = set()
 
     def _scan(self) -> list[tuple[int, int]]:
         if self._extents is None:
-            extents = []
             if self.folder.is_dir():
                 for p in self.folder.iterdir():
                     parts = p.name.split("-")
-                    if len(parts) == 2 and all(x.isdigit() for x in parts):
-                        extents.append((int(parts[0]), int(parts[1])))
-            self._extents = sorted(extents)
+                    if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit() and _SHA256.fullmatch(parts[2]):
+                        self._digests[(int(parts[0]), int(parts[1]))] = parts[2]
+            self._extents = sorted(self._digests)
         return self._extents
+
+    def _covering(self, pos: int) -> tuple[int, int] | None:
+        """The entry holding byte ``pos`` (call with the lock held)."""
+        extents = self._scan()
+        i = bisect.bisect_right(extents, (pos, float("inf"))) - 1
+        while i >= 0 and extents[i][0] + extents[i][1] <= pos and extents[i][0] > pos - MAX_REQUEST_BYTES:
+            i -= 1  # an earlier, longer entry may still cover pos
+        return extents[i] if i >= 0 and extents[i][0] <= pos < extents[i][0] + extents[i][1] else None
+
+    def holds(self, offset: int, n: int) -> bool:
+        """Whether entries cover bytes [offset, offset+n) (their contents are checked when read)."""
+        pos = offset
+        with self._lock:
+            while pos < offset + n:
+                hit = self._covering(pos)
+                if hit is None:
+                    return False
+                pos = hit[0] + hit[1]
+        return True
 
     def get(self, offset: int, n: int) -> bytes | None:
         """Bytes [offset, offset+n) when cached entries cover them (several adjacent entries may)."""
         parts, pos = [], offset
         while pos < offset + n:
             with self._lock:
-                hit = next(((o, m) for o, m in self._scan() if o <= pos < o + m), None)
-            if hit is None:
+                hit = self._covering(pos)
+                digest = self._digests.get(hit) if hit else None
+            if hit is None or digest is None:
                 return None
-            piece = self._read(hit, pos - hit[0], min(offset + n, hit[0] + hit[1]) - pos)
+            piece = self._read(hit, digest, pos - hit[0], min(offset + n, hit[0] + hit[1]) - pos)
             if piece is None:
                 return None
             parts.append(piece)
             pos = hit[0] + hit[1]
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _read(self, hit: tuple[int, int], start: int, n: int) -> bytes | None:
-        path = self.folder / f"{hit[0]}-{hit[1]}"
+    def _path(self, extent: tuple[int, int], digest: str) -> Path:
+        return self.folder / f"{extent[0]}-{extent[1]}-{digest}"
+
+    def _read(self, hit: tuple[int, int], digest: str, start: int, n: int) -> bytes | None:
+        path = self._path(hit, digest)
         try:
             if hit not in self._verified:  # checked once per process, then read by slices
                 data = path.read_bytes()
-                want = (self.folder / f"{hit[0]}-{hit[1]}.sha256").read_text().strip()
-                if len(data) != hit[1] or hashlib.sha256(data).hexdigest() != want:
-                    self._drop(hit)
+                if len(data) != hit[1] or hashlib.sha256(data).hexdigest() != digest:
+                    self._drop(hit, digest)
                     return None
                 with self._lock:
                     self._verified.add(hit)
-                return data[start : start + n]
+                return data if (start, n) == (0, len(data)) else data[start : start + n]
             with open(path, "rb") as f:
                 f.seek(start)
                 data = f.read(n)
         except OSError:
             data = b""
         if len(data) != n:
-            self._drop(hit)
+            self._drop(hit, digest)
             return None
         return data
 
     def put(self, offset: int, data: bytes) -> None:
+        extent, digest = (offset, len(data)), hashlib.sha256(data).hexdigest()
         try:
-            name = f"{offset}-{len(data)}"
-            for suffix, payload in ((".sha256", hashlib.sha256(data).hexdigest().encode()), ("", data)):
-                write_atomic(self.folder / f"{name}{suffix}", payload)
+            write_atomic(self._path(extent, digest), data)
         except OSError:
             return  # a full or read-only cache is no reason to fail a comparison
         with self._lock:
             extents = self._scan()
-            self._verified.add((offset, len(data)))  # written from bytes just checked against the server
-            if (offset, len(data)) not in extents:
-                extents.append((offset, len(data)))
-                extents.sort()
+            self._verified.add(extent)  # written from bytes just checked against the server
+            old = self._digests.get(extent)
+            self._digests[extent] = digest
+            if old is None:
+                bisect.insort(extents, extent)
+        if old is not None and old != digest:
+            self._unlink(self._path(extent, old))
 
-    def _drop(self, extent: tuple[int, int]) -> None:
-        for suffix in ("", ".sha256"):
-            try:
-                os.unlink(self.folder / f"{extent[0]}-{extent[1]}{suffix}")
-            except OSError:
-                pass
+    @staticmethod
+    def _unlink(path: Path) -> None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+    def _drop(self, extent: tuple[int, int], digest: str) -> None:
+        self._unlink(self._path(extent, digest))
         with self._lock:
-            if self._extents is not None and extent in self._extents:
-                self._extents.remove(extent)
+            if self._digests.get(extent) == digest:
+                del self._digests[extent]
+                if self._extents is not None and extent in self._extents:
+                    self._extents.remove(extent)
             self._verified.discard(extent)
 
 
@@ -157,10 +190,81 @@ class FetchStats:
             self.on_bytes(fetched + cached)
 
 
-def _session():
-    from huggingface_hub.utils import get_session
+_LOCAL = threading.local()  # each thread's HTTP client
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+_TLS = None  # the TLS context every client shares
 
-    return get_session()
+
+def _new_client():
+    """A client for one fetching thread: huggingface_hub's httpx, redirects followed, proxies from the
+    environment; the TLS context (certificates, ``SSL_CERT_FILE``) built once and shared, since building
+    it is most of a new client's cost (about 20 ms)."""
+    from huggingface_hub.utils import httpx
+
+    global _TLS
+    with _POOL_LOCK:
+        if _TLS is None:
+            _TLS = httpx.create_ssl_context()
+    return httpx.Client(follow_redirects=True, timeout=None, verify=_TLS)
+
+
+def _session():
+    """This thread's client: its connection stays open for the thread's next request."""
+    client = getattr(_LOCAL, "client", None)
+    if client is None:
+        client = _LOCAL.client = _new_client()
+    return client
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The fetching threads, shared by every file (started once, kept: each keeps its connection)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_REQUESTS, thread_name_prefix="modelkin-http")
+        return _POOL
+
+
+def _forget_after_fork() -> None:  # a forked child has none of its parent's threads or connections
+    global _POOL, _LOCAL, _POOL_LOCK
+    _POOL, _LOCAL, _POOL_LOCK = None, threading.local(), threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _run_bounded(fn, jobs: list[tuple[int, int]], keep: bool) -> list:
+    """``fn(offset, n)`` for every job on the shared pool, with at most ``MAX_INFLIGHT_BYTES`` of them in
+    flight (at least one); results in job order when ``keep``, else dropped as they complete."""
+    if not jobs:
+        return []
+    pool = _pool()
+    out: list = [None] * len(jobs)
+    pending: dict = {}
+    inflight = 0
+    try:
+        for i, (offset, n) in enumerate(jobs):
+            while pending and (inflight + n > MAX_INFLIGHT_BYTES or len(pending) >= MAX_CONCURRENT_REQUESTS):
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for f in done:
+                    j = pending.pop(f)
+                    inflight -= jobs[j][1]
+                    result = f.result()
+                    if keep:
+                        out[j] = result
+            pending[pool.submit(fn, offset, n)] = i
+            inflight += n
+        for f, j in list(pending.items()):
+            result = f.result()
+            if keep:
+                out[j] = result
+            del pending[f]
+    finally:
+        for f in pending:
+            f.cancel()
+    return out
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -262,12 +366,17 @@ class HttpFile:
         if status >= 400:
             raise self._fail(f"HTTP {status}")
 
-    def _fetch(self, offset: int, n: int) -> bytes:
+    def _fetch(self, offset: int, n: int, keep: bool = True) -> bytes | None:
+        """Bytes [offset, offset+n), from the cache when it holds them (``keep=False``: only make sure it
+        does; nothing is read back)."""
         if n <= 0:
             return b""
         if offset < 0 or offset + n > self.size:
             raise self._fail(f"bytes {offset}..{offset + n} lie past the end of the {self.size}-byte file")
         if self._cache is not None:
+            if not keep and self._cache.holds(offset, n):
+                self.stats.add(cached=n)
+                return None
             data = self._cache.get(offset, n)
             if data is not None:
                 self.stats.add(cached=n)
@@ -285,8 +394,8 @@ class HttpFile:
         view = out.reshape(-1).view(np.uint8)
         view[:] = np.frombuffer(self._fetch(offset, view.size), dtype=np.uint8)
 
-    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        """Several ranges: neighbours coalesced into one request, requests made in parallel."""
+    def _requests_for(self, ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The requests that fetch ``ranges``: neighbours coalesced, each at most ``MAX_REQUEST_BYTES``."""
         merged: list[list[int]] = []
         for offset, n in sorted(set(ranges)):
             if merged and offset <= merged[-1][0] + merged[-1][1] + COALESCE_GAP_BYTES:
@@ -294,13 +403,20 @@ class HttpFile:
             else:
                 merged.append([offset, n])
         # Bounded requests: a failure retries little, cache entries stay small enough to verify.
-        merged = [[o + s, min(MAX_REQUEST_BYTES, n - s)] for o, n in merged for s in range(0, n, MAX_REQUEST_BYTES)]
-        with ThreadPoolExecutor(max_workers=MAX_CONCURRENT_REQUESTS) as pool:
-            blocks = list(pool.map(lambda m: (m[0], self._fetch(m[0], m[1])), merged))
+        return [(o + s, min(MAX_REQUEST_BYTES, n - s)) for o, n in merged for s in range(0, n, MAX_REQUEST_BYTES)]
+
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Several ranges: neighbours coalesced into one request, requests made in parallel."""
+        merged = self._requests_for(ranges)
+        blocks = list(zip((o for o, _ in merged), _run_bounded(self._fetch, merged, keep=True)))
         starts = [s for s, _ in blocks]
         out = []
         for offset, n in ranges:
             i = bisect.bisect_right(starts, offset) - 1
+            s, d = blocks[i]
+            if offset + n <= s + len(d):  # within one request: no join
+                out.append(d if (offset, n) == (s, len(d)) else d[offset - s : offset - s + n])
+                continue
             parts, pos = [], offset
             while pos < offset + n:  # a range may span several bounded requests
                 s, d = blocks[i]
@@ -309,6 +425,13 @@ class HttpFile:
                 i += 1
             out.append(b"".join(parts))
         return out
+
+    def prefetch(self, ranges: Sequence[tuple[int, int]]) -> None:
+        """Fetch these ranges into the cache (coalesced, in parallel) for reads to come, holding none of them
+        in memory (a full read's prefetch is the whole file). Without a cache there is nothing to keep."""
+        if self._cache is None or self.offline:
+            return
+        _run_bounded(lambda o, n: self._fetch(o, n, keep=False), self._requests_for(ranges), keep=False)
 
     def stream(self, offset: int, n_bytes: int, piece_bytes: int) -> Iterator[np.ndarray]:
         """Pieces of a long range; the next request is in flight while a piece is used."""

@@ -89,8 +89,8 @@ class WeightFile:
         """Fetch these element ranges ahead of their reads (remote transports batch them); a hint."""
         if self.transport.remote:
             ranges = sorted(self._byte_span(i, s, c) for i, s, c in spans if c > 0 and not i.dtype.is_block)
-            if ranges:
-                self.transport.read_ranges(ranges)
+            if ranges:  # into the transport's cache when it keeps one, else read (and dropped) here
+                getattr(self.transport, "prefetch", self.transport.read_ranges)(ranges)
 
     def stores_plainly(self, info: TensorInfo) -> bool:
         """Whether this tensor's elements are ``dtypes.decode`` of its stored elements, in stored order, so that
