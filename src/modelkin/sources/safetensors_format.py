@@ -25,6 +25,10 @@ from .weightfile import WeightFile
 
 MAX_HEADER_BYTES = 100_000_000  # the format's limit
 HEADER_LENGTH_BYTES = 8
+# Remote files: the first read is 1/4096 of the file, at most 256 KB (a 1 GB shard's header is a few tens of
+# KB; a file of a few MB wastes no more than a few hundred bytes when its header is shorter).
+HEADER_PROBE_SHIFT = 12
+HEADER_PROBE_MAX = 256 << 10
 
 
 class _DuplicateKey(ValueError):
@@ -61,12 +65,19 @@ class SafetensorsFile(WeightFile):
         size = self.transport.size
         if size < HEADER_LENGTH_BYTES:
             raise self._fail(f"file is {size} bytes, too short to hold the 8-byte safetensors header length (truncated?)")
-        (n_header,) = struct.unpack("<Q", self._read(0, HEADER_LENGTH_BYTES))
+        # A remote file's first read also takes the header's likely bytes: one round trip instead of two.
+        probe = HEADER_LENGTH_BYTES
+        if self.transport.remote:
+            probe = min(size, max(probe, size >> HEADER_PROBE_SHIFT), HEADER_PROBE_MAX)
+        head = self._read(0, probe)
+        (n_header,) = struct.unpack("<Q", head[:HEADER_LENGTH_BYTES])
         if n_header > MAX_HEADER_BYTES:
             raise self._fail(f"header length {n_header} exceeds the format's limit of {MAX_HEADER_BYTES} bytes (not a safetensors file?)")
         if HEADER_LENGTH_BYTES + n_header > size:
             raise self._fail(f"header length {n_header} runs past the end of the {size}-byte file (truncated or not a safetensors file)")
-        raw = self._read(HEADER_LENGTH_BYTES, n_header)
+        raw = head[HEADER_LENGTH_BYTES : HEADER_LENGTH_BYTES + n_header]
+        if len(raw) < n_header:
+            raw += self._read(len(head), HEADER_LENGTH_BYTES + n_header - len(head))
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:

@@ -157,10 +157,21 @@ def component_tests(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, in
                     f"not run: its reads ({need:,} bytes) exceed what the byte cap leaves ({budget:,} bytes)")))
             else:
                 budget -= need
-    for src, side in ((src_a, 0), (src_b, 1)):
-        if src.remote:  # one batch of requests for everything the tests below will read
-            src.prefetch_rows([r for job in jobs.values() for r in job.requests()[side]])
+    _prefetch_both(src_a, src_b, list(jobs.values()))
     return {comp: [_run(job, src_a, src_b, comp)] for comp, job in jobs.items()}
+
+
+def _prefetch_both(src_a: ModelSource, src_b: ModelSource, jobs: list) -> None:
+    """One batch of requests per remote model for everything the tests will read, both models' at once."""
+    batches = [(src, [r for job in jobs for r in job.requests()[side]]) for side, src in enumerate((src_a, src_b))]
+    batches = [(src, reqs) for src, reqs in batches if src.remote and reqs]
+    if len(batches) == 2:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(lambda b: b[0].prefetch_rows(b[1]), batches))
+    for src, reqs in batches[:1] if len(batches) == 1 else ():
+        src.prefetch_rows(reqs)
 
 
 def _run(job, src_a: ModelSource, src_b: ModelSource, comp: str) -> ComponentTest:
