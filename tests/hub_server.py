@@ -14,7 +14,11 @@ Usage::
         hub.inject("status", code=503, kind="content", times=3)   # a 5xx storm on 3 data reads
         hub.counters().count(kind="content")      # requests that reached the content host
 
-Two listening sockets, both on 127.0.0.1:
+Benchmarks use ``HubProcess()`` instead: the same server in a child process, driven through pipes
+(``add_repo``, ``inject``, ``counters``, ``reset_counters``... forwarded), so that the stand-in's Python
+does not share the measured client's GIL and cores as if it were part of the client.
+
+Two listening sockets, both on 127.0.0.1 (listen backlog 1024, as a real server's):
   ``hub.url``      the Hub endpoint: ``/api/...`` and ``/{repo}/resolve/{rev}/{path}``;
   ``hub.cdn_url``  the content host: ``/cdn/{repo}/{sha256}/{path}?sig=...`` (a signed URL, no token).
 The content host is another origin (another port), as cas-bridge.xethub.hf.co / cdn-lfs.hf.co are on the

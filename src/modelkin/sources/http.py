@@ -22,6 +22,7 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -39,6 +40,7 @@ READ_TIMEOUT_SECONDS = 30.0
 COALESCE_GAP_BYTES = 64 << 10  # ranges closer than this are fetched in one request
 STREAM_REQUEST_BYTES = 16 << 20  # one request of a full streaming pass
 MAX_REQUEST_BYTES = 16 << 20  # coalesced ranges are split into requests of at most this size
+RECENT_BYTES = 128 << 20  # cache entries also kept in memory (all files together), most recent first
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(-?\d+)/")
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -51,6 +53,51 @@ def cache_root() -> Path:
     from huggingface_hub import constants
 
     return Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE) / "modelkin-ranges"
+
+
+class _RecentBytes:
+    """The most recently fetched or verified cache entries, kept in memory up to a byte budget shared by
+    every file of the process, so that the reads which follow a prefetch need not open the files again.
+    Entries belong to one open ``RangeCache`` (a file opened again verifies its entries again) and are
+    forgotten when its file is closed."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple, bytes] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple) -> bytes | None:
+        with self._lock:
+            data = self._entries.get(key)
+            if data is not None:
+                self._entries.move_to_end(key)
+            return data
+
+    def put(self, key: tuple, data: bytes) -> None:
+        if len(data) > self.budget // 4:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            self._bytes += len(data) - (len(old) if old is not None else 0)
+            self._entries[key] = data
+            while self._bytes > self.budget:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= len(dropped)
+
+    def forget(self, owner: int) -> None:
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == owner]:
+                self._bytes -= len(self._entries.pop(key))
+
+    def drop(self, key: tuple) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old)
+
+
+_RECENT = _RecentBytes(RECENT_BYTES)
 
 
 class RangeCache:
@@ -113,11 +160,18 @@ class RangeCache:
             pos = hit[0] + hit[1]
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    def close(self) -> None:
+        """Forget the entries held in memory (the files on disk stay)."""
+        _RECENT.forget(id(self))
+
     def _path(self, extent: tuple[int, int], digest: str) -> Path:
         return self.folder / f"{extent[0]}-{extent[1]}-{digest}"
 
     def _read(self, hit: tuple[int, int], digest: str, start: int, n: int) -> bytes | None:
         path = self._path(hit, digest)
+        data = _RECENT.get((id(self), hit, digest))
+        if data is not None:  # bytes this process fetched or verified
+            return data if (start, n) == (0, len(data)) else data[start : start + n]
         try:
             if hit not in self._verified:  # checked once per process, then read by slices
                 data = path.read_bytes()
@@ -126,6 +180,7 @@ class RangeCache:
                     return None
                 with self._lock:
                     self._verified.add(hit)
+                _RECENT.put((id(self), hit, digest), data)
                 return data if (start, n) == (0, len(data)) else data[start : start + n]
             with open(path, "rb") as f:
                 f.seek(start)
@@ -143,6 +198,7 @@ class RangeCache:
             write_atomic(self._path(extent, digest), data)
         except OSError:
             return  # a full or read-only cache is no reason to fail a comparison
+        _RECENT.put((id(self), extent, digest), data)
         with self._lock:
             extents = self._scan()
             self._verified.add(extent)  # written from bytes just checked against the server
@@ -151,6 +207,7 @@ class RangeCache:
             if old is None:
                 bisect.insort(extents, extent)
         if old is not None and old != digest:
+            _RECENT.drop((id(self), extent, old))
             self._unlink(self._path(extent, old))
 
     @staticmethod
@@ -161,6 +218,7 @@ class RangeCache:
             pass
 
     def _drop(self, extent: tuple[int, int], digest: str) -> None:
+        _RECENT.drop((id(self), extent, digest))
         self._unlink(self._path(extent, digest))
         with self._lock:
             if self._digests.get(extent) == digest:
@@ -455,7 +513,8 @@ class HttpFile:
         return self._fetch(0, self.size)
 
     def close(self) -> None:
-        pass
+        if self._cache is not None:
+            self._cache.close()
 
 
 def _strip_etag(tag: str) -> str:

@@ -1,0 +1,148 @@
+"""sources/http.py below the comparison: the shared fetching pool, prefetches into the range cache, the
+cache's entries, and the stand-in's own process (tests/hub_server.py's ``HubProcess``).
+
+Everything runs against the stand-in on 127.0.0.1; no test touches the internet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import threading
+import time
+
+import pytest
+
+from modelkin.sources import http
+
+try:
+    from .hub_server import REPO_ROOT, HubProcess, HubServer
+except ImportError:
+    from hub_server import REPO_ROOT, HubProcess, HubServer
+
+BASE = "modelkin-examples/base"
+WEIGHTS = (REPO_ROOT / "examples" / "base" / "model.safetensors").read_bytes()
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELKIN_CACHE", str(tmp_path / "mk-cache"))
+    monkeypatch.setattr(http, "COALESCE_GAP_BYTES", 256)  # the example file is small: keep its ranges apart
+    with HubServer() as server:
+        server.add_example_repos(("base",))
+        yield server
+
+
+def _file(hub, **kw) -> http.HttpFile:
+    return http.HttpFile(hub.resolve_url(BASE, "model.safetensors"), size=len(WEIGHTS), identity="test:" + hub.url, **kw)
+
+
+def _spread_ranges(n: int = 40, length: int = 1000) -> list[tuple[int, int]]:
+    """n ranges far apart (never coalesced), in no particular order."""
+    step = len(WEIGHTS) // n
+    assert step > length + http.COALESCE_GAP_BYTES
+    return [((i * 7 % n) * step, length) for i in range(n)]
+
+
+def test_prefetch_fills_the_cache_once_and_reads_then_fetch_nothing(hub):
+    ranges = _spread_ranges()
+    f = _file(hub)
+    f.prefetch(ranges)
+    assert hub.counters().count("content", "GET") == len(ranges)  # one request per range, none twice
+    assert f.stats.bytes_fetched == sum(n for _, n in ranges)
+    before = hub.counters().count()
+    got = f.read_ranges(ranges)
+    assert got == [WEIGHTS[o : o + n] for o, n in ranges]
+    f.prefetch(ranges)  # already held: no request
+    assert hub.counters().count() == before
+    f.close()
+    # Another open of the same file reads the entries from disk, verified: still no request.
+    g = _file(hub)
+    assert g.read_ranges(ranges[:3]) == [WEIGHTS[o : o + n] for o, n in ranges[:3]]
+    assert hub.counters().count() == before and g.stats.bytes_fetched == 0
+
+
+def test_cache_entries_are_one_file_named_by_their_sha256_and_a_corrupt_one_is_refetched(hub):
+    f = _file(hub)
+    f.read_ranges([(100, 5000)])
+    f.close()
+    entries = [p for p in f._cache.folder.iterdir() if not p.name.startswith(".")]
+    assert [p.name for p in entries] == [f"100-5000-{hashlib.sha256(WEIGHTS[100:5100]).hexdigest()}"]
+    data = bytearray(entries[0].read_bytes())
+    data[10] ^= 0xFF
+    entries[0].write_bytes(bytes(data))
+    g = _file(hub)
+    assert g.read_ranges([(200, 100)]) == [WEIGHTS[200:300]]  # the bad entry is dropped, the bytes fetched again
+    assert g.stats.bytes_fetched == 100 and not entries[0].exists()
+
+
+def test_an_open_file_serves_its_recent_entries_from_memory_and_forgets_them_when_closed(hub):
+    f = _file(hub)
+    f.read_ranges([(0, 4096)])
+    (entry,) = [p for p in f._cache.folder.iterdir() if not p.name.startswith(".")]
+    entry.unlink()  # gone from disk: the open file still has the bytes it fetched
+    assert f.read_ranges([(10, 20)]) == [WEIGHTS[10:30]] and f.stats.bytes_fetched == 4096
+    f.close()
+    assert not [k for k in http._RECENT._entries if k[0] == id(f._cache)]
+
+
+def test_requests_in_flight_stay_under_the_byte_budget_and_results_keep_their_order(monkeypatch):
+    monkeypatch.setattr(http, "MAX_INFLIGHT_BYTES", 1000)
+    lock, inflight, peak = threading.Lock(), [0], [0]
+
+    def fetch(offset: int, n: int) -> int:
+        with lock:
+            inflight[0] += n
+            peak[0] = max(peak[0], inflight[0])
+        time.sleep(0.002 * (offset % 3))  # finish out of order
+        with lock:
+            inflight[0] -= n
+        return offset
+
+    jobs = [(i, 300) for i in range(30)] + [(99, 5000)]  # one job larger than the budget still runs, alone
+    assert http._run_bounded(fetch, jobs, keep=True) == [o for o, _ in jobs]
+    assert 600 <= peak[0] <= 5000 and inflight[0] == 0
+    assert http._run_bounded(fetch, jobs, keep=False) == [None] * len(jobs)
+
+
+def _read_in_child(url: str, size: int, identity: str, queue) -> None:
+    queue.put(http.HttpFile(url, size=size, identity=identity).read_ranges([(8, 16), (size - 16, 16)]))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_fetches_with_its_own_pool(hub):
+    _file(hub).read_ranges(_spread_ranges(8))  # the parent's pool and clients exist
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_read_in_child, args=(hub.resolve_url(BASE, "model.safetensors"), len(WEIGHTS), "child", queue))
+    child.start()
+    child.join(30)
+    if child.is_alive():
+        child.kill()
+        child.join()
+    assert child.exitcode == 0, "the child hung or failed (a pool inherited from the parent has no threads)"
+    assert queue.get(timeout=5) == [WEIGHTS[8:24], WEIGHTS[-16:]]
+
+
+def test_stand_in_in_its_own_process_serves_and_counts(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELKIN_CACHE", str(tmp_path / "mk-cache"))
+    with HubProcess() as hub:
+        commit = hub.add_repo(BASE, REPO_ROOT / "examples" / "base")
+        assert len(commit) == 40 and hub.commit_of(BASE) == commit
+        assert hub.inject("latency", seconds=0.0) is None
+        url = f"{hub.url}/{BASE}/resolve/main/model.safetensors"
+        f = http.HttpFile(url, size=len(WEIGHTS), identity="process")
+        assert f.read_ranges([(0, 8), (1000, 24)]) == [WEIGHTS[:8], WEIGHTS[1000:1024]]
+        c = hub.counters()
+        assert c.count("resolve", "GET") == 1 and c.count("content", "GET") == 1  # neighbours: one request
+        assert c.bytes_by_kind["content"] == 1024 and c.ranges_served == 1
+        with pytest.raises(ValueError, match="unknown fault"):
+            hub.inject("no-such-fault")
+        process = hub._proc
+    assert process.poll() is not None  # closed with the block
+
+
+def test_stand_in_listens_with_a_backlog_for_many_simultaneous_connections(hub):
+    # socketserver's default (5) drops SYNs when a client opens dozens of connections at once: 1 s stalls.
+    assert all(s.request_queue_size >= 256 for s in hub._servers)
