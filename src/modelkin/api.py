@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 
 import numpy as np
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Callable
 
@@ -32,7 +32,7 @@ from .sources.digests import DigestJobs
 from .sources.http import FetchStats
 from .statistics import find_anchor, pair_evidence
 from .statistics.evidence import realign_candidates
-from .statistics.invariant import component_tests
+from .statistics.invariant import component_tests, prefetch_component_reads
 from .statistics.screening import screen
 from .verdict import judge_components, overall
 from .verdict.coverage import counted_components
@@ -170,6 +170,18 @@ def _plan(src_a: ModelSource, src_b: ModelSource, pairs: list, options: CompareO
     return plan
 
 
+def _fetch_ahead(src_a: ModelSource, src_b: ModelSource, inv_a, inv_b, vocab, counted, plan: ReadPlan,
+                 options: CompareOptions) -> Future | None:
+    """Remote models: what the invariant tests will read, fetched while the metric pass runs instead of after
+    it (none under a byte cap, whose share for the tests is known only then)."""
+    if not (src_a.remote or src_b.remote) or options.max_bytes is not None:
+        return None
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(prefetch_component_reads, src_a, src_b, inv_a, inv_b, vocab, list(counted), plan.mode == SAMPLED)
+    pool.shutdown(wait=False)
+    return future
+
+
 def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progress, started: float,
          stats: FetchStats) -> ComparisonResult:
     inv_a, inv_b, vocab, alignment, layer_maps, expert_maps = _align(src_a, src_b, options)
@@ -191,6 +203,8 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         if progress:
             progress(min(done, total), total)
 
+    counted = counted_components(inv_a, inv_b, options.components)
+    ahead = _fetch_ahead(src_a, src_b, inv_a, inv_b, vocab, counted, plan, options)
     # Hash the files on a side thread while the metric pass runs (hashlib releases the GIL), then on every
     # thread given: the files left are hashed beside the statistics.
     hashing = DigestJobs((src_a, src_b), options.digest_cache) if options.hash_files else None
@@ -211,6 +225,8 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
     finally:
         if hashing:
             hashing.cancel()
+        if ahead is not None:
+            wait([ahead])  # before the sources close, whatever happened here
 
     rows = []
     for i, (p, m, t) in enumerate(zip(pairs, metrics, tests)):
@@ -241,7 +257,8 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
             evidence_class=None if t is None else t.evidence_class,
             tests=None if t is None else {name: {"z": z, "log10_p": lp} for name, z, lp in t.by_test},
         ))
-    counted = counted_components(inv_a, inv_b, options.components)
+    if ahead is not None:
+        ahead.result()  # a failed fetch fails here as it would have below
     left = None if options.max_bytes is None else max(0, options.max_bytes - plan.planned_bytes)
     excluded = ({pairs[i].a.name for i in screened}, {pairs[i].b.name for i in screened})
     invariant = component_tests(src_a, src_b, inv_a, inv_b, vocab, list(counted), left, plan.mode == "sampled", excluded)

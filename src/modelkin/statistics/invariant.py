@@ -128,6 +128,24 @@ def component_tests(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, in
     ``excluded``: names in A and in B that screening found not to be evidence (generated, possible fixed
     buffers, duplicates): never units, never channels.
     """
+    jobs = _plan_jobs(src_a, src_b, inv_a, inv_b, vocab, components, budget, sampled, excluded)
+    _prefetch_both(src_a, src_b, list(jobs.values()))
+    return {comp: [_run(job, src_a, src_b, comp)] for comp, job in jobs.items()}
+
+
+def prefetch_component_reads(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: Inventory,
+                             vocab: VocabMap | None, components: list[str], sampled: bool = False) -> None:
+    """Fetch ahead what ``component_tests`` will read, before screening is known (a remote comparison runs
+    this beside the metric pass): planned with nothing excluded, so it reads what the tests will read
+    plus, at most, rows of tensors screening then leaves out. No byte cap: call it only without one."""
+    if src_a.remote or src_b.remote:
+        jobs = _plan_jobs(src_a, src_b, inv_a, inv_b, vocab, components, None, sampled, (set(), set()))
+        _prefetch_both(src_a, src_b, list(jobs.values()))
+
+
+def _plan_jobs(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: Inventory, vocab: VocabMap | None,
+               components: list[str], budget: int | None, sampled: bool, excluded: tuple[set[str], set[str]]) -> dict:
+    """Component name -> the job that tests it, every read planned."""
     policy_rows = DEFAULT_SAMPLE
     entries = {c: ([e for e in inv_a.tensors if e.component == c and _usable(src_a, e, excluded[0])],
                    [e for e in inv_b.tensors if e.component == c and _usable(src_b, e, excluded[1])])
@@ -157,8 +175,7 @@ def component_tests(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, in
                     f"not run: its reads ({need:,} bytes) exceed what the byte cap leaves ({budget:,} bytes)")))
             else:
                 budget -= need
-    _prefetch_both(src_a, src_b, list(jobs.values()))
-    return {comp: [_run(job, src_a, src_b, comp)] for comp, job in jobs.items()}
+    return jobs
 
 
 def _prefetch_both(src_a: ModelSource, src_b: ModelSource, jobs: list) -> None:
