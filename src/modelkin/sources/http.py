@@ -1,11 +1,13 @@
 """HTTP ranges as a transport: a remote file read piece by piece, never downloaded whole.
 
-``HttpFile`` answers the ``Transport`` protocol with ``Range: bytes=a-b`` requests through clients made
-by huggingface_hub's HTTP client factory (its proxies, headers and redirects; the Hub answers a resolve
-URL with a redirect to its content store). Ranges are fetched by one process-wide pool of worker
-threads, each with its own client and kept-alive connection: one client shared by dozens of threads
-serialises them on its connection pool's lock (measured: most of a sampled read's client time). Every response is checked before a byte is used: status 206 (or 200 for a
-whole-file read), a ``Content-Range`` that names exactly the bytes asked for, a body of exactly that
+``HttpFile`` answers the ``Transport`` protocol with ``Range: bytes=a-b`` requests made with
+huggingface_hub's HTTP library (httpx), as its own session makes them: its headers (token, user agent),
+redirects followed (the Hub answers a resolve URL with a redirect to its content store), proxies and
+certificates from the environment. Ranges are fetched by one process-wide pool of threads, each with its
+own client and kept-alive connection: one client shared by dozens of threads serialises them on its
+connection pool's lock (profiled: most samples of a sampled read's request threads waited on it).
+Every response is checked before a byte is used: status 206 (or 200 for a whole-file read), a
+``Content-Range`` that names exactly the bytes asked for, a body of exactly that
 length, and the file's ETag unchanged since the header was read. Transient failures (dropped connections,
 timeouts, 429 and 5xx answers, short bodies) are retried a bounded number of times with backoff; anything
 else — 401/403/404/416, a mismatched range, a changed file — is one ``RemoteError`` naming the URL.
