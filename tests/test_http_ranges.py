@@ -146,3 +146,48 @@ def test_stand_in_in_its_own_process_serves_and_counts(tmp_path, monkeypatch):
 def test_stand_in_listens_with_a_backlog_for_many_simultaneous_connections(hub):
     # socketserver's default (5) drops SYNs when a client opens dozens of connections at once: 1 s stalls.
     assert all(s.request_queue_size >= 256 for s in hub._servers)
+
+
+def test_reads_during_a_background_prefetch_get_their_bytes_first_and_nothing_twice(hub):
+    f = _file(hub)
+    with f.in_background():
+        f.prefetch([(0, len(WEIGHTS))])  # returns at once
+    assert f._ahead is not None
+    got = f.read_ranges([(len(WEIGHTS) - 3000, 3000), (5, 10)])  # far ahead of the background's order
+    assert got == [WEIGHTS[-3000:], WEIGHTS[5:15]]
+    for t in f._ahead.threads:
+        t.join(30)
+    assert all(state == "done" for state in f._ahead.state.values())
+    assert f.read_ranges([(0, len(WEIGHTS))]) == [WEIGHTS]
+    assert f.stats.bytes_fetched == len(WEIGHTS) == hub.counters().bytes_by_kind["content"]
+    f.close()
+    assert f._ahead is None
+
+
+def test_a_background_prefetch_skips_what_the_cache_holds(hub):
+    f = _file(hub)
+    f.read_ranges([(1000, 2000), (300_000, 500)])
+    with f.in_background():
+        f.prefetch([(0, len(WEIGHTS))])
+    assert sorted(f._ahead.jobs) == [(0, 1000), (3000, 297_000), (300_500, len(WEIGHTS) - 300_500)]
+    f.close()
+
+
+def test_a_failing_background_prefetch_leaves_each_read_its_own_answer(hub, monkeypatch):
+    monkeypatch.setattr(http, "BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(http, "MAX_REQUEST_BYTES", 64 << 10)
+    f = _file(hub)
+    f.read_ranges([(0, 8)])  # the content URL is known: later requests go to the content host only
+    storm = hub.inject("status", code=503, kind="content")  # every background request gives up
+    with f.in_background():
+        f.prefetch([(0, len(WEIGHTS))])
+    for t in f._ahead.threads:
+        t.join(30)
+    assert f._ahead.stopped  # stopped at the first failure; the reads fetch for themselves
+    assert sum(state != "done" for state in f._ahead.state.values()) > 0
+    storm.remove()
+    assert f.read_ranges([(100_000, 50), (len(WEIGHTS) - 10, 10)]) == [WEIGHTS[100_000:100_050], WEIGHTS[-10:]]
+    hub.inject("status", code=404, kind="content")
+    with pytest.raises(http.RemoteError, match="404"):
+        f.read_ranges([(len(WEIGHTS) // 2 + 7, 10)])
+    f.close()

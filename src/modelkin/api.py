@@ -126,8 +126,14 @@ def _read_mode(src_a: ModelSource, src_b: ModelSource, options: CompareOptions) 
 
 def _prefetch(src: ModelSource, inv: Inventory, options: CompareOptions, mode: str) -> None:
     """A remote model's bytes that the comparison will read, fetched together (coalesced, in parallel)."""
-    if src.remote:
-        src.prefetch_rows(prefetch_requests(inv.tensors, set(options.components or ()), mode, options.sample_policy))
+    if not src.remote:
+        return
+    components = set(options.components or ())
+    # The sampled rows first (what alignment reads); a full read then fetches every other byte beside the
+    # comparison, which reads each range as soon as it has arrived.
+    src.prefetch_rows(prefetch_requests(inv.tensors, components, SAMPLED, options.sample_policy))
+    if mode == FULL:
+        src.prefetch_rows(prefetch_requests(inv.tensors, components, FULL, options.sample_policy), background=True)
 
 
 def _align(src_a: ModelSource, src_b: ModelSource, options: CompareOptions):
@@ -164,7 +170,7 @@ def _plan(src_a: ModelSource, src_b: ModelSource, pairs: list, options: CompareO
         ids = {id(p) for p in held}
         plan = replace(plan, pairs=tuple(held), not_held=tuple(p for p in plan.pairs if id(p) not in ids))
     for src, side in ((src_a, "a"), (src_b, "b")):
-        if src.remote:
+        if src.remote and plan.mode != FULL:  # a full read's prefetch already holds or fetches every byte
             src.prefetch_rows([(info, np.arange(info.shape[0])) for p in plan.pairs
                                if (info := getattr(p, side).info).shape and info.n_bytes])
     return plan

@@ -24,7 +24,8 @@ import os
 import re
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -42,6 +43,7 @@ READ_TIMEOUT_SECONDS = 30.0
 COALESCE_GAP_BYTES = 64 << 10  # ranges closer than this are fetched in one request
 STREAM_REQUEST_BYTES = 16 << 20  # one request of a full streaming pass
 MAX_REQUEST_BYTES = 16 << 20  # coalesced ranges are split into requests of at most this size
+BACKGROUND_STREAMS = 2  # requests in flight per file of a prefetch that runs beside the reads (a full read)
 RECENT_BYTES = 128 << 20  # cache entries also kept in memory (all files together), most recent first
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(-?\d+)/")
@@ -134,6 +136,23 @@ class RangeCache:
         while i >= 0 and extents[i][0] + extents[i][1] <= pos and extents[i][0] > pos - MAX_REQUEST_BYTES:
             i -= 1  # an earlier, longer entry may still cover pos
         return extents[i] if i >= 0 and extents[i][0] <= pos < extents[i][0] + extents[i][1] else None
+
+    def missing(self, offset: int, n: int) -> list[tuple[int, int]]:
+        """The parts of [offset, offset+n) no entry holds, in order."""
+        out, pos, end = [], offset, offset + n
+        with self._lock:
+            extents = self._scan()
+            i = bisect.bisect_left(extents, (offset - MAX_REQUEST_BYTES, 0))
+            while i < len(extents) and extents[i][0] < end:
+                o, m = extents[i]
+                if o + m > pos:
+                    if o > pos:
+                        out.append((pos, o - pos))
+                    pos = o + m
+                i += 1
+        if pos < end:
+            out.append((pos, end - pos))
+        return out
 
     def holds(self, offset: int, n: int) -> bool:
         """Whether entries cover bytes [offset, offset+n) (their contents are checked when read)."""
@@ -333,6 +352,83 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return (httpx.TransportError, httpx.DecodingError, OSError)
 
 
+class _Background:
+    """A long prefetch (a full read: the whole file) that runs while the file is being read.
+
+    ``BACKGROUND_STREAMS`` requests at a time go out in file order; a read needing a queued request makes
+    it itself at once, and a read needing one in flight waits for it: the reads get their bytes first
+    while the background keeps the link busy with the rest, and no byte is fetched twice.
+    """
+
+    def __init__(self, file: "HttpFile", jobs: list[tuple[int, int]]):
+        self.file = file
+        self.cond = threading.Condition()
+        self.jobs = sorted(jobs)
+        self.starts = [o for o, _ in self.jobs]
+        self.state = {j: "queued" for j in self.jobs}
+        self.order: deque = deque(self.jobs)
+        self.stopped = False
+        self.threads = [threading.Thread(target=self._drive, daemon=True, name="modelkin-http-ahead")
+                        for _ in range(min(BACKGROUND_STREAMS, len(self.jobs)))]
+        for t in self.threads:
+            t.start()
+
+    def _next(self) -> tuple[int, int] | None:
+        with self.cond:
+            while not self.stopped and self.order:
+                job = self.order.popleft()
+                if self.state[job] == "queued":
+                    self.state[job] = "in flight"
+                    return job
+            return None
+
+    def _drive(self) -> None:
+        while (job := self._next()) is not None:
+            try:
+                self.file._fetch_now(*job)
+            except BaseException:  # noqa: BLE001 -- the reads fetch for themselves, and report what fails
+                with self.cond:
+                    self.stopped = True
+            finally:
+                with self.cond:
+                    self.state[job] = "done"
+                    self.cond.notify_all()
+
+    def wait_for(self, offset: int, n: int) -> bool:
+        """Make sure the background's requests overlapping [offset, offset+n) are done: queued ones are
+        fetched here and now (the reader needs them first), ones in flight waited for; whether there were any."""
+        with self.cond:
+            i = max(0, bisect.bisect_right(self.starts, offset) - 1)
+            mine, claimed = [], []
+            while i < len(self.jobs) and self.jobs[i][0] < offset + n:
+                job = self.jobs[i]
+                if job[0] + job[1] > offset and self.state[job] != "done":
+                    mine.append(job)
+                    if self.state[job] == "queued" and not self.stopped:
+                        self.state[job] = "in flight"
+                        claimed.append(job)
+                i += 1
+        try:
+            for job in claimed:
+                self.file._fetch_now(*job)
+        finally:
+            with self.cond:
+                for job in claimed:
+                    self.state[job] = "done"
+                self.cond.notify_all()
+        with self.cond:
+            while not self.stopped and any(self.state[j] != "done" for j in mine):
+                self.cond.wait()
+        return bool(mine)
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
+        for t in self.threads:
+            t.join()
+
+
 class HttpFile:
     """One remote file as a ``Transport``."""
 
@@ -350,6 +446,8 @@ class HttpFile:
         self.offline = offline
         self._content_url: str | None = None  # where the first answer was redirected to (the Hub's CDN)
         self._cache = RangeCache(identity or f"{url}#{etag}") if cache else None
+        self._ahead: _Background | None = None  # a prefetch running beside the reads
+        self._ahead_next = False  # the next prefetch runs in the background (``in_background``)
         self.size = size if size is not None else self._head_size()
 
     # -- one request ----------------------------------------------------------------------------
@@ -428,19 +526,32 @@ class HttpFile:
 
     def _fetch(self, offset: int, n: int, keep: bool = True) -> bytes | None:
         """Bytes [offset, offset+n), from the cache when it holds them (``keep=False``: only make sure it
-        does; nothing is read back)."""
+        does; nothing is read back). Bytes a background prefetch is about to fetch are waited for."""
         if n <= 0:
             return b""
         if offset < 0 or offset + n > self.size:
             raise self._fail(f"bytes {offset}..{offset + n} lie past the end of the {self.size}-byte file")
-        if self._cache is not None:
-            if not keep and self._cache.holds(offset, n):
-                self.stats.add(cached=n)
-                return None
-            data = self._cache.get(offset, n)
-            if data is not None:
-                self.stats.add(cached=n)
-                return data
+        for attempt in (0, 1):
+            if self._cache is not None:
+                if not keep and self._cache.holds(offset, n):
+                    self.stats.add(cached=n)
+                    return None
+                data = self._cache.get(offset, n)
+                if data is not None:
+                    self.stats.add(cached=n)
+                    return data
+            ahead = self._ahead
+            if attempt or ahead is None or not ahead.wait_for(offset, n):
+                break
+        return self._download(offset, n)
+
+    def _fetch_now(self, offset: int, n: int) -> None:
+        """A background request: into the cache unless it holds the bytes already."""
+        if self._cache is not None and self._cache.holds(offset, n):
+            return
+        self._download(offset, n)
+
+    def _download(self, offset: int, n: int) -> bytes:
         if self.offline:
             raise self._fail(f"HF_HUB_OFFLINE is set and bytes {offset}..{offset + n} were never fetched into the cache")
         data = self._request(offset, n).content
@@ -489,9 +600,24 @@ class HttpFile:
     def prefetch(self, ranges: Sequence[tuple[int, int]]) -> None:
         """Fetch these ranges into the cache (coalesced, in parallel) for reads to come, holding none of them
         in memory (a full read's prefetch is the whole file). Without a cache there is nothing to keep."""
+        background, self._ahead_next = self._ahead_next, False
         if self._cache is None or self.offline:
             return
-        _run_bounded(lambda o, n: self._fetch(o, n, keep=False), self._requests_for(ranges), keep=False)
+        jobs = self._requests_for(ranges)
+        if background and self._ahead is None:  # only what no entry holds yet (a sampled prefetch's rows)
+            self._ahead = _Background(self, [m for j in jobs for m in self._cache.missing(*j)])
+            return
+        _run_bounded(lambda o, n: self._fetch(o, n, keep=False), jobs, keep=False)
+
+    @contextmanager
+    def in_background(self):
+        """A prefetch made inside this block returns at once and runs beside the reads that follow (one
+        such prefetch per file; the reads wait for the bytes it is about to fetch, never fetch them twice)."""
+        self._ahead_next = True
+        try:
+            yield self
+        finally:
+            self._ahead_next = False
 
     def stream(self, offset: int, n_bytes: int, piece_bytes: int) -> Iterator[np.ndarray]:
         """Pieces of a long range; the next request is in flight while a piece is used."""
@@ -515,6 +641,9 @@ class HttpFile:
         return self._fetch(0, self.size)
 
     def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead.stop()
+            self._ahead = None
         if self._cache is not None:
             self._cache.close()
 

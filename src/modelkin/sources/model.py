@@ -147,8 +147,10 @@ class ModelSource:
         """Rows r0:r1, columns c0:c1 of a 2-D tensor (stored orientation), decoded."""
         return self.read_rows(info.columns(c0, c1), np.arange(r0, r1))
 
-    def prefetch_rows(self, requests: list[tuple[TensorInfo, np.ndarray]]) -> None:
-        """Hint: these rows will be read soon (a remote source fetches them together, in parallel)."""
+    def prefetch_rows(self, requests: list[tuple[TensorInfo, np.ndarray]], background: bool = False) -> None:
+        """Hint: these rows will be read soon (a remote source fetches them together, in parallel).
+        ``background``: return at once and fetch them beside the reads that follow (a full read: the reads
+        start as their bytes arrive instead of after the last one)."""
         by_file: dict[str, list] = {}
         for info, rows in requests:
             row_len = self._row_len(info)
@@ -159,7 +161,11 @@ class ModelSource:
             stats = getattr(f.transport, "stats", None)
             if stats is not None:
                 stats.planned += sum(i.dtype.n_bytes(c) or 0 for i, _, c in spans)
-            f.prefetch(spans)
+            if background and hasattr(f.transport, "in_background"):
+                with f.transport.in_background():
+                    f.prefetch(spans)
+            else:
+                f.prefetch(spans)
 
     def iter_chunks(self, info: TensorInfo, chunk_elems: int) -> Iterator[tuple[int, np.ndarray]]:
         """(start, decoded chunk) pairs covering the tensor in order."""
