@@ -191,3 +191,40 @@ def test_a_failing_background_prefetch_leaves_each_read_its_own_answer(hub, monk
     with pytest.raises(http.RemoteError, match="404"):
         f.read_ranges([(len(WEIGHTS) // 2 + 7, 10)])
     f.close()
+
+
+def test_a_capped_full_remote_compare_fetches_what_the_plan_keeps(tmp_path, monkeypatch):
+    """--full --max-bytes: the cap decides what is fetched (no background fetch of every byte)."""
+    import json
+
+    import ml_dtypes
+    from safetensors.numpy import save_file
+
+    import modelkin
+
+    try:
+        from . import builders
+        from .hub_server import patch_hf_endpoint
+    except ImportError:
+        import builders
+        from hub_server import patch_hf_endpoint
+
+    dims = dict(hidden=512, ffn=1408, vocab=1024, layers=2, v_hidden=512, v_ffn=1408, v_depth=2)
+    with HubServer() as server:
+        total = 0
+        for seed, name in ((1, "donor"), (2, "other")):
+            folder = tmp_path / name
+            folder.mkdir()
+            tensors = {k: v.astype(ml_dtypes.bfloat16) for k, v in builders.vlm_tensors(seed, **dims).items()}
+            total += sum(v.nbytes for v in tensors.values())
+            save_file(tensors, str(folder / "model.safetensors"))
+            (folder / "config.json").write_text(json.dumps(builders.vlm_config(**dims)))
+            server.add_repo(f"cap/{name}", folder)
+        patch_hf_endpoint(monkeypatch, server.url)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+        monkeypatch.setenv("MODELKIN_CACHE", str(tmp_path / "mk-cache"))
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        r = modelkin.compare("cap/donor", "cap/other", read_mode="full", max_bytes=total // 10)
+    assert r.reads.left_out and r.reads.planned_bytes <= total // 10
+    # What the plan keeps, plus the sampled rows alignment reads and the headers: far from every byte.
+    assert 0 < r.reads.remote_bytes_fetched <= total // 4, (r.reads.remote_bytes_fetched, total)

@@ -132,7 +132,7 @@ def _prefetch(src: ModelSource, inv: Inventory, options: CompareOptions, mode: s
     # The sampled rows first (what alignment reads); a full read then fetches every other byte beside the
     # comparison, which reads each range as soon as it has arrived.
     src.prefetch_rows(prefetch_requests(inv.tensors, components, SAMPLED, options.sample_policy))
-    if mode == FULL:
+    if mode == FULL and options.max_bytes is None:  # capped: the plan decides what is fetched (``_plan``)
         src.prefetch_rows(prefetch_requests(inv.tensors, components, FULL, options.sample_policy), background=True)
 
 
@@ -170,7 +170,7 @@ def _plan(src_a: ModelSource, src_b: ModelSource, pairs: list, options: CompareO
         ids = {id(p) for p in held}
         plan = replace(plan, pairs=tuple(held), not_held=tuple(p for p in plan.pairs if id(p) not in ids))
     for src, side in ((src_a, "a"), (src_b, "b")):
-        if src.remote and plan.mode != FULL:  # a full read's prefetch already holds or fetches every byte
+        if src.remote and (plan.mode != FULL or options.max_bytes is not None):  # else fetched in the background
             src.prefetch_rows([(info, np.arange(info.shape[0])) for p in plan.pairs
                                if (info := getattr(p, side).info).shape and info.n_bytes])
     return plan
