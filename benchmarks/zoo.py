@@ -92,6 +92,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=None, help="where the zoos are built (default: OUT/zoos)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--bench-jobs", type=int, default=None, help="processes per bench (default: --jobs)")
     ap.add_argument("--sizes", default="full,hard,null")
     ap.add_argument("--build-deadline", type=float, default=1e9, help="seconds after which unfinished builds stop")
     ap.add_argument("--deadline", type=float, default=1e9, help="seconds after which unfinished benches stop")
@@ -121,7 +122,7 @@ def main() -> int:
     summary = {"seed": args.seed, "jobs": args.jobs, "cpus": os.cpu_count(), "zoos": {}}
     for s in sizes:
         zoo = work / f"{s}-seed{args.seed}"
-        bench = run_bench(s, zoo, args.out, args.jobs, args.deadline - (time.perf_counter() - t0))
+        bench = run_bench(s, zoo, args.out, args.bench_jobs or args.jobs, args.deadline - (time.perf_counter() - t0))
         summary["zoos"][s] = {"build_seconds": build_seconds[s], "bench": bench, **summarize(s, zoo, args.out, args.seed)}
         print(json.dumps({s: summary["zoos"][s]}, indent=1), flush=True)
     summary["total_seconds"] = round(time.perf_counter() - t0, 1)
