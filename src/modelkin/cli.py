@@ -118,7 +118,7 @@ def _gate(verdict: str, fail_on: list[Verdict] | None, quiet: bool) -> None:
 @app.command()
 def compare(
     ctx: typer.Context,
-    a: str = typer.Argument(..., metavar="A", help="Model A: a weights file (.safetensors, .gguf, .bin, .pt, .pth), a model folder, a Hub id (org/name) or an https:// URL."),
+    a: str = typer.Argument(..., metavar="A", help="Model A: a weights file (.safetensors, .gguf, .bin, .pt, .pth, .onnx), a model folder, a Hub id (org/name; org/name:Q4_K_M or org/name/path/in/repo.gguf picks one file) or an https:// URL."),
     b: str = typer.Argument(..., metavar="B", help="Model B."),
     json_out: Optional[str] = typer.Option(None, "--json", metavar="PATH", help="Write the JSON report to PATH ('-' for stdout)."),
     html_out: Optional[str] = typer.Option(None, "--html", metavar="PATH", help="Write the self-contained HTML report to PATH."),
@@ -195,7 +195,7 @@ def report(
 
 @app.command()
 def inspect(
-    a: str = typer.Argument(..., help="A weights file, a model folder, a Hub id (org/name) or an https:// URL."),
+    a: str = typer.Argument(..., help="A weights file, a model folder, a Hub id (org/name, org/name:QUANT, org/name/path/in/repo) or an https:// URL."),
     json_out: Optional[str] = typer.Option(None, "--json", metavar="PATH", help="Write the inventory as JSON to PATH ('-' for stdout)."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)."),
     tensors: bool = typer.Option(False, "--tensors", help="Also list every tensor with its stored type and shape."),
