@@ -290,3 +290,70 @@ def test_audit_cli_writes_json_and_html(zoo_fps, repo_root, tmp_path, capsys):
     page = (tmp_path / "a.html").read_text()
     assert "default-src 'none'" in page and "http://" not in page and "https://" not in page
     assert json.loads((tmp_path / "a.json").read_text())["components"]
+
+
+# -- the fingerprint's size: planned from shapes, flat in the model's size -----------------------------------
+
+
+def test_planned_fingerprint_size_is_flat_from_7b_to_70b():
+    from modelkin.index.fingerprint import llama_like, planned_size
+    from modelkin.sampling import DEFAULT_SAMPLE
+
+    sizes, plans, headers = {}, {}, {}
+    for name, shape in {"7B": dict(hidden=4096, layers=32, ffn=11008, vocab=32000),
+                        "70B": dict(hidden=8192, layers=80, ffn=28672, vocab=128256, kv_heads=8)}.items():
+        tensors, config = llama_like(**shape)
+        vocab = {f"tok{i}": i for i in range(shape["vocab"])}
+        sizes[name], plans[name] = planned_size(tensors, config, vocab=vocab)
+        headers[name] = sizes[name] - plans[name].payload_bytes
+    assert sizes["7B"] <= 16_000_000
+    # The 70B's fingerprint is no larger than the 7B's plus its larger header (vocabulary, tensor list).
+    assert sizes["70B"] <= sizes["7B"] + (headers["70B"] - headers["7B"])
+    assert plans["70B"].payload_bytes <= 14 << 20 and plans["7B"].payload_bytes <= 14 << 20
+    assert 1 <= plans["70B"].k < plans["7B"].k < 32
+    assert plans["7B"].by_role["basis"] == 256 * 4096 * 2 - 16 * 4096 * 2 * 0  # 256 token rows, bf16 kept as bf16
+    # The unbudgeted 1 %-of-rows sample (fingerprint version 1) was ten times larger at 7B and grew with the model.
+    tensors, config = llama_like(hidden=4096, layers=32, ffn=11008, vocab=32000)
+    assert planned_size(tensors, config, DEFAULT_SAMPLE)[0] > 10 * sizes["7B"]
+
+
+def test_planned_size_is_the_written_size(repo_root, tmp_path):
+    from modelkin.index.fingerprint import planned_size
+
+    policy = SamplePolicy(fraction=0.0, min_rows=16, block_rows=16, small_bytes=0, max_layers=1)
+    for m in ("base", "vlm-donor"):
+        made = make_fingerprint(repo_root / "examples" / m, tmp_path / f"{m}.mkfp", policy=policy, hash_files=False)
+        with open_model(repo_root / "examples" / m) as src:
+            from modelkin.alignment.vocab import load_vocab
+
+            planned, plan = planned_size(dict(sorted(src.tensors.items())), src.config, policy, load_vocab(src))
+        assert made.kept_bytes == plan.payload_bytes
+        assert abs(made.n_bytes - planned) < 600  # the header's source record and date differ, nothing else
+
+
+def test_budgeted_fingerprint_reads_k_layers_and_compares_as_the_models(repo_root, tmp_path):
+    ex = repo_root / "examples"
+    policy = SamplePolicy(fraction=0.0, min_rows=16, block_rows=16, small_bytes=0, max_layers=1)
+    fa = make_fingerprint(ex / "base", tmp_path / "a.mkfp", policy=policy).path
+    fb = make_fingerprint(ex / "finetuned", tmp_path / "b.mkfp", policy=policy).path
+    fp = modelkin.compare(fa, fb)
+    models = modelkin.compare(ex / "base", ex / "finetuned", read_mode="sampled", sample_policy=policy)
+    assert fp.verdict == models.verdict == "related"
+    assert fp.components["text"].log10_p == pytest.approx(models.components["text"].log10_p, abs=1e-9)
+    from modelkin.sampling import choose_layers
+
+    (kept,) = choose_layers("text", [0, 1], 1)
+    assert {t.layer_a for t in fp.tensors if t.layer_a is not None} == {kept}  # one of the two layers
+    assert any("only some layers were read" in n and "1 of 2 text layers" in n for n in fp.notes)
+    assert not any("does not hold" in n for n in fp.notes)
+    with open_model(fa) as src:  # the other layer's tensors are in the header, with no rows
+        f = src.files[0]
+        other = f"model.layers.{1 - kept}.mlp.up_proj.weight"
+        assert f.stored_rows(other).size == 0 and src.tensors[other].shape == (128, 64)
+
+
+def test_an_old_version_fingerprint_gives_one_line(zoo_fps, repo_root, tmp_path, capsys):
+    bad = _rewrite(zoo_fps[repo_root / "examples/base"], tmp_path / "v1.mkfp", lambda h: h.update(version=1))
+    assert main(["compare", str(bad), str(repo_root / "examples/base")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "version 1 is not supported" in err and "make the fingerprint again" in err

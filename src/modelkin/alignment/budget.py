@@ -72,7 +72,9 @@ def plan_layers(entries: tuple[TensorEntry, ...] | list[TensorEntry], policy: Sa
     for e in entries:
         by_comp.setdefault(e.component, []).append(e)
     layers = {c: tuple(sorted({e.layer for e in es if e.layer is not None})) for c, es in by_comp.items()}
-    whole = {c for c, es in by_comp.items() if sum(e.info.n_bytes for e in es) <= policy.whole_bytes}
+    total = sum(e.info.n_bytes for e in entries)
+    whole = {c for c, es in by_comp.items() if sum(e.info.n_bytes for e in es) <= policy.whole_bytes
+             or (policy.budget_bytes is not None and total <= policy.budget_bytes)}  # what fits is kept whole
     fixed, per_layer = 0, 0.0
     for c, es in by_comp.items():
         if c in whole:
@@ -80,7 +82,10 @@ def plan_layers(entries: tuple[TensorEntry, ...] | list[TensorEntry], policy: Sa
             continue
         fixed += sum(held_bytes(e, policy) + basis_rows_bytes(e, policy) for e in es if e.layer is None)
         if layers[c]:
-            per_layer += sum(held_bytes(e, policy) for e in es if e.layer is not None) / len(layers[c])
+            # An FFN unit is a gate row and an up row read at the gate's sample: up holds a second block.
+            gated = any(e.role == "mlp.gate" for e in es)
+            per_layer += sum(held_bytes(e, policy) * (2 if gated and e.role == "mlp.up" else 1)
+                             for e in es if e.layer is not None) / len(layers[c])
     k = max((len(v) for v in layers.values()), default=0)
     if policy.budget_bytes is not None and per_layer > 0:
         k = min(k, max(1, int((policy.budget_bytes - fixed) // per_layer)))

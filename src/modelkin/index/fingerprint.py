@@ -88,9 +88,16 @@ def plan_fingerprint(src, policy: SamplePolicy = FINGERPRINT_SAMPLE) -> Fingerpr
     from ..inventory import build_inventory
     from ..statistics.screening import window_spans
 
+    from ..statistics.shared_basis import plan_units
+
     inv = build_inventory(src)
     layers = plan_layers(inv.tensors, policy)
     kept = {e.name: e for e in restrict(inv, layers).tensors}
+    # Rows the shared-basis test reads as units (an FFN unit's gate and up rows are read at the gate's sample).
+    unit_rows: dict[str, set[int]] = {}
+    for comp in {e.component for e in kept.values()}:
+        for info, r in plan_units([e for e in kept.values() if e.component == comp], None, policy).requests():
+            unit_rows.setdefault(info.name, set()).update(np.asarray(r).tolist())
     whole_comps = {c for c, ls in (layers.chosen.items() if layers else ()) if ls is None and layers.layers[c]}
     rows: dict[str, np.ndarray | None] = {}
     by_role: dict[str, int] = {}
@@ -108,7 +115,7 @@ def plan_fingerprint(src, policy: SamplePolicy = FINGERPRINT_SAMPLE) -> Fingerpr
             rows[name] = None
             held = n
         else:
-            marks = set(own.tolist())
+            marks = set(own.tolist()) | unit_rows.get(name, set())
             if e.role == "embedding" and len(info.shape) == 2:
                 extra = set(token_blocks(n).tolist()) - marks
                 basis = len(extra)
@@ -144,6 +151,27 @@ def planned_size(tensors: dict[str, TensorInfo], config: dict | None = None, pol
     head["__metadata__"] = {MAGIC_KEY: json.dumps(header, separators=(",", ":"))}
     text = json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return 8 + len(text) + (-len(text) % 8) + off, plan
+
+
+def llama_like(hidden: int, layers: int, ffn: int, vocab: int, kv_heads: int | None = None, head_dim: int = 128,
+               dtype: str = "BF16") -> tuple[dict[str, TensorInfo], dict]:
+    """(tensor headers, config) of a Llama-shaped model: what ``planned_size`` needs, without any weights."""
+    from ..sources.dtypes import lookup
+
+    dt = lookup(dtype)
+    kv = (kv_heads or hidden // head_dim) * head_dim
+    shapes = {"model.embed_tokens.weight": (vocab, hidden), "lm_head.weight": (vocab, hidden), "model.norm.weight": (hidden,)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes.update({p + "self_attn.q_proj.weight": (hidden, hidden), p + "self_attn.k_proj.weight": (kv, hidden),
+                       p + "self_attn.v_proj.weight": (kv, hidden), p + "self_attn.o_proj.weight": (hidden, hidden),
+                       p + "mlp.gate_proj.weight": (ffn, hidden), p + "mlp.up_proj.weight": (ffn, hidden),
+                       p + "mlp.down_proj.weight": (hidden, ffn), p + "input_layernorm.weight": (hidden,),
+                       p + "post_attention_layernorm.weight": (hidden,)})
+    tensors = {n: TensorInfo(n, dt, s, "model.safetensors", 0, dt.n_bytes(int(np.prod(s)))) for n, s in shapes.items()}
+    config = {"model_type": "llama", "hidden_size": hidden, "num_hidden_layers": layers, "intermediate_size": ffn,
+              "vocab_size": vocab, "num_attention_heads": hidden // head_dim, "num_key_value_heads": kv // head_dim}
+    return tensors, config
 
 
 def _runs(rows: np.ndarray) -> list[list[int]]:
