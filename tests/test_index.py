@@ -23,8 +23,9 @@ from modelkin.sampling import SamplePolicy
 from modelkin.sources import open_model
 from modelkin.sources.fingerprint_format import MAGIC_KEY
 
-# Sample every tensor, however small (the zoo's models are tiny: the default policy keeps them whole).
-AGGRESSIVE = SamplePolicy(fraction=0.01, min_rows=32, block_rows=16, small_bytes=0)
+# The default fingerprint policy keeps the zoo's tiny models whole (they fit its byte budget). This budgeted policy
+# samples every tensor however small, in 2 layers per component: the regime of a large model's fingerprint.
+BUDGET = SamplePolicy(fraction=0.0, min_rows=32, block_rows=16, small_bytes=0, max_layers=2, whole_bytes=0)
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
@@ -40,36 +41,61 @@ def _pairs(smoke_zoo, repo_root):
     return pairs
 
 
-@pytest.fixture(scope="module")
-def zoo_fps(smoke_zoo, repo_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("fps")
+def _fingerprints(smoke_zoo, repo_root, out, policy=None):
     fps = {}
     for a, b, _ in _pairs(smoke_zoo, repo_root):
         for m in (a, b):
             if m not in fps:
-                fps[m] = Path(make_fingerprint(m, out / f"{m.parent.name}-{m.name}.mkfp", policy=AGGRESSIVE).path)
+                kw = {} if policy is None else {"policy": policy}
+                fps[m] = Path(make_fingerprint(m, out / f"{m.parent.name}-{m.name}.mkfp", **kw).path)
     return fps
 
 
+@pytest.fixture(scope="module")
+def zoo_fps(smoke_zoo, repo_root, tmp_path_factory):
+    """Fingerprints with the default policy."""
+    return _fingerprints(smoke_zoo, repo_root, tmp_path_factory.mktemp("fps"))
+
+
+@pytest.fixture(scope="module")
+def budget_fps(smoke_zoo, repo_root, tmp_path_factory):
+    """Fingerprints that hold samples only (``BUDGET``)."""
+    return _fingerprints(smoke_zoo, repo_root, tmp_path_factory.mktemp("bfps"), BUDGET)
+
+
 def test_fingerprint_compare_gives_the_models_verdicts(zoo_fps, smoke_zoo, repo_root):
-    sampled_any = 0
     for a, b, _ in _pairs(smoke_zoo, repo_root):
         full = modelkin.compare(a, b, read_mode="full")
-        sampled = modelkin.compare(a, b, read_mode="sampled", sample_policy=AGGRESSIVE)
         fp = modelkin.compare(zoo_fps[a], zoo_fps[b])
         mixed = modelkin.compare(zoo_fps[a], b)
         assert _verdicts(fp) == _verdicts(full) and fp.verdict == full.verdict, (a.name, b.name)
         assert _verdicts(mixed) == _verdicts(full), (a.name, b.name)
-        # Exactly the sampled compare: the same rows give the same numbers.
-        for c in fp.components:
-            assert fp.components[c].log10_p == pytest.approx(sampled.components[c].log10_p, abs=1e-9)
         assert not fp.reads.left_out and fp.reads.mode == "sampled"
+
+
+def test_sampled_fingerprints_compare_exactly_as_the_models_sampled_alike(budget_fps, smoke_zoo, repo_root):
+    """A fingerprint holding samples gives the numbers of the models compared with its policy; against the full
+    compare it may lose power (inconclusive), never flip related and independent."""
+    sampled_any = 0
+    for a, b, _ in _pairs(smoke_zoo, repo_root):
+        full = modelkin.compare(a, b, read_mode="full")
+        sampled = modelkin.compare(a, b, read_mode="sampled", sample_policy=BUDGET)
+        fp = modelkin.compare(budget_fps[a], budget_fps[b])
+        mixed = modelkin.compare(a, budget_fps[b])
+        for r in (fp, mixed):
+            assert _verdicts(r) == _verdicts(sampled), (a.name, b.name)
+            for c in r.components:
+                assert r.components[c].log10_p == pytest.approx(sampled.components[c].log10_p, abs=1e-9)
+            assert not any("does not hold" in n for n in r.notes), (a.name, b.name, r.notes)
+        for c, v in _verdicts(fp).items():
+            assert v in (full.components[c].verdict, "inconclusive"), (a.name, b.name, c)
         sampled_any += fp.reads.planned_bytes < fp.reads.full_bytes
     assert sampled_any >= 10
 
 
-def test_fingerprint_records_provenance_and_is_small(zoo_fps, repo_root, tmp_path):
+def test_fingerprint_records_provenance_and_is_small(budget_fps, repo_root, tmp_path):
     base = repo_root / "examples/base"
+    zoo_fps = budget_fps
     src = open_model(zoo_fps[base])
     with src:
         assert src.config["model_type"] == "qwen2" and src.embedded_vocab()
@@ -85,7 +111,7 @@ def test_fingerprint_is_sampled_only(zoo_fps, repo_root):
     base = repo_root / "examples/base"
     with pytest.raises(UsageError, match="sampled rows only"):
         modelkin.compare(zoo_fps[base], base, read_mode="full")
-    other = make_fingerprint(base, Path(zoo_fps[base]).parent / "other-policy.mkfp")
+    other = make_fingerprint(base, Path(zoo_fps[base]).parent / "other-policy.mkfp", policy=BUDGET)
     with pytest.raises(UsageError, match="different sample policies"):
         modelkin.compare(zoo_fps[base], other.path)
 
@@ -134,9 +160,9 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_hostile_fingerprints_fail_in_one_line(case, zoo_fps, repo_root, tmp_path, capsys):
+def test_hostile_fingerprints_fail_in_one_line(case, budget_fps, repo_root, tmp_path, capsys):
     edit, message = HOSTILE[case]
-    bad = _rewrite(zoo_fps[repo_root / "examples/base"], tmp_path / "bad.mkfp", edit)
+    bad = _rewrite(budget_fps[repo_root / "examples/base"], tmp_path / "bad.mkfp", edit)
     with pytest.raises(FormatError, match=message):
         open_model(bad)
     assert main(["compare", str(bad), str(repo_root / "examples/base")]) == 2
@@ -265,7 +291,7 @@ def test_audit_breaks_a_graft_down_by_component_and_checks_claims(zoo_fps, repo_
         graft = tmp_path / "graft"
         shutil.copytree(ex / "vlm-graft", graft)
         (graft / "README.md").write_text("---\nlicense: apache-2.0\nbase_model:\n- base\n- someorg/not-indexed\n---\n# card\n")
-        fp = make_fingerprint(graft, tmp_path / "graft.mkfp", policy=AGGRESSIVE)
+        fp = make_fingerprint(graft, tmp_path / "graft.mkfp")
         doc = audit(ix, fp.path)
     comps = {c["component"]: c for c in doc["components"]}
     assert [d["name"] for d in comps["vision"]["derived_from"]] == ["vlm-donor"]

@@ -41,6 +41,7 @@ class SamplePolicy:
 
 
 DEFAULT_SAMPLE = SamplePolicy()
+MAX_STABLE_BLOCKS = 1 << 16  # block indices a budgeted sample orders (taller tensors order their own count)
 # What ``modelkin fingerprint`` keeps (docs/method.md, "Fingerprints"): one block of 16 rows per tensor, in as
 # many layers as 14 MiB of rows allow (all the basis rows first), so a 7B model's fingerprint is about 15 MB and
 # a 70B model's no larger. Components of at most 4 MiB (CNNs, small towers) are kept whole.
@@ -60,7 +61,12 @@ def sample_rows(key: str, n_rows: int, n_bytes: int, policy: SamplePolicy = DEFA
     block = policy.block_rows
     n_blocks = -(-n_rows // block)
     rng = np.random.default_rng(zlib.crc32(key.encode()) ^ 0x5A3B1E)
-    chosen = np.sort(rng.choice(n_blocks, size=min(n_blocks, -(-want // block)), replace=False))
+    if policy.budgeted:  # blocks by a key-seeded order of block indices, not of the tensor's height: a wider
+        # model (units appended) keeps most of the narrower one's blocks, so their sampled units overlap
+        order = rng.permutation(max(n_blocks, MAX_STABLE_BLOCKS))
+        chosen = np.sort(order[order < n_blocks][: -(-want // block)])
+    else:
+        chosen = np.sort(rng.choice(n_blocks, size=min(n_blocks, -(-want // block)), replace=False))
     rows = np.concatenate([np.arange(c * block, min(n_rows, (c + 1) * block)) for c in chosen])
     return rows
 
