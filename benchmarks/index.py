@@ -1,7 +1,8 @@
 """Fingerprints and the index, measured in one run.
 
 1. Fingerprint size per parameter on synthetic Llama-style models of two sizes (bf16), with the default
-   sample policy and with a fixed-rows policy (16 rows per tensor): is the size flat in the model's size?
+   (budgeted) fingerprint policy and with 16 rows per tensor in 2 layers: is the size flat in the model's size?
+   (Both synthetic models fit the default budget and are kept whole; ``--fp-size`` plans 7B and 70B sizes.)
 2. Fingerprint time vs a full self-compare of the same model.
 3. Search latency (sketch pruning: load the sketches from SQLite and rank) at 100 / 1,000 / 10,000 indexed
    synthetic sketches, and the time to confirm one candidate with the calibrated compare.
@@ -39,7 +40,7 @@ from modelkin.index.sketch import DIM
 from modelkin.index.store import Index
 from modelkin.sampling import DEFAULT_SAMPLE, FINGERPRINT_SAMPLE, SamplePolicy
 
-FIXED16 = SamplePolicy(fraction=1e-9, min_rows=16, block_rows=16, small_bytes=256 << 10)
+FIXED16 = SamplePolicy(fraction=0.0, min_rows=16, block_rows=16, small_bytes=256 << 10, max_layers=2)  # 16 rows, 2 layers
 
 
 def synthetic_llama(folder: Path, hidden: int, ffn: int, layers: int, vocab: int, seed: int = 0) -> int:
@@ -108,13 +109,14 @@ def tradeoff(zoos: list[Path]) -> None:
     pairs = _tradeoff_pairs(zoos)
     budgets = {"16 rows x 1 layer": _budget(16, 1), "16 rows x 2 layers": _budget(16, 2),
                "32 rows x 1 layer": _budget(32, 1), "32 rows x 2 layers": _budget(32, 2),
-               "32 rows x all layers": _budget(32, None), "default (14 MiB budget)": FINGERPRINT_SAMPLE}
+               "32 rows x all layers": _budget(32, None), "48 rows x all layers": _budget(48, None),
+               "default (14 MiB budget)": FINGERPRINT_SAMPLE}
     full = {}
     for a, b in pairs:
         r = modelkin.compare(a, b, read_mode="full", hash_files=False)
         full[(a, b)] = ({c: x.verdict for c, x in r.components.items()}, r.verdict)
     print(f"{len(pairs)} pairs ({sum(v[1] == 'related' for v in full.values())} related by the full compare)")
-    print("budget\t7B MB\t70B MB\tagreement\tmedian |log10 p| related (fp / full)\tdisagreeing pairs")
+    print("budget\t7B MB\t70B MB\t7B units/type\tagreement\tflips\tmedian |log10 p| related (fp / full)\tdisagreeing pairs")
     full_p = {}
     with tempfile.TemporaryDirectory() as work:
         for bname, pol in budgets.items():
@@ -135,11 +137,15 @@ def tradeoff(zoos: list[Path]) -> None:
                     logs.append(abs(r.log10_p))
                     if (a, b) not in full_p:
                         full_p[(a, b)] = abs(modelkin.compare(a, b, read_mode="full", hash_files=False).log10_p)
-            sizes = []
+            sizes, units = [], 0
             for shape in SHAPES.values():
                 tensors, config = llama_like(**shape)
-                sizes.append(planned_size(tensors, config, pol, _vocab(shape["vocab"]))[0] / 1e6)
-            print(f"{bname}\t{sizes[0]:.1f}\t{sizes[1]:.1f}\t{agree}/{len(pairs)}\t"
+                n, plan = planned_size(tensors, config, pol, _vocab(shape["vocab"]))
+                sizes.append(n / 1e6)
+                units = units or min(shape["ffn"], pol.min_rows) * plan.k  # FFN units (gate rows) per 7B
+            # flips: a component called related by one and independent by the other (never acceptable)
+            flips = sum(w.count("related->independent") + w.count("independent->related") for w in wrong)
+            print(f"{bname}\t{sizes[0]:.1f}\t{sizes[1]:.1f}\t{units}\t{agree}/{len(pairs)}\t{flips}\t"
                   f"{np.median(logs):.1f} / {np.median(list(full_p.values())):.1f}\t{'; '.join(wrong) or '-'}", flush=True)
 
 
@@ -165,14 +171,13 @@ def main() -> None:
             t0 = time.perf_counter()
             modelkin.compare(work / name, work / name, read_mode="full", hash_files=False)
             full_s = time.perf_counter() - t0
-            for pname, pol in (("default", DEFAULT_SAMPLE), ("fixed16", FIXED16)):
+            for pname, pol in (("default", FINGERPRINT_SAMPLE), ("fixed16", FIXED16)):
                 s = make_fingerprint(work / name, work / f"{name}-{pname}.mkfp", policy=pol, hash_files=False)
                 print(f"{name}\t{n:,}\t{pname}\t{s.n_bytes:,}\t{s.n_bytes / n:.4f}\t{s.seconds:.2f}\t{full_s:.2f}")
                 out[(name, pname)] = (n, s.n_bytes, s.seconds, full_s)
         for pname in ("default", "fixed16"):
             (n1, b1, *_), (n2, b2, *_) = out[("small", pname)], out[("large", pname)]
-            print(f"{pname}: parameters x{n2 / n1:.1f} -> fingerprint x{b2 / b1:.2f} "
-                  f"(7B extrapolated from bytes/param of 'large': {b2 / n2 * 7e9 / 1e6:.0f} MB)")
+            print(f"{pname}: parameters x{n2 / n1:.1f} -> fingerprint x{b2 / b1:.2f}")
         # -- search latency ----------------------------------------------------------------------------
         rng = np.random.default_rng(1)
         q = rng.standard_normal(DIM).astype(np.float32)

@@ -231,6 +231,11 @@ def make_fingerprint(location, out, *, revision: str | None = None, policy: Samp
     fingerprint to ``out``. ``threads`` is accepted for compatibility (the reads are few)."""
     import time
 
+    if not policy.budgeted:
+        from ..errors import UsageError
+
+        raise UsageError("a fingerprint needs a budgeted sample policy (budget_bytes or max_layers set): it must hold "
+                         "everything its compare reads, invariant tests included")
     t0 = time.perf_counter()
     src = location if isinstance(location, ModelSource) else open_model(location, revision)
     try:
