@@ -27,6 +27,7 @@ from .metrics import stream_metrics
 from .metrics.intervals import sample_intervals
 from .options import CompareOptions
 from .results import ComparisonResult, ModelRef, ReadSummary, TensorResult, UnmatchedTensor
+from .sampling import DEFAULT_SAMPLE
 from .sources import ModelSource, open_model
 from .sources.fingerprint_format import MissingRowsError
 from .sources.digests import DigestJobs
@@ -160,8 +161,6 @@ def _unit_policy(options: CompareOptions, mode: str):
     """The sample the layer signatures and the invariant tests' units come from: the default policy's in every
     read mode (so sampled and full reads test the same units), except under a budgeted policy, whose sample
     holds everything its compare reads."""
-    from .sampling import DEFAULT_SAMPLE
-
     return options.sample_policy if mode == SAMPLED and options.sample_policy.budgeted else DEFAULT_SAMPLE
 
 
