@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from . import __version__
 from .alignment import (
-    VocabMap, align_by_name, logical_shape, map_experts, map_layers, map_vocab, repair_by_layers, split_fused,
+    VocabMap, align_by_name, map_experts, map_layers, map_vocab, repair_by_layers, split_fused,
 )
 from .errors import UsageError
 from .inventory import COMPONENTS, Inventory, build_inventory
@@ -197,6 +197,17 @@ def _plan(src_a: ModelSource, src_b: ModelSource, pairs: list, options: CompareO
     return plan
 
 
+def _why_untested(p, t, screened: str | None) -> str | None:
+    """Why an aligned pair carries no evidence test (None when one ran)."""
+    if t is not None:
+        return None
+    if screened or not p.evidence:
+        return screened or p.non_evidence_reason
+    if p.width_differs:
+        return "widths differ and no unit-matching test applies to this role"
+    return "too few exchangeable units to test (needs at least 16 on a unit axis)"
+
+
 def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progress, started: float,
          stats: FetchStats) -> ComparisonResult:
     (full_a, full_b), (inv_a, inv_b), budget, vocab, alignment, layer_maps, expert_maps = _align(src_a, src_b, options)
@@ -239,35 +250,8 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         if hashing:
             hashing.cancel()
 
-    rows = []
-    for i, (p, m, t) in enumerate(zip(pairs, metrics, tests)):
-        ci = sample_intervals(src_a, src_b, p, m)
-        reason = screened.get(i, p.non_evidence_reason)
-        if p.evidence and t is None and i not in screened:
-            reason = (
-                "widths differ and no unit-matching test applies to this role" if p.width_differs
-                else "too few exchangeable units to test (needs at least 16 on a unit axis)"
-            )
-        rows.append(TensorResult(
-            a=p.a.name, b=p.b.name, role=p.a.role, component=p.component,
-            layer_a=p.a.layer, layer_b=p.b.layer, shape=list(p.a.shape),
-            compared_shape=list(logical_shape(p.b)) if p.width_differs else list(p.shape),
-            kept_unit_fraction=p.kept_unit_fraction,
-            dtype_a=p.a.info.dtype.code, dtype_b=p.b.info.dtype.code, matched_by=p.matched_by,
-            cosine=m.cosine, pearson=m.pearson, rel_l2=m.rel_l2, identical=m.identical,
-            evidence=t is not None, non_evidence_reason=None if t is not None else reason,
-            unit_cosine=None if t is None else t.mean_cosine, z=None if t is None else t.z,
-            log10_p=None if t is None else t.log10_p, test_axis=None if t is None else t.axis,
-            test=None if t is None else t.test,
-            mean_a=m.mean_a, std_a=m.std_a, mean_b=m.mean_b, std_b=m.std_b,
-            sampled_rows=None if ci is None else [ci.rows_a, ci.rows_total_a],
-            pearson_ci=None if ci is None or ci.pearson is None else [ci.pearson.low, ci.pearson.high],
-            cosine_ci=None if ci is None or ci.cosine is None else [ci.cosine.low, ci.cosine.high],
-            rel_l2_ci=None if ci is None or ci.rel_l2 is None else [ci.rel_l2.low, ci.rel_l2.high],
-            identity_basis="sampled" if p.a.info.sampled else "full",
-            evidence_class=None if t is None else t.evidence_class,
-            tests=None if t is None else {name: {"z": z, "log10_p": lp} for name, z, lp in t.by_test},
-        ))
+    rows = [TensorResult.from_pair(p, m, t, sample_intervals(src_a, src_b, p, m), _why_untested(p, t, screened.get(i)))
+            for i, (p, m, t) in enumerate(zip(pairs, metrics, tests))]
     counted = counted_components(full_a, full_b, options.components)
     left = None if options.max_bytes is None else max(0, options.max_bytes - plan.planned_bytes)
     excluded = ({pairs[i].a.name for i in screened}, {pairs[i].b.name for i in screened})
