@@ -337,7 +337,7 @@ def test_planned_fingerprint_size_is_flat_from_7b_to_70b():
     assert sizes["70B"] <= sizes["7B"] + (headers["70B"] - headers["7B"])
     assert plans["70B"].payload_bytes <= 14 << 20 and plans["7B"].payload_bytes <= 14 << 20
     assert 1 <= plans["70B"].k < plans["7B"].k < 32
-    assert plans["7B"].by_role["basis"] == 256 * 4096 * 2 - 16 * 4096 * 2 * 0  # 256 token rows, bf16 kept as bf16
+    assert plans["7B"].by_role["basis"] <= 256 * 4096 * 2  # at most 256 token rows, bf16 kept as bf16
     # The unbudgeted 1 %-of-rows sample (fingerprint version 1) was ten times larger at 7B and grew with the model.
     tensors, config = llama_like(hidden=4096, layers=32, ffn=11008, vocab=32000)
     assert planned_size(tensors, config, DEFAULT_SAMPLE)[0] > 10 * sizes["7B"]

@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from threadpoolctl import threadpool_limits
 
@@ -154,7 +154,19 @@ def _align(src_a: ModelSource, src_b: ModelSource, options: CompareOptions):
                                                         _unit_policy(options, mode))) is not None}
     alignment = repair_by_layers(alignment, inv_a, inv_b, layer_maps)
     alignment, expert_maps = _held(map_experts, (alignment, {}), src_a, src_b, inv_a, inv_b, alignment, vocab)
-    return (full_a, full_b), (inv_a, inv_b), budget, vocab, alignment, layer_maps, expert_maps
+    return _Aligned((full_a, full_b), (inv_a, inv_b), budget, vocab, alignment, layer_maps, expert_maps)
+
+
+class _Aligned(NamedTuple):
+    """What the alignment stages produce for ``_run``."""
+
+    full: tuple[Inventory, Inventory]  # every tensor (the model records, counted components)
+    inventories: tuple[Inventory, Inventory]  # what is compared (a budgeted sample's layers only)
+    budget: tuple[LayerSample | None, LayerSample | None]
+    vocab: VocabMap | None
+    alignment: object
+    layer_maps: dict
+    expert_maps: dict
 
 
 def _unit_policy(options: CompareOptions, mode: str):

@@ -25,6 +25,7 @@ class LayerSample:
     layers: dict[str, tuple[int, ...]]
     chosen: dict[str, tuple[int, ...] | None]
     k: int  # layers read per component (the budget's K)
+    whole: frozenset[str] = frozenset()  # components kept whole (they fit: ``whole_bytes``, or the whole model)
 
     def keeps(self, e: TensorEntry) -> bool:
         chosen = self.chosen.get(e.component)
@@ -92,7 +93,7 @@ def plan_layers(entries: tuple[TensorEntry, ...] | list[TensorEntry], policy: Sa
     if policy.max_layers is not None:
         k = min(k, max(1, policy.max_layers))
     chosen = {c: None if c in whole or not ls else tuple(choose_layers(c, list(ls), k)) for c, ls in layers.items()}
-    return LayerSample(layers, chosen, k)
+    return LayerSample(layers, chosen, k, frozenset(whole))
 
 
 def restrict(inv: Inventory, plan: LayerSample | None) -> Inventory:

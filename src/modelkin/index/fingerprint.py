@@ -98,7 +98,7 @@ def plan_fingerprint(src, policy: SamplePolicy = FINGERPRINT_SAMPLE) -> Fingerpr
     for comp in {e.component for e in kept.values()}:
         for info, r in plan_units([e for e in kept.values() if e.component == comp], None, policy).requests():
             unit_rows.setdefault(info.name, set()).update(np.asarray(r).tolist())
-    whole_comps = {c for c, ls in (layers.chosen.items() if layers else ()) if ls is None and layers.layers[c]}
+    whole_comps = layers.whole if layers else frozenset()
     rows: dict[str, np.ndarray | None] = {}
     by_role: dict[str, int] = {}
     total = 0
