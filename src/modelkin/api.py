@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from threadpoolctl import threadpool_limits
 
@@ -21,11 +21,13 @@ from .alignment import (
 )
 from .errors import UsageError
 from .inventory import COMPONENTS, Inventory, build_inventory
+from .alignment.budget import LayerSample, plan_layers, restrict
 from .alignment.reads import FULL, SAMPLED, ReadPlan, plan_reads, prefetch_requests
 from .metrics import stream_metrics
 from .metrics.intervals import sample_intervals
 from .options import CompareOptions
 from .results import ComparisonResult, ModelRef, ReadSummary, TensorResult, UnmatchedTensor
+from .sampling import DEFAULT_SAMPLE
 from .sources import ModelSource, open_model
 from .sources.fingerprint_format import MissingRowsError
 from .sources.digests import DigestJobs
@@ -131,9 +133,15 @@ def _prefetch(src: ModelSource, inv: Inventory, options: CompareOptions, mode: s
 
 
 def _align(src_a: ModelSource, src_b: ModelSource, options: CompareOptions):
-    """Inventory and alignment stages: names/roles/fused parts, vocabulary, layers, experts."""
-    inv_a, inv_b = build_inventory(src_a), build_inventory(src_b)
+    """Inventory and alignment stages: names/roles/fused parts, vocabulary, layers, experts.
+
+    A budgeted sample (fingerprints) reads some layers only: the stages after this one see inventories without
+    the other layers (``alignment.budget``); the full inventories are returned too, for the model records."""
+    full_a, full_b = build_inventory(src_a), build_inventory(src_b)
     mode = _read_mode(src_a, src_b, options)
+    budget = ((plan_layers(full_a.tensors, options.sample_policy), plan_layers(full_b.tensors, options.sample_policy))
+              if mode == SAMPLED else (None, None))
+    inv_a, inv_b = restrict(full_a, budget[0]), restrict(full_b, budget[1])
     with ThreadPoolExecutor(max_workers=2) as pool:  # both models' requests in flight together
         list(pool.map(lambda si: _prefetch(si[0], si[1], options, mode), ((src_a, inv_a), (src_b, inv_b))))
     inv_a, inv_b = split_fused(inv_a, inv_b)
@@ -142,10 +150,41 @@ def _align(src_a: ModelSource, src_b: ModelSource, options: CompareOptions):
     shared = sorted(set(inv_a.components()) & set(inv_b.components()))
     if options.components:
         shared = [c for c in shared if c in options.components]
-    layer_maps = {c: m for c in shared if (m := _held(map_layers, None, src_a, src_b, inv_a, inv_b, c)) is not None}
+    layer_maps = {c: m for c in shared if (m := _held(map_layers, None, src_a, src_b, inv_a, inv_b, c,
+                                                        _unit_policy(options, mode))) is not None}
     alignment = repair_by_layers(alignment, inv_a, inv_b, layer_maps)
     alignment, expert_maps = _held(map_experts, (alignment, {}), src_a, src_b, inv_a, inv_b, alignment, vocab)
-    return inv_a, inv_b, vocab, alignment, layer_maps, expert_maps
+    return _Aligned((full_a, full_b), (inv_a, inv_b), budget, vocab, alignment, layer_maps, expert_maps)
+
+
+class _Aligned(NamedTuple):
+    """What the alignment stages produce for ``_run``."""
+
+    full: tuple[Inventory, Inventory]  # every tensor (the model records, counted components)
+    inventories: tuple[Inventory, Inventory]  # what is compared (a budgeted sample's layers only)
+    budget: tuple[LayerSample | None, LayerSample | None]
+    vocab: VocabMap | None
+    alignment: object
+    layer_maps: dict
+    expert_maps: dict
+
+
+def _unit_policy(options: CompareOptions, mode: str):
+    """The sample the layer signatures and the invariant tests' units come from: the default policy's in every
+    read mode (so sampled and full reads test the same units), except under a budgeted policy, whose sample
+    holds everything its compare reads."""
+    return options.sample_policy if mode == SAMPLED and options.sample_policy.budgeted else DEFAULT_SAMPLE
+
+
+def _budget_note(budget: tuple[LayerSample | None, LayerSample | None]) -> str | None:
+    parts = []
+    for side, plan in zip("AB", budget):
+        if plan is not None and (left := plan.left_out()):
+            parts.append(f"{side}: " + ", ".join(f"{plan.k} of {len(plan.layers[c])} {c} layers" for c in sorted(left)))
+    if not parts:
+        return None
+    return ("Budgeted sample (a fingerprint's): only some layers were read, chosen by a key-seeded order of layer "
+            "indices (" + "; ".join(parts) + "); the tensors of the other layers were not compared.")
 
 
 def _held(step, fallback, *args):
@@ -183,7 +222,7 @@ def _why_untested(p, t, screened: str | None) -> str | None:
 
 def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progress, started: float,
          stats: FetchStats) -> ComparisonResult:
-    inv_a, inv_b, vocab, alignment, layer_maps, expert_maps = _align(src_a, src_b, options)
+    (full_a, full_b), (inv_a, inv_b), budget, vocab, alignment, layer_maps, expert_maps = _align(src_a, src_b, options)
     pairs = list(alignment.pairs)
     unmatched = list(alignment.unmatched)
     if options.components:
@@ -225,10 +264,11 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
 
     rows = [TensorResult.from_pair(p, m, t, sample_intervals(src_a, src_b, p, m), _why_untested(p, t, screened.get(i)))
             for i, (p, m, t) in enumerate(zip(pairs, metrics, tests))]
-    counted = counted_components(inv_a, inv_b, options.components)
+    counted = counted_components(full_a, full_b, options.components)
     left = None if options.max_bytes is None else max(0, options.max_bytes - plan.planned_bytes)
     excluded = ({pairs[i].a.name for i in screened}, {pairs[i].b.name for i in screened})
-    invariant = component_tests(src_a, src_b, inv_a, inv_b, vocab, list(counted), left, plan.mode == "sampled", excluded)
+    invariant = component_tests(src_a, src_b, inv_a, inv_b, vocab, list(counted), left, plan.mode == "sampled", excluded,
+                                _unit_policy(options, plan.mode))
     components = judge_components(pairs, tests, rows, options.alpha, options.min_effect, layer_maps, expert_maps,
                                   invariant, counted)
     verdict, log10_p = overall(components)
@@ -255,6 +295,8 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
             "(key-seeded blocks of rows). Pearson, cosine and rel-L2 of sampled tensors are estimates with 95 % "
             "intervals; 'identical' of a sampled tensor speaks of the sampled rows only."
         )
+    if (budget_note := _budget_note(budget)) is not None:
+        notes.append(budget_note)
     if plan.not_held:
         notes.append(
             f"{len(plan.not_held)} tensor pairs were not compared: a fingerprint does not hold the rows this pairing "
@@ -267,8 +309,8 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         )
     return ComparisonResult(
         modelkin_version=__version__,
-        a=_ref(src_a, inv_a, digest_a),
-        b=_ref(src_b, inv_b, digest_b),
+        a=_ref(src_a, full_a, digest_a),
+        b=_ref(src_b, full_b, digest_b),
         verdict=verdict,
         log10_p=log10_p,
         alpha=options.alpha,
