@@ -322,7 +322,7 @@ def shared_basis_test(src_a: ModelSource, src_b: ModelSource, basis: Basis, plan
         (fs, gs, ts), (fl, gl, tl) = ((fa, np.concatenate(a.groups), a.total), (fb, np.concatenate(b.groups), b.total))
         if small == "b":
             (fs, gs, ts), (fl, gl, tl) = (fl, gl, tl), (fs, gs, ts)
-        m = sibling_margins(fs, gs, fl, gl, fit, score, rng, MAX_TESTED)
+        m = sibling_margins(fs, gs, fl, gl, fit, score, rng, MAX_TESTED, total_l=tl)
         if m is None:
             continue
         found.append(m)
