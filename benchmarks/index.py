@@ -1,7 +1,8 @@
 """Fingerprints and the index, measured in one run.
 
 1. Fingerprint size per parameter on synthetic Llama-style models of two sizes (bf16), with the default
-   sample policy and with a fixed-rows policy (16 rows per tensor): is the size flat in the model's size?
+   (budgeted) fingerprint policy and with 16 rows per tensor in 2 layers: is the size flat in the model's size?
+   (Both synthetic models fit the default budget and are kept whole; ``--fp-size`` plans 7B and 70B sizes.)
 2. Fingerprint time vs a full self-compare of the same model.
 3. Search latency (sketch pruning: load the sketches from SQLite and rank) at 100 / 1,000 / 10,000 indexed
    synthetic sketches, and the time to confirm one candidate with the calibrated compare.
@@ -9,7 +10,15 @@
 4. All-pairs lineage graph of N synthetic models (independent seeds, each with a fine-tuned copy) on a
    local Ray instance with 1 and with 2 CPUs (Ray workers): the speed-up (skipped when Ray is absent).
 
+0. ``--fp-size``: the planned fingerprint size of Llama-shaped 7B and 70B models (bf16), per role, from shapes
+   alone (no weights): the budgeted fingerprint policy against the unbudgeted 1 %-of-rows sample (version 1).
+   ``--tradeoff [ZOO ...]``: for sample budgets (rows per tensor x layers per component), the planned 7B and 70B
+   fingerprint bytes, the agreement of fingerprint-vs-fingerprint verdicts with the full compare of the models
+   (every pair of the given zoos' manifests and the examples), and the median |log10 p| of the related pairs.
+
 Usage: PYTHONPATH=src python3 benchmarks/index.py [--layers 4] [--graph-models 8]
+       PYTHONPATH=src python3 benchmarks/index.py --fp-size
+       PYTHONPATH=src python3 benchmarks/index.py --tradeoff $MODELKIN_ZOO_CACHE /work/cache/zoo-full-cs
 """
 
 from __future__ import annotations
@@ -26,12 +35,12 @@ import numpy as np
 from safetensors.numpy import save_file
 
 import modelkin
-from modelkin.index.fingerprint import make_fingerprint
+from modelkin.index.fingerprint import llama_like, make_fingerprint, planned_size
 from modelkin.index.sketch import DIM
 from modelkin.index.store import Index
-from modelkin.sampling import DEFAULT_SAMPLE, SamplePolicy
+from modelkin.sampling import DEFAULT_SAMPLE, FINGERPRINT_SAMPLE, SamplePolicy
 
-FIXED16 = SamplePolicy(fraction=1e-9, min_rows=16, block_rows=16, small_bytes=256 << 10)
+FIXED16 = SamplePolicy(fraction=0.0, min_rows=16, block_rows=16, small_bytes=256 << 10, max_layers=2)  # 16 rows, 2 layers
 
 
 def synthetic_llama(folder: Path, hidden: int, ffn: int, layers: int, vocab: int, seed: int = 0) -> int:
@@ -61,11 +70,98 @@ def synthetic_llama(folder: Path, hidden: int, ffn: int, layers: int, vocab: int
     return sum(v.size for v in t.values())
 
 
+SHAPES = {"7B": dict(hidden=4096, layers=32, ffn=11008, vocab=32000),
+          "70B": dict(hidden=8192, layers=80, ffn=28672, vocab=128256, kv_heads=8)}
+
+
+def _vocab(n: int) -> dict[str, int]:
+    return {f"tok{i}": i for i in range(n)}  # a header's vocabulary of that many short tokens
+
+
+def fp_size() -> None:
+    """Planned fingerprint bytes of 7B- and 70B-shaped models, per role, from shapes alone."""
+    for pname, pol in (("budgeted (default)", FINGERPRINT_SAMPLE), ("v1: 1 % of rows, every layer", DEFAULT_SAMPLE)):
+        for name, shape in SHAPES.items():
+            tensors, config = llama_like(**shape)
+            n, plan = planned_size(tensors, config, pol, _vocab(shape["vocab"]))
+            roles = ", ".join(f"{r} {b / 1e6:.2f}" for r, b in plan.by_role.items())
+            layers = f"{plan.k} of {shape['layers']} layers" if plan.k else f"all {shape['layers']} layers"
+            print(f"{pname}\t{name}\t{n / 1e6:.2f} MB\t{layers}\theader {(n - plan.payload_bytes) / 1e6:.2f} MB\t"
+                  f"payload MB per role: {roles}")
+
+
+def _tradeoff_pairs(zoos: list[Path]) -> list[tuple[Path, Path]]:
+    root = Path(__file__).resolve().parents[1] / "examples"
+    pairs = [(root / "base", root / b) for b in ("finetuned", "independent")] + [(root / "vlm-donor", root / "vlm-graft")]
+    for z in zoos:
+        manifest = json.loads((z / "manifest.json").read_text())
+        pairs += [(z / p["a"], z / p["b"]) for p in manifest["pairs"]]
+    return pairs
+
+
+def _budget(rows: int, layers: int | None) -> SamplePolicy:
+    """rows per tensor (small tensors too), ``layers`` per component (None: all of them)."""
+    return SamplePolicy(fraction=0.0, min_rows=rows, block_rows=16, small_bytes=0, max_layers=layers or 10_000,
+                        whole_bytes=0)
+
+
+def tradeoff(zoos: list[Path]) -> None:
+    pairs = _tradeoff_pairs(zoos)
+    budgets = {"16 rows x 1 layer": _budget(16, 1), "16 rows x 2 layers": _budget(16, 2),
+               "32 rows x 1 layer": _budget(32, 1), "32 rows x 2 layers": _budget(32, 2),
+               "32 rows x all layers": _budget(32, None), "48 rows x all layers": _budget(48, None),
+               "default (14 MiB budget)": FINGERPRINT_SAMPLE}
+    full = {}
+    for a, b in pairs:
+        r = modelkin.compare(a, b, read_mode="full", hash_files=False)
+        full[(a, b)] = ({c: x.verdict for c, x in r.components.items()}, r.verdict)
+    print(f"{len(pairs)} pairs ({sum(v[1] == 'related' for v in full.values())} related by the full compare)")
+    print("budget\t7B MB\t70B MB\t7B units/type\tagreement\tflips\tmedian |log10 p| related (fp / full)\tdisagreeing pairs")
+    full_p = {}
+    with tempfile.TemporaryDirectory() as work:
+        for bname, pol in budgets.items():
+            fps: dict[Path, Path] = {}
+            agree, logs, wrong = 0, [], []
+            for a, b in pairs:
+                for m in (a, b):
+                    if m not in fps:
+                        fps[m] = Path(make_fingerprint(m, Path(work) / f"{len(fps)}.mkfp", policy=pol, hash_files=False).path)
+                r = modelkin.compare(fps[a], fps[b], hash_files=False)
+                verdicts = {c: x.verdict for c, x in r.components.items()}
+                if verdicts == full[(a, b)][0]:
+                    agree += 1
+                else:
+                    wrong.append(f"{a.name}~{b.name}: " + ",".join(f"{c} {full[(a, b)][0].get(c)}->{v}" for c, v in verdicts.items()
+                                                          if full[(a, b)][0].get(c) != v))
+                if full[(a, b)][1] == "related":
+                    logs.append(abs(r.log10_p))
+                    if (a, b) not in full_p:
+                        full_p[(a, b)] = abs(modelkin.compare(a, b, read_mode="full", hash_files=False).log10_p)
+            sizes, units = [], 0
+            for shape in SHAPES.values():
+                tensors, config = llama_like(**shape)
+                n, plan = planned_size(tensors, config, pol, _vocab(shape["vocab"]))
+                sizes.append(n / 1e6)
+                units = units or min(shape["ffn"], pol.min_rows) * plan.k  # FFN units (gate rows) per 7B
+            # flips: a component called related by one and independent by the other (never acceptable)
+            flips = sum(w.count("related->independent") + w.count("independent->related") for w in wrong)
+            print(f"{bname}\t{sizes[0]:.1f}\t{sizes[1]:.1f}\t{units}\t{agree}/{len(pairs)}\t{flips}\t"
+                  f"{np.median(logs):.1f} / {np.median(list(full_p.values())):.1f}\t{'; '.join(wrong) or '-'}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--graph-models", type=int, default=8)
+    ap.add_argument("--fp-size", action="store_true", help="only the planned 7B / 70B fingerprint sizes")
+    ap.add_argument("--tradeoff", nargs="*", type=Path, default=None, metavar="ZOO",
+                    help="only the sample-budget trade-off table, over these zoos' pairs and the examples")
     args = ap.parse_args()
+    if args.fp_size:
+        return fp_size()
+    if args.tradeoff is not None:
+        return tradeoff(args.tradeoff)
+    fp_size()
     out = {}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
@@ -75,14 +171,13 @@ def main() -> None:
             t0 = time.perf_counter()
             modelkin.compare(work / name, work / name, read_mode="full", hash_files=False)
             full_s = time.perf_counter() - t0
-            for pname, pol in (("default", DEFAULT_SAMPLE), ("fixed16", FIXED16)):
+            for pname, pol in (("default", FINGERPRINT_SAMPLE), ("fixed16", FIXED16)):
                 s = make_fingerprint(work / name, work / f"{name}-{pname}.mkfp", policy=pol, hash_files=False)
                 print(f"{name}\t{n:,}\t{pname}\t{s.n_bytes:,}\t{s.n_bytes / n:.4f}\t{s.seconds:.2f}\t{full_s:.2f}")
                 out[(name, pname)] = (n, s.n_bytes, s.seconds, full_s)
         for pname in ("default", "fixed16"):
             (n1, b1, *_), (n2, b2, *_) = out[("small", pname)], out[("large", pname)]
-            print(f"{pname}: parameters x{n2 / n1:.1f} -> fingerprint x{b2 / b1:.2f} "
-                  f"(7B extrapolated from bytes/param of 'large': {b2 / n2 * 7e9 / 1e6:.0f} MB)")
+            print(f"{pname}: parameters x{n2 / n1:.1f} -> fingerprint x{b2 / b1:.2f}")
         # -- search latency ----------------------------------------------------------------------------
         rng = np.random.default_rng(1)
         q = rng.standard_normal(DIM).astype(np.float32)

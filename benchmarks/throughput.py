@@ -203,6 +203,33 @@ def run_baseline(a_dir: Path, b_dir: Path, threads: int = 1) -> dict[str, float]
     return out
 
 
+_DOTS: dict[tuple, dict[str, float]] = {}
+
+
+def base_dots(a_dir: Path, b_dir: Path) -> dict[str, float]:
+    """The baseline's Σab per tensor (computed once per pair): what a pass that read every byte must match."""
+    key = (a_dir, b_dir)
+    if key not in _DOTS:
+        _DOTS[key] = run_baseline(a_dir, b_dir)
+    return _DOTS[key]
+
+
+def verify_pass(metrics, pairs, dots: dict[str, float]) -> str:
+    """Proof that the timed pass read every element: per tensor, its element count is the tensor's and its
+    Σab (cosine x |a| x |b|) equals the baseline's float32 dot product to 1e-4 (relative, both summed
+    independently); raises otherwise, so a too-fast figure cannot be printed."""
+    n_elems = 0
+    for m, p in zip(metrics, pairs, strict=True):
+        name = p.a.info.name
+        if m.n != p.a.info.numel:
+            raise AssertionError(f"{name}: the pass summed {m.n} of {p.a.info.numel} elements")
+        sab = (m.cosine or 0.0) * m.norm_a * m.norm_b
+        if abs(sab - dots[name]) > 1e-4 * max(abs(dots[name]), m.norm_a * m.norm_b * 1e-3):
+            raise AssertionError(f"{name}: Σab {sab!r} but the baseline's dot is {dots[name]!r}")
+        n_elems += m.n
+    return f"checked: {len(dots)} tensors, {n_elems:,} elements, Σab = baseline's"
+
+
 def _load(path: Path, dtype: str) -> dict[str, np.ndarray]:
     if dtype == "BF16":  # safetensors.numpy has no bfloat16: go through torch, keep the raw bits
         import torch
@@ -453,7 +480,9 @@ def main(argv: list[str] | None = None) -> int:
                     if kernel == "numba" and not have_numba:
                         print(f"  {dtype} {method}: skipped ({kernel_note})", flush=True)
                         continue
-                    row(method.replace("-", " "), timed(mp, threads, kernel, repeats=args.repeats), f"metric pass, {threads} thread{'s' if threads > 1 else ''}")
+                    secs = timed(mp, threads, kernel, repeats=args.repeats)
+                    check = verify_pass(mp(threads, kernel), mp.pairs, base_dots(a_dir, b_dir))
+                    row(method.replace("-", " "), secs, f"metric pass, {threads} thread{'s' if threads > 1 else ''}; {check}")
         if "load-all" in methods:
             row("load-all", timed(run_load_all, a_dir, b_dir, args.threads, repeats=1), f"{args.threads} threads")
         if "compare" in methods:

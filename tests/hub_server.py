@@ -35,6 +35,12 @@ Routes (``{repo}`` is ``org/name`` or a bare ``name``; ``{rev}`` a branch or a f
   POST /api/models/{repo}/paths-info/{rev}          entries for the form's ``paths`` (get_paths_info)
   GET  /api/models/{repo}/refs                      branches
   GET  /api/models/{repo}/safetensors-metadata/{f}  ``{"index": ..., "headers": {shard: header}}`` (main)
+  POST /api/repos/create                            create_repo (JSON name, organization, type, visibility);
+                                                      409 when it exists
+  POST /api/models/{repo}/preupload/{rev}           every file "regular" (its bytes travel in the commit)
+  POST /api/models/{repo}/commit/{rev}              create_commit's NDJSON (header, base64 ``file`` entries,
+                                                      ``deletedFile``): a new commit of the branch; writes need
+                                                      ``hub.token``
   HEAD/GET /{repo}/resolve/{rev}/{path}             LFS-like files (LFS_SUFFIXES, or > LFS_MIN_BYTES):
         302 to the signed content URL with X-Repo-Commit, X-Linked-Etag "<sha256>", X-Linked-Size, ETag;
         other files: 200 (or 206 with Range) with ETag "<git blob sha1>", X-Repo-Commit, Accept-Ranges.
@@ -107,6 +113,7 @@ Pointing huggingface_hub 2.4.0 at the server (checked by tests/test_hub_server.p
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import hashlib
 import hmac
@@ -118,6 +125,7 @@ import secrets
 import socket
 import struct
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -350,6 +358,7 @@ class HubServer:
         self._conns: set[socket.socket] = set()
         self._requests: Counter = Counter()
         self._log: list[dict] = []  # Served fields, filled in while the answer goes out
+        self._store = Path(tempfile.mkdtemp(prefix="modelkin-hub-store-"))  # files committed through the API
         self._servers = [self._listen(), self._listen()]
         self.url = "http://127.0.0.1:%d" % self._servers[0].server_address[1]
         self.cdn_url = "http://127.0.0.1:%d" % self._servers[1].server_address[1]
@@ -379,6 +388,9 @@ class HubServer:
         for srv in self._servers:
             srv.shutdown()
             srv.server_close()
+        import shutil
+
+        shutil.rmtree(self._store, ignore_errors=True)
         with self._lock:
             conns = list(self._conns)
         for conn in conns:
@@ -667,8 +679,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._handle("HEAD")
 
-    def do_POST(self) -> None:  # paths-info only
-        self._form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+    def do_POST(self) -> None:  # paths-info (a form), create / preupload (JSON), commit (NDJSON)
+        self._body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        form = "application/x-www-form-urlencoded" in (self.headers.get("Content-Type") or "")
+        self._form = parse_qs(self._body.decode(errors="replace")) if form else {}
         self._handle("POST")
 
     # ---- one request
@@ -742,6 +756,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # ---- /api/models/...
     def _api(self, raw_path: str, query: dict, record: dict) -> _Reply:
         parts = [unquote(p) for p in raw_path.split("/")[1:]]  # api, models|datasets, ...
+        if parts[1:] == ["repos", "create"] and self.command == "POST":
+            return self._create_repo()
         if len(parts) < 3 or parts[1] not in ("models", "datasets") or not parts[2]:
             return _error(404, None, "Not found")
         pre = "datasets/" if parts[1] == "datasets" else ""
@@ -754,7 +770,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if isinstance(repo, _Reply):
             return repo
         action = rest[0] if rest else "revision"
-        revision = rest[1] if len(rest) > 1 and action in ("revision", "tree", "paths-info") else "main"
+        revision = rest[1] if len(rest) > 1 and action in ("revision", "tree", "paths-info", "preupload", "commit") else "main"
+        if action in ("preupload", "commit") and self.command == "POST":
+            return self._write(repo, action, revision)
         commit = repo.resolve(revision)
         if commit is None:
             return _error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
@@ -773,6 +791,68 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if action == "safetensors-metadata":
             return self._safetensors_metadata(files, "/".join(rest[1:]))
         return _error(404, None, "Not found")
+
+    # ---- writes (create_repo, create_commit)
+    def _create_repo(self) -> _Reply:
+        if self._token_state() != "full":
+            return _error(401, None, "Invalid credentials in Authorization header")
+        try:
+            req = json.loads(self._body)
+            repo_id = f"{req['organization']}/{req['name']}" if req.get("organization") else req["name"]
+        except (ValueError, KeyError, TypeError):
+            return _error(400, None, "Bad request")
+        dataset = req.get("type") == "dataset"
+        key = f"datasets/{repo_id}" if dataset else repo_id
+        url = f"{self.hub.url}/{key}"
+        if key in self.hub._repos:
+            return _Reply(409, {**_JSON, "X-Error-Message": "You already created this repo"},
+                          _json_body({"error": "You already created this repo", "url": url}))
+        empty = self.hub._store / uuid.uuid4().hex
+        empty.mkdir()
+        self.hub.add_repo(repo_id, empty, private=req.get("visibility") == "private",
+                          repo_type="dataset" if dataset else "model")
+        return _Reply(200, _JSON, _json_body({"url": url, "name": repo_id}))
+
+    def _write(self, repo: _Repo, action: str, revision: str) -> _Reply:
+        if self._token_state() != "full":
+            return _error(401, None, "Invalid credentials in Authorization header")
+        if action == "preupload":
+            try:
+                paths = [f["path"] for f in json.loads(self._body)["files"]]
+            except (ValueError, KeyError, TypeError):
+                return _error(400, None, "Bad request")
+            return _Reply(200, _JSON, _json_body({"files": [
+                {"path": p, "uploadMode": "regular", "shouldIgnore": False, "oid": None} for p in paths]}))
+        try:
+            items = [json.loads(line) for line in self._body.splitlines() if line.strip()]
+        except ValueError:
+            return _error(400, None, "Bad request: not NDJSON")
+        old = repo.commits.get(repo.resolve(revision) or "", {})
+        folder = self.hub._store / uuid.uuid4().hex
+        for rel, f in old.items():  # the branch's files, then the commit's changes
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_bytes(f.source.read_bytes())
+        for item in items:
+            value = item.get("value", {})
+            rel = str(value.get("path", ""))
+            if item.get("key") == "header":
+                continue
+            if not rel or rel.startswith("/") or ".." in rel.split("/"):
+                return _error(400, None, f"Bad path: {rel!r}")
+            if item["key"] == "file":
+                (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+                (folder / rel).write_bytes(base64.b64decode(value["content"]))
+            elif item["key"] == "deletedFile":
+                (folder / rel).unlink(missing_ok=True)
+            else:
+                return _error(400, None, f"Unsupported commit entry {item['key']!r} (this stand-in takes regular files)")
+        folder.mkdir(parents=True, exist_ok=True)
+        dataset = repo.repo_id.startswith("datasets/")
+        commit = self.hub.add_repo(repo.repo_id.removeprefix("datasets/"), folder, revision, private=repo.private,
+                                   repo_type="dataset" if dataset else "model")
+        prefix = f"{self.hub.url}/{'datasets/' if dataset else ''}{repo.repo_id.removeprefix('datasets/')}"
+        return _Reply(200, _JSON, _json_body({"commitUrl": f"{prefix}/commit/{commit}", "commitOid": commit,
+                                              "success": True}))
 
     def _tree(self, files: dict[str, HubFile], folder: str, query: dict) -> _Reply:
         recursive = query.get("recursive", ["False"])[0].lower() in ("true", "1")

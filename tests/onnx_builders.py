@@ -5,8 +5,10 @@ anonymous initializer ``onnx::MatMul_<n>`` holding W.T ([in, out]), followed by 
 embeddings are Gathers and norms Muls (or LayerNormalization) of named weights. Quantised variants follow
 onnxruntime's quantiser: ``qdq`` (int8 weights, per-channel DequantizeLinear, activations through
 QuantizeLinear/DequantizeLinear), ``dynamic`` (DynamicQuantizeLinear + MatMulInteger, the weight scale on
-the Mul after the Cast), ``qlinear`` (QLinearMatMul with per-column scales). The graphs are schema-valid
-and shaped like the real thing; nothing here validates what it is given.
+the Mul after the Cast), ``qlinear`` (QLinearMatMul with per-column scales), ``nbits`` (onnxruntime's
+weight-only block quantisation, com.microsoft MatMulNBits: ``quantize_nbits`` below follows the layout the
+operator documents). The graphs are schema-valid and shaped like the real thing; nothing here validates
+what it is given.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 
 class _Builder:
-    def __init__(self, tensors: dict[str, np.ndarray], quant: str | None, scopes: bool, per_channel: bool, weight_type: str):
+    def __init__(self, tensors: dict[str, np.ndarray], quant: str | None, scopes: bool, per_channel: bool, weight_type: str,
+                 nbits: dict | None = None):
         self.t = tensors
         self.quant = quant
         self.scopes = scopes
         self.per_channel = per_channel
         self.weight_type = weight_type
+        self.nbits = nbits or {}
         self.nodes: list = []
         self.inits: dict[str, np.ndarray] = {}
         self.counter = 100
@@ -134,12 +138,27 @@ class _Builder:
         yq = self.node("QLinearMatMul", [xq, s_x, z_x, wq, ws, wz, s_y, z_y], module)[0]
         return self.node("DequantizeLinear", [yq, s_y, z_y], module)[0]
 
+    def _nbits(self, module: str, x: str, w: np.ndarray, anon: str) -> str:
+        """onnxruntime's MatMul4BitsQuantizer (QOperator): the MatMul becomes a MatMulNBits of W [N, K]."""
+        bits, block = self.nbits.get("bits", 4), self.nbits.get("block_size", 32)
+        zero = self.nbits.get("zero", "uint8")
+        packed, scales, zp = quantize_nbits(w.T, bits, block, zero)
+        k, n = w.shape
+        inputs = [x, self.init(f"{anon}_Q{bits}", packed), self.init(f"{anon}_scales", scales)]
+        if zp is not None:
+            inputs.append(self.init(f"{anon}_zero_points", zp))
+        self.counter += 1
+        name = self._node_name(module, "MatMul") + f"_Q{bits}"
+        self.nodes.append(helper.make_node("MatMulNBits", inputs, [self._value("MatMulNBits")], name=name, domain="com.microsoft",
+                                           K=k, N=n, bits=bits, block_size=block, accuracy_level=4))
+        return self.nodes[-1].output[0]
+
     def model(self, inputs: list, outputs: list[str]) -> onnx.ModelProto:
         inits = [numpy_helper.from_array(np.ascontiguousarray(v), name=k) for k, v in self.inits.items()]
         graph = helper.make_graph(self.nodes, "main_graph", inputs,
                                   [helper.make_tensor_value_info(o, TensorProto.FLOAT, [1, "seq", "out"]) for o in outputs], inits)
-        return helper.make_model(graph, producer_name="pytorch", producer_version="2.13.0",
-                                 opset_imports=[helper.make_opsetid("", 21)])
+        opsets = [helper.make_opsetid("", 21)] + ([helper.make_opsetid("com.microsoft", 1)] if self.quant == "nbits" else [])
+        return helper.make_model(graph, producer_name="pytorch", producer_version="2.13.0", opset_imports=opsets)
 
 
 def _n_layers(tensors: dict[str, np.ndarray], marker: str) -> int:
@@ -190,7 +209,56 @@ def export_bert(tensors: dict[str, np.ndarray], prefix: str = "bert.", **options
 
 def _defaults(options: dict) -> dict:
     return {"quant": options.get("quant"), "scopes": options.get("scopes", True),
-            "per_channel": options.get("per_channel", True), "weight_type": options.get("weight_type", "int8")}
+            "per_channel": options.get("per_channel", True), "weight_type": options.get("weight_type", "int8"),
+            "nbits": options.get("nbits")}
+
+
+def quantize_nbits(weight: np.ndarray, bits: int = 4, block_size: int = 32, zero: str | None = "uint8"
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Block-quantise ``weight`` [N, K] as MatMulNBits stores it: (B uint8 [N, n_blocks, block_size*bits/8],
+    scales float32 [N * n_blocks], zero points or None).
+
+    Blocks of ``block_size`` run along K (the last block padded with zeros); codes are packed low bits
+    first. ``zero="uint8"``: asymmetric, zero points packed ``bits``-bit per row of N
+    ([N * ceil(n_blocks*bits/8)]); ``"float"``: asymmetric, zero points unpacked float32 [N * n_blocks];
+    None: symmetric around the default zero point 2^(bits-1), no zero-point input."""
+    n, k = weight.shape
+    n_blocks = -(-k // block_size)
+    w = np.zeros((n, n_blocks * block_size), np.float64)
+    w[:, :k] = weight
+    w = w.reshape(n, n_blocks, block_size)
+    top = (1 << bits) - 1
+    if zero is None:
+        mid = 1 << (bits - 1)
+        scale = np.abs(w).max(axis=2) / mid
+        scale[scale == 0] = 1.0
+        codes = np.clip(np.round(w / scale[..., None]) + mid, 0, top)
+        zp = None
+    else:
+        lo, hi = np.minimum(w.min(axis=2), 0), np.maximum(w.max(axis=2), 0)
+        scale = (hi - lo) / top
+        scale[scale == 0] = 1.0
+        zf = np.clip(np.round(-lo / scale), 0, top)
+        codes = np.clip(np.round(w / scale[..., None]) + zf[..., None], 0, top)
+        if zero == "float":
+            zp = zf.astype(np.float32).reshape(-1)
+        else:
+            zp = _pack(zf.astype(np.uint8), bits).reshape(-1)
+    packed = _pack(codes.astype(np.uint8).reshape(n, -1), bits).reshape(n, n_blocks, block_size * bits // 8)
+    return packed, scale.astype(np.float32).reshape(-1), zp
+
+
+def _pack(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Rows of ``bits``-bit codes -> rows of bytes, low bits first (each row padded to whole bytes)."""
+    per = 8 // bits
+    rows, m = codes.shape
+    padded = np.zeros((rows, -(-m // per) * per), np.uint8)
+    padded[:, :m] = codes
+    groups = padded.reshape(rows, -1, per)
+    out = np.zeros(groups.shape[:2], np.uint8)
+    for j in range(per):
+        out |= groups[:, :, j] << np.uint8(j * bits)
+    return out
 
 
 def bert_tensors(seed: int, hidden: int = 64, ffn: int = 256, vocab: int = 256, layers: int = 2, positions: int = 64, prefix: str = "bert.") -> dict[str, np.ndarray]:

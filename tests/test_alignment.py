@@ -48,3 +48,31 @@ def test_renamed_tensors_pair_by_role(tmp_path):
     b = write_model(tmp_path / "b", {"bert.encoder.layer.0.attention.self.query.weight": q}, {"model_type": "bert"})
     al = align_by_name(_inv(a), _inv(b))
     assert [(p.a.role, p.matched_by) for p in al.pairs] == [("attn.q", "role")]
+
+
+def test_budgeted_layer_choice_is_flat_and_stable_in_depth():
+    from modelkin.alignment.budget import plan_layers
+    from modelkin.index.fingerprint import ShapeSource, llama_like
+    from modelkin.inventory import build_inventory
+    from modelkin.sampling import DEFAULT_SAMPLE, FINGERPRINT_SAMPLE
+
+    def plan(layers, hidden=4096, ffn=11008, policy=FINGERPRINT_SAMPLE, vocab=32000):
+        tensors, config = llama_like(hidden=hidden, layers=layers, ffn=ffn, vocab=vocab)
+        return plan_layers(build_inventory(ShapeSource(tensors, config)).tensors, policy)
+
+    full, pruned, deep = plan(32), plan(30), plan(80)
+    assert plan(32, policy=DEFAULT_SAMPLE) is None  # the default sample reads every layer
+    assert full.k == pruned.k == deep.k == 9 and len(full.chosen["text"]) == 9
+    # A key-seeded order of layer indices, not of the depth: a pruned model keeps the choices below its depth.
+    below = [x for x in full.chosen["text"] if x < 30]
+    assert set(below) <= set(pruned.chosen["text"]) and len(below) >= 7
+    assert plan(4, hidden=256, ffn=512, vocab=1000).chosen["text"] is None  # a model within the budget is read whole
+
+
+def test_budgeted_row_blocks_of_a_wider_tensor_keep_the_narrower_ones():
+    from modelkin.sampling import FINGERPRINT_SAMPLE, sample_rows
+
+    narrow = set(sample_rows("mlp.gate_proj.weight", 11008, 11008 * 4096 * 2, FINGERPRINT_SAMPLE).tolist())
+    wide = set(sample_rows("mlp.gate_proj.weight", 2 * 11008, 2 * 11008 * 4096 * 2, FINGERPRINT_SAMPLE).tolist())
+    assert len(narrow) == len(wide) == 16
+    assert {r for r in wide if r < 11008} <= narrow

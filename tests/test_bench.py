@@ -109,6 +109,20 @@ def bench_run(fake_zoo, tmp_path_factory):
     return code, json.loads(out.read_text()), console.export_text()
 
 
+def test_bench_in_processes_gives_the_same_records(bench_run, fake_zoo, tmp_path):
+    """``--jobs 2``: pairs run in other processes, recorded in manifest order with the same results."""
+    _, res1, _ = bench_run
+    out = tmp_path / "j2.json"
+    run_bench(fake_zoo, json_out=out, threads=1, jobs=2, console=Console(record=True, width=220))
+    res2 = json.loads(out.read_text())
+    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    assert [p["id"] for p in res2["pairs"]] == [p["id"] for p in res1["pairs"]]
+    for a, b in zip(res1["pairs"], res2["pairs"]):
+        assert (a["modelkin"]["verdict"], a["modelkin"]["log10_p"]) == (b["modelkin"]["verdict"], b["modelkin"]["log10_p"])
+        assert {m: strip(d).get("score") for m, d in a["baselines"].items()} == \
+               {m: strip(d).get("score") for m, d in b["baselines"].items()}
+
+
 def _manifest_from(fake_zoo: Path, dest: Path, edit) -> Path:
     """A manifest in ``dest`` whose pairs point (by absolute path) at the fake zoo's models, edited."""
     manifest = json.loads((fake_zoo / "manifest.json").read_text())
@@ -374,7 +388,7 @@ def test_bench_on_smoke_zoo(request, tmp_path):
     except pytest.FixtureLookupError:
         pytest.skip("no smoke_zoo fixture in tests/conftest.py")
     out = tmp_path / "smoke.json"
-    run_bench(zoo, json_out=out)
+    run_bench(zoo, json_out=out, jobs=2, threads=1, fingerprints=True)
     res = json.loads(out.read_text())
     manifest = json.loads((Path(zoo) / "manifest.json").read_text())
     assert [p["id"] for p in res["pairs"]] == [str(p.get("id", i)) for i, p in enumerate(manifest["pairs"])]
@@ -397,6 +411,12 @@ def test_bench_on_smoke_zoo(request, tmp_path):
     assert res["sampled"]["agree"] == res["sampled"]["n"] == len(res["pairs"])
     assert all(p["sampled"]["agree"] for p in res["pairs"])
     assert res["sampled"]["mean_bytes_fraction"] < 0.9
+    # Fingerprints give the model compare's verdicts on every pair; search finds every related model.
+    fp = res["fingerprints"]
+    assert fp["agree"] == fp["pairs"] == len(res["pairs"]) and not fp["disagreements"]
+    n_related = sum(p["label"] == "related" for p in res["pairs"])
+    assert fp["found"] == fp["related_pairs"] == n_related and not fp["missed"] and not fp["false_hits"]
+    assert all(p["search"]["rank"] is not None for p in res["pairs"] if p["label"] == "related")
     # No false positive at any level, for the verdicts and for every test alone.
     assert all(row["false_positives"] == 0 for row in res["calibration_by_level"])
     # The two strongest published methods, as their mechanics predict.

@@ -81,7 +81,7 @@ def _per_test_component_p(zoo, pair):
 
     out = {}
     with open_model(zoo / pair["a"]) as sa, open_model(zoo / pair["b"]) as sb:
-        _, _, _, alignment, _, _ = _align(sa, sb, CompareOptions())
+        alignment = _align(sa, sb, CompareOptions()).alignment
         pairs = [p for p in alignment.pairs if p.evidence]
         for comp in sorted({p.component for p in pairs}):
             members = [p for p in pairs if p.component == comp]

@@ -7,9 +7,13 @@ rows permuted by ``LlamaModel.permute`` for the llama architecture, ``1 + w`` st
 matrices in F16 / Q8_0 (``gguf.quants.quantize``) and 1-D tensors in F32. ``gguf`` cannot quantise K-quants,
 so Q4_K blocks are built by ``quantize_q4_k`` below: the Q4_K block layout of ggml with a simpler scale
 search than llama.cpp's (min/max per 32-value sub-block, 6-bit scales and mins per 256-value super-block),
-checked against ``gguf.quants.dequantize``. K-quants need rows of a multiple of 256 values, which the
+checked against ``gguf.quants.dequantize``; Q6_K blocks likewise by ``quantize_q6_k`` (``pack_q6_k`` lays given
+codes out exactly as gguf dequantises them). K-quants need rows of a multiple of 256 values, which the
 64-wide example models do not have (llama.cpp would fall back to Q5_0 for them), so the Q4_K comparisons use
-two 256-wide random-init models written here.
+two 256-wide random-init models written here. ``Q4_K_M`` files mix types per tensor as llama-quantize does
+(``q4_k_m_type``): Q6_K for the output matrix and for attn_v / ffn_down of the layers ``use_more_bits``
+picks, Q4_K for the other matrices, F32 for 1-D tensors, and llama.cpp's fallbacks (Q5_0 for Q4_K, Q8_0
+for Q6_K) where rows are not a multiple of 256.
 """
 
 from __future__ import annotations
@@ -96,12 +100,76 @@ def quantize_q4_k(x: np.ndarray) -> np.ndarray:
     return out.reshape(rows, -1)
 
 
+def pack_q6_k(codes: np.ndarray, scales: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Q6_K blocks from 6-bit codes [n, 256] (0..63, value = d * scale * (code - 32)), int8 sub-block scales
+    [n, 16] and f16 super-block scales [n]: ql (128 bytes: low nibbles, element h*128 + j in the low and
+    h*128 + 64 + j in the high half of byte h*64 + j), qh (64 bytes: the 2 high bits of element
+    h*128 + t*32 + j at bit 2t of byte h*32 + j), 16 scales, d (ggml's block_q6_K)."""
+    n, u8 = codes.shape[0], np.uint8
+    c = codes.astype(u8).reshape(n, 2, 128)
+    ql = ((c[:, :, :64] & 0xF) | ((c[:, :, 64:] & 0xF) << 4)).reshape(n, 128)
+    hi = (c >> 4).reshape(n, 2, 4, 32)
+    qh = (hi[:, :, 0] | (hi[:, :, 1] << 2) | (hi[:, :, 2] << 4) | (hi[:, :, 3] << 6)).astype(u8).reshape(n, 64)
+    sc = scales.astype(np.int8).view(u8).reshape(n, 16)
+    return np.concatenate([ql, qh, sc, d.astype(np.float16).reshape(n, 1).view(u8)], axis=1)
+
+
+def quantize_q6_k(x: np.ndarray) -> np.ndarray:
+    """Rows of float32 (length a multiple of 256) -> Q6_K blocks: per 16-value sub-block a scale of max|x|/31,
+    stored as int8 multiples of the super-block's f16 d = max(scale)/127; codes round(x / (d*sc)) in -32..31."""
+    rows, f32 = x.shape[0], np.float32
+    blocks = x.astype(f32).reshape(-1, 16, 16)
+    n = blocks.shape[0]
+    sub = np.abs(blocks).max(-1) / 31
+    d16 = (sub.max(-1) / 127).astype(np.float16)
+    d = d16.astype(f32)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sc = np.where(d > 0, np.rint(sub / d), 0).clip(-128, 127).astype(np.int8)
+        step = (d * sc)[..., None]
+        q = np.where(step != 0, np.rint(blocks / step), 0).clip(-32, 31)
+    return pack_q6_k((q + 32).reshape(n, 256), sc, d16).reshape(rows, -1)
+
+
+def _use_more_bits(i: int, n: int) -> bool:
+    """llama.cpp's use_more_bits: the first and last eighth of the layers and every third one between."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+_K_FALLBACK = {Q.Q4_K: Q.Q5_0, Q.Q6_K: Q.Q8_0}  # llama-quantize when a row is not a multiple of 256
+
+
+def q4_k_m_type(name: str, shape: tuple, n_layer: int) -> Q:
+    """The type llama-quantize gives a tensor of a Q4_K_M file (llama_tensor_get_type, as far as these
+    models go): F32 for 1-D tensors, Q6_K for output and the chosen layers' attn_v / ffn_down, else Q4_K."""
+    if len(shape) == 1:
+        return Q.F32
+    layer = int(name.split(".")[1]) if name.startswith("blk.") else -1
+    more = name == "output.weight" or name.endswith(("attn_v.weight", "ffn_down.weight")) and _use_more_bits(layer, n_layer)
+    qtype = Q.Q6_K if more else Q.Q4_K
+    return _K_FALLBACK[qtype] if shape[-1] % 256 else qtype
+
+
+def _encode(data: np.ndarray, qtype: Q) -> tuple[np.ndarray, Q | None]:
+    if qtype == Q.F32:
+        return data.astype(np.float32), None
+    if qtype == Q.F16:
+        return data.astype(np.float16), None
+    if qtype == Q.Q4_K:
+        return quantize_q4_k(data), qtype
+    if qtype == Q.Q6_K:
+        return quantize_q6_k(data), qtype
+    return gguf.quants.quantize(data, qtype), qtype
+
+
 PERMUTED = {"llama"}  # architectures whose converter permutes Q/K rows (as far as these tests go)
 GEMMA = {"gemma", "gemma2", "gemma3"}
 
 
-def convert(folder: Path, out: Path, arch: str, qtype: Q, weights: dict | None = None) -> Path:
-    """What convert_hf_to_gguf.py (and llama-quantize for Q4_K) would write for this HF folder."""
+Q4_K_M = "Q4_K_M"  # a mixed file, types per tensor by q4_k_m_type
+
+
+def convert(folder: Path, out: Path, arch: str, qtype: Q | str, weights: dict | None = None) -> Path:
+    """What convert_hf_to_gguf.py (and llama-quantize for Q4_K / Q4_K_M) would write for this HF folder."""
     cfg = json.loads((folder / "config.json").read_text())
     w = weights if weights is not None else load_file(str(folder / "model.safetensors"))
     from tokenizers import Tokenizer
@@ -120,7 +188,7 @@ def convert(folder: Path, out: Path, arch: str, qtype: Q, weights: dict | None =
     wr.add_head_count_kv(n_kv)
     wr.add_rope_freq_base(cfg["rope_theta"])
     wr.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
-    wr.add_file_type({Q.F16: 1, Q.Q8_0: 7, Q.Q4_K: 15}[qtype])
+    wr.add_file_type({Q.F16: 1, Q.Q8_0: 7, Q.Q4_K: 14, Q4_K_M: 15}[qtype])
     wr.add_tokenizer_model("gpt2")
     wr.add_token_list(tokens)
     for hf, data in w.items():
@@ -130,14 +198,15 @@ def convert(folder: Path, out: Path, arch: str, qtype: Q, weights: dict | None =
             data = llama_permute(data, n_head, n_kv)
         if arch in GEMMA and hf.endswith("norm.weight"):
             data = data + 1
+        name = gguf_name(hf)
         if data.ndim == 1:
-            wr.add_tensor(gguf_name(hf), data.astype(np.float32))
-        elif qtype == Q.F16:
-            wr.add_tensor(gguf_name(hf), data.astype(np.float16))
-        elif qtype == Q.Q8_0:
-            wr.add_tensor(gguf_name(hf), gguf.quants.quantize(data, Q.Q8_0), raw_dtype=Q.Q8_0)
+            t = Q.F32
+        elif qtype == Q4_K_M:
+            t = q4_k_m_type(name, data.shape, cfg["num_hidden_layers"])
         else:
-            wr.add_tensor(gguf_name(hf), quantize_q4_k(data), raw_dtype=Q.Q4_K)
+            t = qtype
+        encoded, raw_dtype = _encode(data, t)
+        wr.add_tensor(name, encoded, raw_dtype=raw_dtype)
     wr.write_header_to_file()
     wr.write_kv_data_to_file()
     wr.write_tensors_to_file()
@@ -184,6 +253,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     }
     out["wide_a_q4_k"] = convert(out["wide_a"], d / "wide-a-q4_k.gguf", "qwen2", Q.Q4_K)
     out["wide_b_q4_k"] = convert(out["wide_b"], d / "wide-b-q4_k.gguf", "qwen2", Q.Q4_K)
+    out["wide_a_q4_k_m"] = convert(out["wide_a"], d / "wide-a-Q4_K_M.gguf", "llama", Q4_K_M)
+    out["wide_b_q4_k_m"] = convert(out["wide_b"], d / "wide-b-Q4_K_M.gguf", "llama", Q4_K_M)
     return out
 
 
@@ -320,6 +391,28 @@ def test_q4_k_builder_round_trips_through_gguf():
     assert np.corrcoef(back.ravel(), x.ravel())[0, 1] > 0.99
 
 
+def test_q6_k_builder_lays_codes_out_as_gguf_dequantizes():
+    """Given codes, scales and d, ``pack_q6_k`` gives blocks gguf dequantises to exactly d*sc*(code-32); the
+    encoder round-trips within 6-bit rounding."""
+    rng = np.random.default_rng(4)
+    codes, sc = rng.integers(0, 64, size=(3, 256)), rng.integers(-128, 128, size=(3, 16))
+    d = np.array([2**-8, 2**-10, 0.5], np.float16)
+    back = gguf.quants.dequantize(pack_q6_k(codes, sc, d), Q.Q6_K)
+    assert np.array_equal(back, (d.astype(np.float32)[:, None] * np.repeat(sc, 16, axis=1) * (codes - 32)).astype(np.float32))
+    x = (0.02 * rng.standard_normal((4, 512))).astype(np.float32)
+    back = gguf.quants.dequantize(quantize_q6_k(x), Q.Q6_K)
+    assert back.shape == x.shape and np.linalg.norm(back - x) / np.linalg.norm(x) < 0.03
+
+
+def test_q4_k_m_types_follow_llama_quantize():
+    """Layer choice of use_more_bits (llama.cpp's integer arithmetic) and the fallbacks for short rows."""
+    assert [_use_more_bits(i, 2) for i in range(2)] == [False, True]
+    assert [i for i in range(32) if _use_more_bits(i, 32)] == [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]
+    assert q4_k_m_type("output.weight", (512, 256), 2) == Q.Q6_K and q4_k_m_type("output.weight", (512, 64), 2) == Q.Q8_0
+    assert q4_k_m_type("blk.1.attn_v.weight", (128, 256), 2) == Q.Q6_K and q4_k_m_type("blk.0.attn_v.weight", (128, 256), 2) == Q.Q4_K
+    assert q4_k_m_type("blk.0.ffn_up.weight", (128, 64), 2) == Q.Q5_0 and q4_k_m_type("blk.0.attn_norm.weight", (64,), 2) == Q.F32
+
+
 def test_stacked_experts_listed_per_expert(tmp_path):
     rng = np.random.default_rng(5)
     gate = rng.standard_normal((4, 64, 32)).astype(np.float32)  # [expert, n_ff, n_embd]
@@ -413,12 +506,78 @@ def test_q4_k_related_to_its_source(files):
     assert min(t.pearson for t in rows) >= 0.98, {t.a: t.pearson for t in rows}
 
 
+# (type, Pearson floor): measured worst 0.9969 (Q4_K), 0.99981 (Q6_K) on 256-wide random-init weights
+Q4_K_M_FLOORS = {"Q4_K": 0.995, "Q6_K": 0.999}
+# a 64-wide model gets llama-quantize's fallbacks: measured worst 0.99906 (Q5_0), 0.99999 (Q8_0)
+Q4_K_M_FALLBACK_FLOORS = {"Q5_0": 0.998, "Q8_0": 0.9999}
+
+
+def _worst_by_type(result) -> dict[str, tuple[float, int]]:
+    by: dict[str, list[float]] = {}
+    for t in _matrix_rows(result):
+        by.setdefault(t.dtype_b, []).append(t.pearson)
+    return {k: (min(v), len(v)) for k, v in by.items()}
+
+
+def test_q4_k_m_mixed_file_related_to_its_source(files):
+    """A Q4_K_M file (Q4_K for most matrices, Q6_K for output, layer 1's attn_v and ffn_down, F32 norms,
+    Llama's Q/K permutation): every matrix pairs with its source, each type above its floor."""
+    with open_model(files["wide_a_q4_k_m"]) as m:
+        types = {n: i.dtype.code for n, i in m.tensors.items()}
+    assert {n for n, c in types.items() if c == "Q6_K"} == {"output.weight", "blk.1.attn_v.weight", "blk.1.ffn_down.weight"}
+    assert sum(c == "Q4_K" for c in types.values()) == 13 and {c for n, c in types.items() if n.endswith(("norm.weight", ".bias"))} == {"F32"}
+    r = modelkin.compare(files["wide_a"], files["wide_a_q4_k_m"], hash_files=False)
+    assert r.verdict == "related" and r.components["text"].verdict == "related"
+    worst = _worst_by_type(r)
+    assert {k: n for k, (_, n) in worst.items()} == {"Q4_K": 13, "Q6_K": 3}
+    assert all(worst[k][0] >= floor for k, floor in Q4_K_M_FLOORS.items()), worst
+
+
+def test_q4_k_m_of_a_narrow_model_related_to_its_source(tmp_path):
+    """examples/base (64-wide rows) as llama-quantize writes Q4_K_M for it: Q5_0 and Q8_0 in place of the
+    K-quants."""
+    path = convert(EXAMPLES / "base", tmp_path / "base-Q4_K_M.gguf", "llama", Q4_K_M)
+    r = modelkin.compare(EXAMPLES / "base", path, hash_files=False)
+    assert r.verdict == "related"
+    worst = _worst_by_type(r)
+    assert {k: n for k, (_, n) in worst.items()} == {"Q5_0": 13, "Q8_0": 3}
+    assert all(worst[k][0] >= floor for k, floor in Q4_K_M_FALLBACK_FLOORS.items()), worst
+
+
 def test_independent_ggufs_are_independent(files):
     r = modelkin.compare(files["base_q8_0"], files["independent_q8_0"], hash_files=False)
     assert r.verdict == "independent"
     assert len(_matrix_rows(r)) == MATRICES_IN_BASE
     r = modelkin.compare(files["wide_a_q4_k"], files["wide_b_q4_k"], hash_files=False)
     assert r.verdict == "independent"
+    r = modelkin.compare(files["wide_a_q4_k_m"], files["wide_b_q4_k_m"], hash_files=False)
+    assert r.verdict == "independent"
+    assert len(_matrix_rows(r)) == MATRICES_IN_BASE and {t.dtype_b for t in _matrix_rows(r)} == {"Q4_K", "Q6_K"}
+
+
+def _zoo_pair(zoo: Path, kind: str) -> tuple[Path, Path]:
+    pair = next(p for p in json.loads((zoo / "manifest.json").read_text())["pairs"] if p["kind"] == kind)
+    return zoo / pair["a"], zoo / pair["b"]
+
+
+@pytest.mark.parametrize("kind, verdict", [("width_growth", "related"), ("independent_width", "independent")])
+def test_cross_width_gguf_judged_like_its_safetensors(smoke_zoo, tmp_path, kind, verdict):
+    """The zoo's width-grown model (64 -> 96 wide, 3 -> 4 layers) and an independent model of another width
+    and vocabulary, as Q4_K_M GGUFs (llama-quantize's Q5_0/Q8_0 fallbacks at these widths, Llama's Q/K
+    permutation): with no same-shape matrices, the cross-shape (shared-basis) test decides on the GGUF's
+    embedded vocabulary, with the same verdict and log10 p as on the safetensors originals, whichever side
+    is the GGUF."""
+    a, b = _zoo_pair(smoke_zoo, kind)
+    ga = convert(a, tmp_path / "a-Q4_K_M.gguf", "llama", Q4_K_M)
+    gb = convert(b, tmp_path / "b-Q4_K_M.gguf", "llama", Q4_K_M)
+    original = modelkin.compare(a, b, hash_files=False)
+    assert original.verdict == verdict
+    for x, y in ((a, gb), (ga, b), (ga, gb)):
+        r = modelkin.compare(x, y, hash_files=False)
+        assert r.verdict == verdict and r.components["text"].verdict == verdict, (x.name, y.name)
+        assert "shared-basis" in r.components["text"].decided_by
+        # 5-bit rounding costs a little evidence: measured -51.0 (B a GGUF), -57.7 (A), -53.5 (both) against -53.5 (related); 0.0 (independent)
+        assert r.log10_p == pytest.approx(original.log10_p, rel=0.1, abs=0.5), (x.name, y.name, r.log10_p, original.log10_p)
 
 
 def test_gguf_and_its_sibling_quantisation_related(files):

@@ -196,6 +196,41 @@ def test_index_push_to_folder_then_pull_from_hub_dataset(zoo_index, tmp_path, mo
         assert "cannot read the dataset repo" in capsys.readouterr().err
 
 
+def test_index_push_through_hf_endpoint_then_pull(zoo_index, tmp_path, monkeypatch, capsys):
+    """push creates the dataset repo and commits fingerprints + manifest through the Hub API (HF_ENDPOINT);
+    pull of that commit gives back the same index; without a write token, one line and exit 2."""
+    try:
+        from .hub_server import HubServer, patch_hf_endpoint
+    except ImportError:
+        from hub_server import HubServer, patch_hf_endpoint
+
+    names = ("qwen2-A-tA512-s1", "qwen2-A-tA512-s1~drop1")
+    small = Index(tmp_path / "small.sqlite")
+    for m in zoo_index.models():
+        if m.name in names:
+            small.add(zoo_index.fingerprint_path(m.sha256), name=m.name)
+    small.close()
+    with HubServer() as hub:
+        patch_hf_endpoint(monkeypatch, hub.url)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        assert main(["index", "push", "org/pushed", "--db", str(tmp_path / "small.sqlite")]) == 2
+        err = capsys.readouterr().err
+        assert "cannot publish" in err and "HF_TOKEN" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+        monkeypatch.setenv("HF_TOKEN", hub.token)
+        assert main(["index", "push", "org/pushed", "--db", str(tmp_path / "small.sqlite")]) == 0
+        assert "/datasets/org/pushed/commit/" in capsys.readouterr().out
+        commit = hub.commit_of("datasets/org/pushed")
+        served = sorted(hub._repos["datasets/org/pushed"].commits[commit])
+        assert served[-1] == "manifest.json" and len(served) == 3 and all(p.startswith("fingerprints/") for p in served[:2])
+        db = tmp_path / "pulled.sqlite"
+        assert main(["index", "pull", "org/pushed", "--db", str(db)]) == 0
+        with Index(db) as ix, Index(tmp_path / "small.sqlite") as orig:
+            assert {m.name: m.sha256 for m in ix.models()} == {m.name: m.sha256 for m in orig.models()}
+        # Pushing again (the repo exists) makes a new commit of the same content.
+        assert main(["index", "push", "org/pushed", "--db", str(tmp_path / "small.sqlite")]) == 0
+        assert hub.commit_of("datasets/org/pushed") == commit  # same files, same (content-derived) commit id
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda e: e.update(file="../../etc/passwd"), "file must be 'fingerprints/<its sha256>.mkfp'"),
     (lambda e: e.update(file="fingerprints/" + "0" * 64 + ".mkfp"), "file must be"),

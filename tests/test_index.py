@@ -23,8 +23,9 @@ from modelkin.sampling import SamplePolicy
 from modelkin.sources import open_model
 from modelkin.sources.fingerprint_format import MAGIC_KEY
 
-# Sample every tensor, however small (the zoo's models are tiny: the default policy keeps them whole).
-AGGRESSIVE = SamplePolicy(fraction=0.01, min_rows=32, block_rows=16, small_bytes=0)
+# The default fingerprint policy keeps the zoo's tiny models whole (they fit its byte budget). This budgeted policy
+# samples every tensor however small, in 2 layers per component: the regime of a large model's fingerprint.
+BUDGET = SamplePolicy(fraction=0.0, min_rows=32, block_rows=16, small_bytes=0, max_layers=2, whole_bytes=0)
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
@@ -40,36 +41,61 @@ def _pairs(smoke_zoo, repo_root):
     return pairs
 
 
-@pytest.fixture(scope="module")
-def zoo_fps(smoke_zoo, repo_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("fps")
+def _fingerprints(smoke_zoo, repo_root, out, policy=None):
     fps = {}
     for a, b, _ in _pairs(smoke_zoo, repo_root):
         for m in (a, b):
             if m not in fps:
-                fps[m] = Path(make_fingerprint(m, out / f"{m.parent.name}-{m.name}.mkfp", policy=AGGRESSIVE).path)
+                kw = {} if policy is None else {"policy": policy}
+                fps[m] = Path(make_fingerprint(m, out / f"{m.parent.name}-{m.name}.mkfp", **kw).path)
     return fps
 
 
+@pytest.fixture(scope="module")
+def zoo_fps(smoke_zoo, repo_root, tmp_path_factory):
+    """Fingerprints with the default policy."""
+    return _fingerprints(smoke_zoo, repo_root, tmp_path_factory.mktemp("fps"))
+
+
+@pytest.fixture(scope="module")
+def budget_fps(smoke_zoo, repo_root, tmp_path_factory):
+    """Fingerprints that hold samples only (``BUDGET``)."""
+    return _fingerprints(smoke_zoo, repo_root, tmp_path_factory.mktemp("bfps"), BUDGET)
+
+
 def test_fingerprint_compare_gives_the_models_verdicts(zoo_fps, smoke_zoo, repo_root):
-    sampled_any = 0
     for a, b, _ in _pairs(smoke_zoo, repo_root):
         full = modelkin.compare(a, b, read_mode="full")
-        sampled = modelkin.compare(a, b, read_mode="sampled", sample_policy=AGGRESSIVE)
         fp = modelkin.compare(zoo_fps[a], zoo_fps[b])
         mixed = modelkin.compare(zoo_fps[a], b)
         assert _verdicts(fp) == _verdicts(full) and fp.verdict == full.verdict, (a.name, b.name)
         assert _verdicts(mixed) == _verdicts(full), (a.name, b.name)
-        # Exactly the sampled compare: the same rows give the same numbers.
-        for c in fp.components:
-            assert fp.components[c].log10_p == pytest.approx(sampled.components[c].log10_p, abs=1e-9)
         assert not fp.reads.left_out and fp.reads.mode == "sampled"
+
+
+def test_sampled_fingerprints_compare_exactly_as_the_models_sampled_alike(budget_fps, smoke_zoo, repo_root):
+    """A fingerprint holding samples gives the numbers of the models compared with its policy; against the full
+    compare it may lose power (inconclusive), never flip related and independent."""
+    sampled_any = 0
+    for a, b, _ in _pairs(smoke_zoo, repo_root):
+        full = modelkin.compare(a, b, read_mode="full")
+        sampled = modelkin.compare(a, b, read_mode="sampled", sample_policy=BUDGET)
+        fp = modelkin.compare(budget_fps[a], budget_fps[b])
+        mixed = modelkin.compare(a, budget_fps[b])
+        for r in (fp, mixed):
+            assert _verdicts(r) == _verdicts(sampled), (a.name, b.name)
+            for c in r.components:
+                assert r.components[c].log10_p == pytest.approx(sampled.components[c].log10_p, abs=1e-9)
+            assert not any("does not hold" in n for n in r.notes), (a.name, b.name, r.notes)
+        for c, v in _verdicts(fp).items():
+            assert v in (full.components[c].verdict, "inconclusive"), (a.name, b.name, c)
         sampled_any += fp.reads.planned_bytes < fp.reads.full_bytes
     assert sampled_any >= 10
 
 
-def test_fingerprint_records_provenance_and_is_small(zoo_fps, repo_root, tmp_path):
+def test_fingerprint_records_provenance_and_is_small(budget_fps, repo_root, tmp_path):
     base = repo_root / "examples/base"
+    zoo_fps = budget_fps
     src = open_model(zoo_fps[base])
     with src:
         assert src.config["model_type"] == "qwen2" and src.embedded_vocab()
@@ -85,7 +111,7 @@ def test_fingerprint_is_sampled_only(zoo_fps, repo_root):
     base = repo_root / "examples/base"
     with pytest.raises(UsageError, match="sampled rows only"):
         modelkin.compare(zoo_fps[base], base, read_mode="full")
-    other = make_fingerprint(base, Path(zoo_fps[base]).parent / "other-policy.mkfp")
+    other = make_fingerprint(base, Path(zoo_fps[base]).parent / "other-policy.mkfp", policy=BUDGET)
     with pytest.raises(UsageError, match="different sample policies"):
         modelkin.compare(zoo_fps[base], other.path)
 
@@ -134,9 +160,9 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_hostile_fingerprints_fail_in_one_line(case, zoo_fps, repo_root, tmp_path, capsys):
+def test_hostile_fingerprints_fail_in_one_line(case, budget_fps, repo_root, tmp_path, capsys):
     edit, message = HOSTILE[case]
-    bad = _rewrite(zoo_fps[repo_root / "examples/base"], tmp_path / "bad.mkfp", edit)
+    bad = _rewrite(budget_fps[repo_root / "examples/base"], tmp_path / "bad.mkfp", edit)
     with pytest.raises(FormatError, match=message):
         open_model(bad)
     assert main(["compare", str(bad), str(repo_root / "examples/base")]) == 2
@@ -265,7 +291,7 @@ def test_audit_breaks_a_graft_down_by_component_and_checks_claims(zoo_fps, repo_
         graft = tmp_path / "graft"
         shutil.copytree(ex / "vlm-graft", graft)
         (graft / "README.md").write_text("---\nlicense: apache-2.0\nbase_model:\n- base\n- someorg/not-indexed\n---\n# card\n")
-        fp = make_fingerprint(graft, tmp_path / "graft.mkfp", policy=AGGRESSIVE)
+        fp = make_fingerprint(graft, tmp_path / "graft.mkfp")
         doc = audit(ix, fp.path)
     comps = {c["component"]: c for c in doc["components"]}
     assert [d["name"] for d in comps["vision"]["derived_from"]] == ["vlm-donor"]
@@ -290,3 +316,70 @@ def test_audit_cli_writes_json_and_html(zoo_fps, repo_root, tmp_path, capsys):
     page = (tmp_path / "a.html").read_text()
     assert "default-src 'none'" in page and "http://" not in page and "https://" not in page
     assert json.loads((tmp_path / "a.json").read_text())["components"]
+
+
+# -- the fingerprint's size: planned from shapes, flat in the model's size -----------------------------------
+
+
+def test_planned_fingerprint_size_is_flat_from_7b_to_70b():
+    from modelkin.index.fingerprint import llama_like, planned_size
+    from modelkin.sampling import DEFAULT_SAMPLE
+
+    sizes, plans, headers = {}, {}, {}
+    for name, shape in {"7B": dict(hidden=4096, layers=32, ffn=11008, vocab=32000),
+                        "70B": dict(hidden=8192, layers=80, ffn=28672, vocab=128256, kv_heads=8)}.items():
+        tensors, config = llama_like(**shape)
+        vocab = {f"tok{i}": i for i in range(shape["vocab"])}
+        sizes[name], plans[name] = planned_size(tensors, config, vocab=vocab)
+        headers[name] = sizes[name] - plans[name].payload_bytes
+    assert sizes["7B"] <= 16_000_000
+    # The 70B's fingerprint is no larger than the 7B's plus its larger header (vocabulary, tensor list).
+    assert sizes["70B"] <= sizes["7B"] + (headers["70B"] - headers["7B"])
+    assert plans["70B"].payload_bytes <= 14 << 20 and plans["7B"].payload_bytes <= 14 << 20
+    assert 1 <= plans["70B"].k < plans["7B"].k < 32
+    assert plans["7B"].by_role["basis"] <= 256 * 4096 * 2  # at most 256 token rows, bf16 kept as bf16
+    # The unbudgeted 1 %-of-rows sample (fingerprint version 1) was ten times larger at 7B and grew with the model.
+    tensors, config = llama_like(hidden=4096, layers=32, ffn=11008, vocab=32000)
+    assert planned_size(tensors, config, DEFAULT_SAMPLE)[0] > 10 * sizes["7B"]
+
+
+def test_planned_size_is_the_written_size(repo_root, tmp_path):
+    from modelkin.index.fingerprint import planned_size
+
+    policy = SamplePolicy(fraction=0.0, min_rows=16, block_rows=16, small_bytes=0, max_layers=1)
+    for m in ("base", "vlm-donor"):
+        made = make_fingerprint(repo_root / "examples" / m, tmp_path / f"{m}.mkfp", policy=policy, hash_files=False)
+        with open_model(repo_root / "examples" / m) as src:
+            from modelkin.alignment.vocab import load_vocab
+
+            planned, plan = planned_size(dict(sorted(src.tensors.items())), src.config, policy, load_vocab(src))
+        assert made.kept_bytes == plan.payload_bytes
+        assert abs(made.n_bytes - planned) < 600  # the header's source record and date differ, nothing else
+
+
+def test_budgeted_fingerprint_reads_k_layers_and_compares_as_the_models(repo_root, tmp_path):
+    ex = repo_root / "examples"
+    policy = SamplePolicy(fraction=0.0, min_rows=16, block_rows=16, small_bytes=0, max_layers=1)
+    fa = make_fingerprint(ex / "base", tmp_path / "a.mkfp", policy=policy).path
+    fb = make_fingerprint(ex / "finetuned", tmp_path / "b.mkfp", policy=policy).path
+    fp = modelkin.compare(fa, fb)
+    models = modelkin.compare(ex / "base", ex / "finetuned", read_mode="sampled", sample_policy=policy)
+    assert fp.verdict == models.verdict == "related"
+    assert fp.components["text"].log10_p == pytest.approx(models.components["text"].log10_p, abs=1e-9)
+    from modelkin.sampling import choose_layers
+
+    (kept,) = choose_layers("text", [0, 1], 1)
+    assert {t.layer_a for t in fp.tensors if t.layer_a is not None} == {kept}  # one of the two layers
+    assert any("only some layers were read" in n and "1 of 2 text layers" in n for n in fp.notes)
+    assert not any("does not hold" in n for n in fp.notes)
+    with open_model(fa) as src:  # the other layer's tensors are in the header, with no rows
+        f = src.files[0]
+        other = f"model.layers.{1 - kept}.mlp.up_proj.weight"
+        assert f.stored_rows(other).size == 0 and src.tensors[other].shape == (128, 64)
+
+
+def test_an_old_version_fingerprint_gives_one_line(zoo_fps, repo_root, tmp_path, capsys):
+    bad = _rewrite(zoo_fps[repo_root / "examples/base"], tmp_path / "v1.mkfp", lambda h: h.update(version=1))
+    assert main(["compare", str(bad), str(repo_root / "examples/base")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "version 1 is not supported" in err and "make the fingerprint again" in err

@@ -13,7 +13,7 @@ from modelkin.sources import open_model
 from modelkin.statistics.realigned import log10_sign_test
 from modelkin.statistics.margins import MIN_UNITS, detectable_margin, sibling_margins, sign_flip_test, split_features
 
-from builders import (perturb, permute_prune_resnet, qwen2_tensors, resnet_tensors, widen_qwen2, write_model,
+from builders import (perturb, permute_ffn_units, permute_prune_resnet, qwen2_tensors, resnet_tensors, widen_qwen2, write_model,
                       write_tokenizer)
 
 TOKENS = [f"t{i}" for i in range(400)]
@@ -281,3 +281,23 @@ def test_vocabularies_without_enough_shared_tokens_give_no_basis(tmp_path):
     text = res.components["text"]
     assert text.verdict == "inconclusive" and "too few token strings shared" in text.reason
     assert res.vocabulary["n_shared"] == 10
+
+
+def test_sampled_units_cannot_rule_out_a_permuted_copy(tmp_path):
+    """When the larger model's units are too many to fingerprint all (here 4,096 FFN units per layer, sampled
+    at the read's key-seeded rows), a permuted copy's counterparts are mostly never looked at: the shared-basis
+    test must not lend its power to an "independent" verdict (inconclusive, saying why), while a real
+    permuted copy is still found related by the realigned test."""
+    cfg = {"model_type": "qwen2", "hidden_size": 256, "intermediate_size": 4096, "num_hidden_layers": 2,
+           "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": 512}
+    a = qwen2_tensors(1, hidden=256, ffn=4096, vocab=512, layers=2)
+    a_dir = write_model(tmp_path / "a", a, cfg)
+    other = write_model(tmp_path / "other", qwen2_tensors(2, hidden=256, ffn=4096, vocab=512, layers=2), cfg)
+    res = modelkin.compare(a_dir, other, hash_files=False)
+    text = res.components["text"]
+    assert res.verdict == "inconclusive" and text.verdict == "inconclusive"
+    test = next(t for t in text.invariant_tests if t["test"] == "shared-basis")
+    assert test["ran"] and test["partner_coverage"] < 0.05
+    assert "fingerprinted only" in text.reason and "permuted copy" in text.reason
+    copy = write_model(tmp_path / "copy", perturb(permute_ffn_units(a, seed=3), 0.05), cfg)
+    assert modelkin.compare(a_dir, copy, hash_files=False).verdict == "related"

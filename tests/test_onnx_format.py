@@ -249,18 +249,126 @@ def test_scales_per_axis_and_blocked_match_a_per_element_reference(shape, axis, 
         assert np.array_equal(got, want[start : start + count]), (start, count)
 
 
-def test_block_quantised_contrib_weights_are_said_unread(tmp_path):
-    """onnxruntime's MatMulNBits (4-bit LLM exports) is not decoded: its weight is not listed as raw bytes
-    (that would compare packed nibbles as numbers) and inspect says how many were left out."""
-    nodes = [helper.make_node("MatMulNBits", ["x", "fc.weight_Q4", "fc.weight_scales"], ["y"], domain="com.microsoft",
-                              K=8, N=4, bits=4, block_size=8)]
-    inits = [numpy_helper.from_array(np.zeros((4, 1, 4), np.uint8), "fc.weight_Q4"),
-             numpy_helper.from_array(np.ones(4, np.float32), "fc.weight_scales"),
+def test_block_quantised_gather_is_said_unread(tmp_path):
+    """onnxruntime's GatherBlockQuantized (4-bit embeddings) is not decoded: its weight is not listed as raw
+    bytes (that would compare packed nibbles as numbers) and inspect says how many were left out."""
+    nodes = [helper.make_node("GatherBlockQuantized", ["emb.weight_Q4", "ids", "emb.weight_scales"], ["y"], domain="com.microsoft",
+                              block_size=16, bits=4)]
+    inits = [numpy_helper.from_array(np.zeros((4, 8), np.uint8), "emb.weight_Q4"),
+             numpy_helper.from_array(np.ones((4, 1), np.float32), "emb.weight_scales"),
              numpy_helper.from_array(np.ones((4, 8), np.float32), "other.weight")]
-    path = ob.save(helper.make_model(helper.make_graph(nodes, "g", [], [], inits)), tmp_path / "nbits")
+    path = ob.save(helper.make_model(helper.make_graph(nodes, "g", [], [], inits)), tmp_path / "gbq")
     with OnnxFile(path) as f:
         assert list(f.tensors) == ["other.weight"]
-        assert f.metadata_used()["not read"].startswith("1 block-quantised weights of MatMulNBits")
+        assert f.metadata_used()["not read"].startswith("1 block-quantised weights of GatherBlockQuantized")
+
+
+# -- MatMulNBits (onnxruntime's 4-bit weight-only quantisation of LLMs) ------------------------------------
+
+NBITS = [  # (bits, block_size, zero points, node names): measured worst Pearson on examples/base
+    (4, 32, "uint8", True),  # MatMul4BitsQuantizer's default: asymmetric, packed 4-bit zero points (0.9967)
+    (4, 16, None, False),  # symmetric (no zero-point input: 8), no node names: named by bias and position (0.9960)
+    (8, 16, "float", True),  # 8-bit codes, zero points in the scales' float type (0.99999)
+]
+
+
+@pytest.mark.parametrize("bits, block, zero, scopes", NBITS, ids=[f"{b}bit-{bs}-{z}-{'scopes' if s else 'anon'}" for b, bs, z, s in NBITS])
+def test_matmulnbits_export_is_related(tmp_path, bits, block, zero, scopes):
+    """examples/base quantised as onnxruntime's MatMulNBits: every matrix is decoded to [out, in], named as
+    the source names it, and compares element-wise with it (Pearson >= 0.99 at 4 bits)."""
+    model = ob.export_decoder(BASE, quant="nbits", scopes=scopes, nbits={"bits": bits, "block_size": block, "zero": zero})
+    path = ob.save(model, tmp_path / "nbits")
+    onnx.checker.check_model(str(path))
+    res = modelkin.compare(EXAMPLES / "base", path.parent)
+    _assert_same_model(res, _n_matrices(BASE), min_pearson=0.999 if bits == 8 else 0.995)
+    quantised = {t.a: t.dtype_b for t in _matrices(res) if t.dtype_b.startswith("Q")}
+    assert len(quantised) == _n_matrices(BASE) - 1 and set(quantised.values()) == {f"QU{bits}"}  # embeddings stay float
+    assert not res.unmatched
+    with OnnxFile(path) as f:
+        assert "not read" not in f.metadata
+        assert not any("_scales" in n or "zero_points" in n or n.endswith(f"_Q{bits}") for n in f.tensors)
+        how = {None: f"default zero point {2 ** (bits - 1)}", "uint8": f"zero points packed {bits}-bit", "float": "zero points F32"}[zero]
+        assert set(f.metadata["quantized"].values()) == {f"MatMulNBits {bits}-bit blocks of {block} along K, {how}"}
+        assert f.tensors["model.layers.1.mlp.down_proj.weight"].shape == (64, 128)
+
+
+def _nbits_reference(packed: np.ndarray, scales: np.ndarray, zp, n: int, k: int, bits: int, block: int) -> np.ndarray:
+    """Per element, straight from the operator's description: code j of row r sits in byte j*bits//8 of the
+    row's blocks, at bit (j*bits) % 8; value (code - zero point of its block) * scale of its block."""
+    n_blocks = -(-k // block)
+    flat = packed.reshape(n, -1)
+    out = np.empty((n, k), np.float32)
+    for r in range(n):
+        for j in range(k):
+            code = (int(flat[r, j * bits // 8]) >> (j * bits % 8)) & ((1 << bits) - 1)
+            b = j // block
+            if zp is None:
+                z = 2 ** (bits - 1)
+            elif zp.dtype == np.uint8:
+                row = zp.reshape(n, -1)[r]
+                z = (int(row[b * bits // 8]) >> (b * bits % 8)) & ((1 << bits) - 1)
+            else:
+                z = zp.reshape(n, n_blocks)[r, b]
+            out[r, j] = (np.float32(code) - np.float32(z)) * scales.reshape(n, n_blocks)[r, b]
+    return out
+
+
+@pytest.mark.parametrize("bits, zero", [(4, "uint8"), (2, "uint8"), (8, None), (4, "float")])
+def test_matmulnbits_reads_are_exact(tmp_path, bits, zero):
+    """K not a multiple of the block (the last block padded), fp16 scales and a trivial g_idx: every read
+    range (parts of rows, across rows, the whole matrix, rows, blocks) equals the per-element reference."""
+    n, k, block = 7, 40, 16
+    r = np.random.default_rng(bits)
+    packed, scales, zp = ob.quantize_nbits(r.normal(size=(n, k)), bits, block, zero)
+    scales = scales.astype(np.float16)
+    if zp is not None and zp.dtype != np.uint8:
+        zp = zp.astype(np.float16)
+    want = _nbits_reference(packed, scales.astype(np.float32), zp, n, k, bits, block)
+    inits = {"fc.weight_Q": packed, "fc.weight_scales": scales, "g_idx": (np.arange(k) // block).astype(np.int32)}
+    inputs = ["x", "fc.weight_Q", "fc.weight_scales", "" if zp is None else "fc.weight_zp", "g_idx"]
+    if zp is not None:
+        inits["fc.weight_zp"] = zp
+    node = helper.make_node("MatMulNBits", inputs, ["y"], domain="com.microsoft", K=k, N=n, bits=bits, block_size=block)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, n])],
+                              [numpy_helper.from_array(v, name) for name, v in inits.items()])
+    path = ob.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]), tmp_path / "q")
+    with open_model(path) as src:
+        assert list(src.tensors) == ["fc.weight_Q"]  # the stored name (no _Q<bits> suffix to drop here)
+        info = src.tensors["fc.weight_Q"]
+        assert info.shape == (n, k) and info.dtype.code == f"QU{bits}"
+        assert np.array_equal(src.read(info).reshape(n, k), want)
+        flat = want.reshape(-1)
+        for start, count in [(0, 1), (3, 30), (17, 40), (39, 2), (41, 200), (n * k - 5, 5)]:
+            assert np.array_equal(src.read(info, start, count), flat[start : start + count]), (start, count)
+        rows = np.array([0, 3, 6])
+        assert np.array_equal(src.read_rows(info, rows), want[rows])
+        assert np.array_equal(src.read_block(info, 1, 5, 9, 37), want[1:5, 9:37])
+        assert np.array_equal(np.concatenate([p.copy() for p in src.stream(info, 0, n * k)]), flat)
+        assert np.array_equal(src.read_raw(info, 0, k).astype(np.int64),
+                              [(int(packed.reshape(n, -1)[0, j * bits // 8]) >> (j * bits % 8)) & ((1 << bits) - 1) for j in range(k)])
+
+
+def test_matmulnbits_names_drop_the_quantiser_suffix(tmp_path):
+    """onnxruntime's quantiser names B after the initializer it replaced plus ``_Q4``: a named weight
+    comes back under its own name."""
+    packed, scales, zp = ob.quantize_nbits(np.random.default_rng(0).normal(size=(8, 32)), 4, 32, "uint8")
+    inits = [numpy_helper.from_array(packed, "head.weight_Q4"), numpy_helper.from_array(scales, "head.weight_scales"),
+             numpy_helper.from_array(zp, "head.weight_zero_points")]
+    node = helper.make_node("MatMulNBits", ["x", "head.weight_Q4", "head.weight_scales", "head.weight_zero_points"], ["y"],
+                            domain="com.microsoft", K=32, N=8, bits=4, block_size=32)
+    path = ob.save(helper.make_model(helper.make_graph([node], "g", [], [], inits)), tmp_path / "named")
+    with OnnxFile(path) as f:
+        assert list(f.tensors) == ["head.weight"] and f.tensors["head.weight"].shape == (8, 32)
+
+
+def test_matmulnbits_exports_of_independent_models_are_independent(tmp_path):
+    other = load_file(str(EXAMPLES / "independent" / "model.safetensors"))
+    a = ob.save(ob.export_decoder(BASE, quant="nbits"), tmp_path / "a")
+    b = ob.save(ob.export_decoder(other, quant="nbits"), tmp_path / "b")
+    res = modelkin.compare(a.parent, b.parent)
+    assert res.verdict == "independent"
+    assert len(_matrices(res)) == _n_matrices(BASE)  # paired by name, every one decoded
 
 
 # -- independence ------------------------------------------------------------------------------------------
@@ -513,6 +621,33 @@ def _cycle(tmp):
     return _write(tmp, "cycle.onnx", _model([_tensor()], nodes))
 
 
+def _nbits_file(tmp, name, n=4, k=32, bits=4, block=16, b_shape=None, scales_shape=None, g_idx=None, zp=None):
+    n_blocks = -(-k // block)
+    b = np.zeros(b_shape or (n, n_blocks, block * bits // 8), np.uint8)
+    tensors = [numpy_helper.from_array(b, "onnx::B_Q4"), numpy_helper.from_array(np.ones(scales_shape or (n * n_blocks,), np.float32), "onnx::B_scales")]
+    inputs = ["x", "onnx::B_Q4", "onnx::B_scales", "", ""]
+    if zp is not None:
+        tensors.append(numpy_helper.from_array(zp, "onnx::B_zp"))
+        inputs[3] = "onnx::B_zp"
+    if g_idx is not None:
+        tensors.append(numpy_helper.from_array(g_idx.astype(np.int32), "onnx::g_idx"))
+        inputs[4] = "onnx::g_idx"
+    nodes = [helper.make_node("MatMulNBits", inputs, ["y"], domain="com.microsoft", K=k, N=n, bits=bits, block_size=block)]
+    return _write(tmp, name, _model(tensors, nodes))
+
+
+HOSTILE_NBITS = {
+    "nbits-k-mismatch": (lambda t: _nbits_file(t, "nbits_k.onnx", k=64, b_shape=(4, 2, 8)),
+                         ("B is U8 [4, 2, 8] but K=64, N=4, bits=4, block_size=16 need U8 [4, 4, 8]",)),
+    "nbits-blob-size": (lambda t: _nbits_file(t, "nbits_blob.onnx", b_shape=(4, 2, 16)), ("need U8 [4, 2, 8]",)),
+    "nbits-n-mismatch": (lambda t: _nbits_file(t, "nbits_n.onnx", b_shape=(5, 2, 8)), ("B is U8 [5, 2, 8]",)),
+    "nbits-scales": (lambda t: _nbits_file(t, "nbits_scales.onnx", scales_shape=(7,)), ("scales is f32 [7], not float [8] or [4, 2]",)),
+    "nbits-zero-points": (lambda t: _nbits_file(t, "nbits_zp.onnx", zp=np.zeros(3, np.uint8)), ("zero_points is u8 [3], not u8 [4] or [4, 1]",)),
+    "nbits-3-bit": (lambda t: _nbits_file(t, "nbits_3.onnx", bits=3, block=32, b_shape=(4, 1, 12)), ("3-bit codes are not supported",)),
+    "nbits-act-order": (lambda t: _nbits_file(t, "nbits_gidx.onnx", g_idx=np.arange(32)[::-1] // 16), ("g_idx reorders the blocks",)),
+}
+
+
 HOSTILE = {
     "truncated": (_truncated, ("past the end of the file", "truncated")),
     "external-path-escapes": (_escaping, ("'../outside.bin'", "outside the model folder")),
@@ -527,6 +662,7 @@ HOSTILE = {
     "two-graphs": (_two_graphs, ("two graphs",)),
     "scale-shape": (_scale_shape, ("scale shape [3] does not fit weight [4, 4] along axis 1",)),
     "cycle": (_cycle, ("cycle",)),
+    **HOSTILE_NBITS,
 }
 
 
@@ -556,7 +692,7 @@ def test_escaping_external_data_through_the_cli(tmp_path):
 
 def test_fuzz_target_seeds_and_cuts():
     """The fuzz target reads its seeds, and every prefix of a seed raises only ModelkinError."""
-    assert len(target_onnx.SEEDS) == 5
+    assert len(target_onnx.SEEDS) == 6
     for seed in target_onnx.SEEDS:
         target_onnx.fuzz_one(seed)
         for cut in range(0, len(seed), 7):

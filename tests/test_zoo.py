@@ -256,6 +256,43 @@ def test_cli_zoo_build_rejects_bad_size_and_seed(capsys):
     assert "--seed must be 0 or more" in capsys.readouterr().err
 
 
+def test_dependencies_name_every_model_a_recipe_is_made_from():
+    from modelkin.zoo.build import dependencies
+    from modelkin.zoo.recipes import plan
+
+    for size in ("smoke", "full", "hard"):
+        recipes = plan(size).models
+        deps = dependencies(recipes)
+        order = list(recipes)
+        for mid, r in recipes.items():
+            expected = {r[k] for k in ("parent", "other", "embed_from") if r.get(k)}
+            assert expected <= deps[mid], (size, mid)
+            assert all(order.index(d) < order.index(mid) for d in deps[mid]), (size, mid)  # plan order is buildable
+    full = dependencies(plan("full").models)
+    assert any(len(d) == 2 for d in full.values())  # merges: both parents
+
+
+def test_parallel_build_equals_the_sequential_one(smoke_zoo, tmp_path):
+    """``--jobs 2`` builds each model once its parents exist, in other processes, to the same bytes."""
+    from modelkin.cli import main
+    from modelkin.zoo.recipes import plan
+
+    leaf = [m for m in plan("smoke").models if m.startswith("resnet")]  # a parent and its child, seconds to train
+    assert len(leaf) == 2
+    outs = {}
+    for jobs in (1, 2):
+        root = tmp_path / f"j{jobs}"
+        (root / "models").mkdir(parents=True)
+        for m in plan("smoke").models:
+            if m not in leaf:  # every other model from the cached zoo
+                (root / "models" / m).symlink_to(smoke_zoo / "models" / m)
+        assert main(["zoo", "build", str(root), "--jobs", str(jobs)]) == 0
+        outs[jobs] = {m: (root / "models" / m / "model.safetensors").read_bytes() for m in leaf}
+        assert len(json.loads((root / "manifest.json").read_text())["pairs"]) == len(plan("smoke").pairs)
+    assert outs[1] == outs[2]
+    assert main(["zoo", "build", str(tmp_path / "x"), "--jobs", "0"]) == 2
+
+
 def _load_pair(zoo: Path, kind: str):
     from modelkin.zoo.io import load_model
 

@@ -11,21 +11,23 @@ from dataclasses import replace
 import numpy as np
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from threadpoolctl import threadpool_limits
 
 from . import __version__
 from .alignment import (
-    VocabMap, align_by_name, logical_shape, map_experts, map_layers, map_vocab, repair_by_layers, split_fused,
+    VocabMap, align_by_name, map_experts, map_layers, map_vocab, repair_by_layers, split_fused,
 )
 from .errors import UsageError
 from .inventory import COMPONENTS, Inventory, build_inventory
+from .alignment.budget import LayerSample, plan_layers, restrict
 from .alignment.reads import FULL, SAMPLED, ReadPlan, plan_reads, prefetch_requests
 from .metrics import stream_metrics
 from .metrics.intervals import sample_intervals
 from .options import CompareOptions
 from .results import ComparisonResult, ModelRef, ReadSummary, TensorResult, UnmatchedTensor
+from .sampling import DEFAULT_SAMPLE
 from .sources import ModelSource, open_model
 from .sources.fingerprint_format import MissingRowsError
 from .sources.digests import DigestJobs
@@ -137,9 +139,15 @@ def _prefetch(src: ModelSource, inv: Inventory, options: CompareOptions, mode: s
 
 
 def _align(src_a: ModelSource, src_b: ModelSource, options: CompareOptions):
-    """Inventory and alignment stages: names/roles/fused parts, vocabulary, layers, experts."""
-    inv_a, inv_b = build_inventory(src_a), build_inventory(src_b)
+    """Inventory and alignment stages: names/roles/fused parts, vocabulary, layers, experts.
+
+    A budgeted sample (fingerprints) reads some layers only: the stages after this one see inventories without
+    the other layers (``alignment.budget``); the full inventories are returned too, for the model records."""
+    full_a, full_b = build_inventory(src_a), build_inventory(src_b)
     mode = _read_mode(src_a, src_b, options)
+    budget = ((plan_layers(full_a.tensors, options.sample_policy), plan_layers(full_b.tensors, options.sample_policy))
+              if mode == SAMPLED else (None, None))
+    inv_a, inv_b = restrict(full_a, budget[0]), restrict(full_b, budget[1])
     with ThreadPoolExecutor(max_workers=2) as pool:  # both models' requests in flight together
         list(pool.map(lambda si: _prefetch(si[0], si[1], options, mode), ((src_a, inv_a), (src_b, inv_b))))
     inv_a, inv_b = split_fused(inv_a, inv_b)
@@ -148,10 +156,41 @@ def _align(src_a: ModelSource, src_b: ModelSource, options: CompareOptions):
     shared = sorted(set(inv_a.components()) & set(inv_b.components()))
     if options.components:
         shared = [c for c in shared if c in options.components]
-    layer_maps = {c: m for c in shared if (m := _held(map_layers, None, src_a, src_b, inv_a, inv_b, c)) is not None}
+    layer_maps = {c: m for c in shared if (m := _held(map_layers, None, src_a, src_b, inv_a, inv_b, c,
+                                                        _unit_policy(options, mode))) is not None}
     alignment = repair_by_layers(alignment, inv_a, inv_b, layer_maps)
     alignment, expert_maps = _held(map_experts, (alignment, {}), src_a, src_b, inv_a, inv_b, alignment, vocab)
-    return inv_a, inv_b, vocab, alignment, layer_maps, expert_maps
+    return _Aligned((full_a, full_b), (inv_a, inv_b), budget, vocab, alignment, layer_maps, expert_maps)
+
+
+class _Aligned(NamedTuple):
+    """What the alignment stages produce for ``_run``."""
+
+    full: tuple[Inventory, Inventory]  # every tensor (the model records, counted components)
+    inventories: tuple[Inventory, Inventory]  # what is compared (a budgeted sample's layers only)
+    budget: tuple[LayerSample | None, LayerSample | None]
+    vocab: VocabMap | None
+    alignment: object
+    layer_maps: dict
+    expert_maps: dict
+
+
+def _unit_policy(options: CompareOptions, mode: str):
+    """The sample the layer signatures and the invariant tests' units come from: the default policy's in every
+    read mode (so sampled and full reads test the same units), except under a budgeted policy, whose sample
+    holds everything its compare reads."""
+    return options.sample_policy if mode == SAMPLED and options.sample_policy.budgeted else DEFAULT_SAMPLE
+
+
+def _budget_note(budget: tuple[LayerSample | None, LayerSample | None]) -> str | None:
+    parts = []
+    for side, plan in zip("AB", budget):
+        if plan is not None and (left := plan.left_out()):
+            parts.append(f"{side}: " + ", ".join(f"{plan.k} of {len(plan.layers[c])} {c} layers" for c in sorted(left)))
+    if not parts:
+        return None
+    return ("Budgeted sample (a fingerprint's): only some layers were read, chosen by a key-seeded order of layer "
+            "indices (" + "; ".join(parts) + "); the tensors of the other layers were not compared.")
 
 
 def _held(step, fallback, *args):
@@ -183,14 +222,26 @@ def _fetch_ahead(src_a: ModelSource, src_b: ModelSource, inv_a, inv_b, vocab, co
     if not (src_a.remote or src_b.remote) or options.max_bytes is not None:
         return None
     pool = ThreadPoolExecutor(max_workers=1)
-    future = pool.submit(prefetch_component_reads, src_a, src_b, inv_a, inv_b, vocab, list(counted), plan.mode == SAMPLED)
+    future = pool.submit(prefetch_component_reads, src_a, src_b, inv_a, inv_b, vocab, list(counted),
+                         plan.mode == SAMPLED, _unit_policy(options, plan.mode))
     pool.shutdown(wait=False)
     return future
 
 
+def _why_untested(p, t, screened: str | None) -> str | None:
+    """Why an aligned pair carries no evidence test (None when one ran)."""
+    if t is not None:
+        return None
+    if screened or not p.evidence:
+        return screened or p.non_evidence_reason
+    if p.width_differs:
+        return "widths differ and no unit-matching test applies to this role"
+    return "too few exchangeable units to test (needs at least 16 on a unit axis)"
+
+
 def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progress, started: float,
          stats: FetchStats) -> ComparisonResult:
-    inv_a, inv_b, vocab, alignment, layer_maps, expert_maps = _align(src_a, src_b, options)
+    (full_a, full_b), (inv_a, inv_b), budget, vocab, alignment, layer_maps, expert_maps = _align(src_a, src_b, options)
     pairs = list(alignment.pairs)
     unmatched = list(alignment.unmatched)
     if options.components:
@@ -209,7 +260,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         if progress:
             progress(min(done, total), total)
 
-    counted = counted_components(inv_a, inv_b, options.components)
+    counted = counted_components(full_a, full_b, options.components)
     ahead = _fetch_ahead(src_a, src_b, inv_a, inv_b, vocab, counted, plan, options)
     # Hash the files on a side thread while the metric pass runs (hashlib releases the GIL), then on every
     # thread given: the files left are hashed beside the statistics.
@@ -234,40 +285,14 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         if ahead is not None:
             wait([ahead])  # before the sources close, whatever happened here
 
-    rows = []
-    for i, (p, m, t) in enumerate(zip(pairs, metrics, tests)):
-        ci = sample_intervals(src_a, src_b, p, m)
-        reason = screened.get(i, p.non_evidence_reason)
-        if p.evidence and t is None and i not in screened:
-            reason = (
-                "widths differ and no unit-matching test applies to this role" if p.width_differs
-                else "too few exchangeable units to test (needs at least 16 on a unit axis)"
-            )
-        rows.append(TensorResult(
-            a=p.a.name, b=p.b.name, role=p.a.role, component=p.component,
-            layer_a=p.a.layer, layer_b=p.b.layer, shape=list(p.a.shape),
-            compared_shape=list(logical_shape(p.b)) if p.width_differs else list(p.shape),
-            kept_unit_fraction=p.kept_unit_fraction,
-            dtype_a=p.a.info.dtype.code, dtype_b=p.b.info.dtype.code, matched_by=p.matched_by,
-            cosine=m.cosine, pearson=m.pearson, rel_l2=m.rel_l2, identical=m.identical,
-            evidence=t is not None, non_evidence_reason=None if t is not None else reason,
-            unit_cosine=None if t is None else t.mean_cosine, z=None if t is None else t.z,
-            log10_p=None if t is None else t.log10_p, test_axis=None if t is None else t.axis,
-            test=None if t is None else t.test,
-            mean_a=m.mean_a, std_a=m.std_a, mean_b=m.mean_b, std_b=m.std_b,
-            sampled_rows=None if ci is None else [ci.rows_a, ci.rows_total_a],
-            pearson_ci=None if ci is None or ci.pearson is None else [ci.pearson.low, ci.pearson.high],
-            cosine_ci=None if ci is None or ci.cosine is None else [ci.cosine.low, ci.cosine.high],
-            rel_l2_ci=None if ci is None or ci.rel_l2 is None else [ci.rel_l2.low, ci.rel_l2.high],
-            identity_basis="sampled" if p.a.info.sampled else "full",
-            evidence_class=None if t is None else t.evidence_class,
-            tests=None if t is None else {name: {"z": z, "log10_p": lp} for name, z, lp in t.by_test},
-        ))
+    rows = [TensorResult.from_pair(p, m, t, sample_intervals(src_a, src_b, p, m), _why_untested(p, t, screened.get(i)))
+            for i, (p, m, t) in enumerate(zip(pairs, metrics, tests))]
     if ahead is not None:
         ahead.result()  # a failed fetch fails here as it would have below
     left = None if options.max_bytes is None else max(0, options.max_bytes - plan.planned_bytes)
     excluded = ({pairs[i].a.name for i in screened}, {pairs[i].b.name for i in screened})
-    invariant = component_tests(src_a, src_b, inv_a, inv_b, vocab, list(counted), left, plan.mode == "sampled", excluded)
+    invariant = component_tests(src_a, src_b, inv_a, inv_b, vocab, list(counted), left, plan.mode == "sampled", excluded,
+                                _unit_policy(options, plan.mode))
     components = judge_components(pairs, tests, rows, options.alpha, options.min_effect, layer_maps, expert_maps,
                                   invariant, counted)
     verdict, log10_p = overall(components)
@@ -294,6 +319,8 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
             "(key-seeded blocks of rows). Pearson, cosine and rel-L2 of sampled tensors are estimates with 95 % "
             "intervals; 'identical' of a sampled tensor speaks of the sampled rows only."
         )
+    if (budget_note := _budget_note(budget)) is not None:
+        notes.append(budget_note)
     if plan.not_held:
         notes.append(
             f"{len(plan.not_held)} tensor pairs were not compared: a fingerprint does not hold the rows this pairing "
@@ -306,8 +333,8 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         )
     return ComparisonResult(
         modelkin_version=__version__,
-        a=_ref(src_a, inv_a, digest_a),
-        b=_ref(src_b, inv_b, digest_b),
+        a=_ref(src_a, full_a, digest_a),
+        b=_ref(src_b, full_b, digest_b),
         verdict=verdict,
         log10_p=log10_p,
         alpha=options.alpha,

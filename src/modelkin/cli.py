@@ -118,7 +118,7 @@ def _gate(verdict: str, fail_on: list[Verdict] | None, quiet: bool) -> None:
 @app.command()
 def compare(
     ctx: typer.Context,
-    a: str = typer.Argument(..., metavar="A", help="Model A: a weights file (.safetensors, .gguf, .bin, .pt, .pth), a model folder, a Hub id (org/name) or an https:// URL."),
+    a: str = typer.Argument(..., metavar="A", help="Model A: a weights file (.safetensors, .gguf, .bin, .pt, .pth, .onnx), a model folder, a Hub id (org/name; org/name:Q4_K_M or org/name/path/in/repo.gguf picks one file) or an https:// URL."),
     b: str = typer.Argument(..., metavar="B", help="Model B."),
     json_out: Optional[str] = typer.Option(None, "--json", metavar="PATH", help="Write the JSON report to PATH ('-' for stdout)."),
     html_out: Optional[str] = typer.Option(None, "--html", metavar="PATH", help="Write the self-contained HTML report to PATH."),
@@ -195,7 +195,7 @@ def report(
 
 @app.command()
 def inspect(
-    a: str = typer.Argument(..., help="A weights file, a model folder, a Hub id (org/name) or an https:// URL."),
+    a: str = typer.Argument(..., help="A weights file, a model folder, a Hub id (org/name, org/name:QUANT, org/name/path/in/repo) or an https:// URL."),
     json_out: Optional[str] = typer.Option(None, "--json", metavar="PATH", help="Write the inventory as JSON to PATH ('-' for stdout)."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)."),
     tensors: bool = typer.Option(False, "--tensors", help="Also list every tensor with its stored type and shape."),
@@ -258,6 +258,7 @@ def zoo_build(
                              "hard (long-trained, distilled and shared-embedding hard negatives) or null "
                              "(300 cheap independent pairs)."),
     seed: int = typer.Option(0, "--seed", help="A fresh instance of the zoo: every training seed shifted (0: the default)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Build models in this many processes (each once its parents exist)."),
 ) -> None:
     """Train the zoo of related and independent model pairs (needs torch)."""
     try:
@@ -268,19 +269,26 @@ def zoo_build(
         raise ModelkinError(f"--size must be one of {', '.join(BUILD_SIZES)}, not {size!r}")
     if seed < 0:
         raise ModelkinError(f"--seed must be 0 or more, not {seed}")
-    raise typer.Exit(zoo_build_command(out_dir, size, seed))
+    if jobs < 1:
+        raise ModelkinError(f"--jobs must be 1 or more, not {jobs}")
+    raise typer.Exit(zoo_build_command(out_dir, size, seed, jobs))
 
 
 @app.command()
 def bench(
     zoo_dir: str = typer.Argument(..., help="A zoo built by 'modelkin zoo build'."),
     json_out: Optional[str] = typer.Option(None, "--json", metavar="PATH", help="Write every pair's scores as JSON."),
-    threads: int = typer.Option(2, "--threads"),
+    threads: int = typer.Option(2, "--threads", help="Threads per pair."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Pairs run at once, each in its own process."),
+    fingerprints: bool = typer.Option(False, "--fingerprints", help="Also fingerprint every model: agreement of "
+                                      "fingerprint compares with model compares, and search recall."),
 ) -> None:
     """Score modelkin and the public baselines on every pair of a zoo."""
     from .bench import run_bench
 
-    raise typer.Exit(run_bench(zoo_dir, json_out=json_out, threads=threads))
+    if jobs < 1:
+        raise ModelkinError(f"--jobs must be 1 or more, not {jobs}")
+    raise typer.Exit(run_bench(zoo_dir, json_out=json_out, threads=threads, jobs=jobs, fingerprints=fingerprints))
 
 
 def main(argv: list[str] | None = None) -> int:

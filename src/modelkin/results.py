@@ -73,6 +73,33 @@ class TensorResult:
     evidence_class: str | None = None  # "permutation" or "assumption-based": what the test's null rests on
     tests: dict | None = None  # every test that ran: name -> {"z", "log10_p"} (uncorrected), for calibration
 
+    @classmethod
+    def from_pair(cls, p, m, t, ci, reason: str | None) -> "TensorResult":
+        """The row of one aligned pair ``p`` (alignment's TensorPair) from its metrics ``m`` (TensorMetrics),
+        its evidence test ``t`` (statistics' PairEvidence; None when no test ran: ``reason`` says why) and
+        its sampling intervals ``ci`` (None for a full read)."""
+        span = lambda iv: None if iv is None else [iv.low, iv.high]  # noqa: E731
+        tested = t is not None
+        return cls(
+            a=p.a.name, b=p.b.name, role=p.a.role, component=p.component,
+            layer_a=p.a.layer, layer_b=p.b.layer, shape=list(p.a.shape), compared_shape=list(p.compared_shape),
+            kept_unit_fraction=p.kept_unit_fraction,
+            dtype_a=p.a.info.dtype.code, dtype_b=p.b.info.dtype.code, matched_by=p.matched_by,
+            cosine=m.cosine, pearson=m.pearson, rel_l2=m.rel_l2, identical=m.identical,
+            evidence=tested, non_evidence_reason=None if tested else reason,
+            unit_cosine=t.mean_cosine if tested else None, z=t.z if tested else None,
+            log10_p=t.log10_p if tested else None, test_axis=t.axis if tested else None,
+            test=t.test if tested else None,
+            mean_a=m.mean_a, std_a=m.std_a, mean_b=m.mean_b, std_b=m.std_b,
+            sampled_rows=None if ci is None else [ci.rows_a, ci.rows_total_a],
+            pearson_ci=None if ci is None else span(ci.pearson),
+            cosine_ci=None if ci is None else span(ci.cosine),
+            rel_l2_ci=None if ci is None else span(ci.rel_l2),
+            identity_basis="sampled" if p.a.info.sampled else "full",
+            evidence_class=t.evidence_class if tested else None,
+            tests={name: {"z": z, "log10_p": lp} for name, z, lp in t.by_test} if tested else None,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class UnmatchedTensor:

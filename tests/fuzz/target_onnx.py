@@ -4,7 +4,8 @@
 tensor; bad input may only raise ``ModelkinError`` (an external-data reference gives ``UnsupportedError``:
 an in-memory file has no folder). ``SEEDS`` are small valid models: a float MatMul graph with an
 anonymous [in, out] weight and a named bias, a per-channel DequantizeLinear graph, a MatMulInteger graph
-with its scale on the Mul after the Cast, a Constant-node weight, and a dynamo-style node with metadata.
+with its scale on the Mul after the Cast, a Constant-node weight, a dynamo-style node with metadata, and a
+MatMulNBits node (4-bit blocks, packed zero points).
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ def _seeds() -> list[bytes]:
         model([helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(w, "c")),
                helper.make_node("MatMul", ["x", "c"], ["y"])], {}),
         model([_dynamo_node()], {"val_3": w}),
+        model([helper.make_node("MatMulNBits", ["x", "fc.weight_Q4", "fc.weight_scales", "fc.weight_zero_points"], ["y"],
+                                domain="com.microsoft", K=8, N=4, bits=4, block_size=16)],
+              {"fc.weight_Q4": r.integers(0, 256, size=(4, 1, 8), dtype=np.uint8), "fc.weight_scales": np.full(4, 0.1, np.float32),
+               "fc.weight_zero_points": np.full(4, 8, np.uint8)}),
     ]
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..inventory import Inventory, TensorEntry
-from ..sampling import sample_indices, sample_rows
+from ..sampling import DEFAULT_SAMPLE, SamplePolicy, sample_indices, sample_rows
 from ..sources import ModelSource
 from .names import Alignment, TensorPair, Unmatched, logical_shape, width_differs
 
@@ -83,7 +83,10 @@ def _signatures(src: ModelSource, layers: dict[int, dict[tuple, TensorEntry]], s
     return order, np.array(sigs)
 
 
-def map_layers(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: Inventory, component: str) -> LayerMap | None:
+def map_layers(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: Inventory, component: str,
+               policy: SamplePolicy = DEFAULT_SAMPLE) -> LayerMap | None:
+    """``policy``: the sample whose row blocks the signatures are taken from (the default one's, except under a
+    budgeted policy, see ``api._unit_policy``)."""
     la, lb = _by_layer(inv_a, component), _by_layer(inv_b, component)
     if not la or not lb:
         return None
@@ -98,7 +101,7 @@ def map_layers(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: 
             rows = sample_indices(shape[0], SAMPLE_ROWS, rng)
             one = next(iter(la.values()))[slot]
             # Large tensors: rows inside the blocks a sampled (remote) read fetches anyway, one request each.
-            planned = None if one.transposed else sample_rows(slot[0], shape[0], one.info.n_bytes)
+            planned = None if one.transposed else sample_rows(slot[0], shape[0], one.info.n_bytes, policy)
             if planned is not None:
                 rows = np.unique(planned[np.linspace(0, len(planned) - 1, min(SAMPLE_ROWS, len(planned))).astype(int)])
             shapes[slot] = (rows, sample_indices(int(np.prod(shape[1:])), SAMPLE_COLS, rng))

@@ -39,6 +39,11 @@ class TensorPair:
         return (len(self.rows[0]),) + s[1:] if self.rows is not None else s
 
     @property
+    def compared_shape(self) -> tuple[int, ...]:
+        """What the report shows as compared: B's logical shape when widths differ, else ``shape``."""
+        return logical_shape(self.b) if self.width_differs else self.shape
+
+    @property
     def kept_unit_fraction(self) -> float | None:
         """Width pruning: units of B / units of A on the pruned axis (None when widths agree)."""
         if not self.width_differs:

@@ -381,6 +381,14 @@ def render(result: dict, console: Console) -> None:
         console.print(f"Sampled reads (every tensor cut to {BENCH_SAMPLE.min_rows} rows): same verdicts as full reads on "
                       f"{d['agree']}/{d['n']} pairs, reading {d['mean_bytes_fraction']:.1%} of the bytes on average "
                       f"(at most {d['max_bytes_fraction']:.1%})")
+    if result.get("fingerprints"):
+        d = result["fingerprints"]
+        console.print(f"Fingerprints (mean {d['mean_fingerprint_bytes'] / 1e6:.2f} MB, largest "
+                      f"{d['max_fingerprint_bytes'] / 1e6:.2f} MB): same verdicts as the model compare on "
+                      f"{d['agree']}/{d['pairs']} pairs; search (top {d['top']}) found {d['found']}/{d['related_pairs']} "
+                      f"related pairs' first model, {len(d['false_hits'])} related hits on pairs labelled independent"
+                      + (f"; disagree: {', '.join(d['disagreements'][:5])}" if d["disagreements"] else "")
+                      + (f"; missed: {', '.join(d['missed'][:5])}" if d["missed"] else ""))
     if result.get("invariant_margins"):
         console.print("Invariant tests on independent pairs (the sibling assumption's slack): " + "; ".join(
             f"{name}: {d['n']} components, largest z {d['max_z']:.1f} ({d['worst']}), largest mean margin "
@@ -471,22 +479,24 @@ def _console() -> Console:
 
 
 def run_bench(zoo_dir: str | Path, json_out: str | Path | None = None, threads: int = 2,
-              console: Console | None = None) -> int:
-    """Run the bench; print the tables; write JSON if asked. Exit code 0, or 1 when any pair failed."""
+              console: Console | None = None, jobs: int = 1, fingerprints: bool = False) -> int:
+    """Run the bench; print the tables; write JSON if asked. Exit code 0, or 1 when any pair failed.
+
+    ``jobs`` > 1 runs pairs in that many processes (``threads`` each); ``fingerprints`` adds the fingerprint
+    agreement and search-recall columns (bench/fingerprints.py)."""
     root, manifest = load_manifest(zoo_dir)
     console = console or _console()
     pairs = manifest["pairs"]
     started = time.perf_counter()
-    records = []
-    for i, pair in enumerate(pairs):
-        rec = run_pair(root, pair, i, threads=threads, manifest=manifest)
-        records.append(rec)
-        status = rec.get("error") or rec["modelkin"]["verdict"]
-        print(f"[{i + 1}/{len(pairs)}] {rec['id']} ({rec['kind']}, {rec['label']}): modelkin {status}, "
-              f"{rec['seconds']:.1f} s", file=sys.stderr, flush=True)
+    records = run_pairs(root, manifest, threads, jobs)
     apply_measured_nulls(records)
-    result = {"zoo": str(root), "size": manifest.get("size"), "pairs": records}
+    result = {"zoo": str(root), "size": manifest.get("size"), "zoo_seed": manifest.get("zoo_seed"), "pairs": records}
     result.update(summarize(records))
+    if fingerprints:
+        from .fingerprints import fingerprint_columns
+
+        log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+        result["fingerprints"] = fingerprint_columns(root, records, jobs=jobs, log=log)
     result["total_seconds"] = time.perf_counter() - started
     render(result, console)
     if json_out is not None:
@@ -494,3 +504,18 @@ def run_bench(zoo_dir: str | Path, json_out: str | Path | None = None, threads: 
     failed = any(r.get("error") or r["modelkin"].get("error") or any(b.get("error") for b in r["baselines"].values())
                  for r in records)
     return 1 if failed else 0
+
+
+def run_pairs(root: Path, manifest: dict, threads: int = 2, jobs: int = 1) -> list[dict]:
+    """Every pair of the manifest through ``run_pair``, in manifest order (``jobs`` processes)."""
+    from ..pool import run_local
+
+    pairs = manifest["pairs"]
+    records: list[dict | None] = [None] * len(pairs)
+    work = [(root, pair, i, threads, manifest) for i, pair in enumerate(pairs)]
+    for n, ((_, _, i, _, _), rec) in enumerate(run_local(run_pair, work, jobs), 1):
+        records[i] = rec
+        status = rec.get("error") or rec["modelkin"]["verdict"]
+        print(f"[{n}/{len(pairs)}] {rec['id']} ({rec['kind']}, {rec['label']}): modelkin {status}, "
+              f"{rec['seconds']:.1f} s", file=sys.stderr, flush=True)
+    return records

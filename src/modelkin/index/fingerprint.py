@@ -1,10 +1,13 @@
-"""Making a fingerprint: the rows of a model that modelkin's sampled read mode reads, in one small file.
+"""Making a fingerprint: the rows of a model that a budgeted sampled compare reads, in one small file.
 
-Which rows? Those the sampled compare reads from a model, found by running that compare (the model against
-itself, in sampled mode) with every read recorded, joined with each tensor's own key-seeded sample (so a
-partner that pairs tensors differently still finds its rows). Reads that depend on the partner and fall
-outside both (a re-mapped vocabulary's token rows, a fused matrix split to meet separate q/k/v) are not
-held; a comparison against the fingerprint leaves such pairs out and says so.
+Which rows? Those ``FINGERPRINT_SAMPLE`` (a budgeted ``SamplePolicy``) reads, planned from the model's shapes
+alone (``plan_fingerprint``): per tensor of the layers the budget chooses (``alignment.budget``), one key-seeded
+block of rows (small tensors whole); the embedding's blocks of token ids for the shared-basis test; the screening
+windows of tensors of unknown role; components small enough, whole. Nothing depends on the values, so the size of
+a fingerprint is known from the model's header (``planned_size``), and is flat in the model's size: the budget
+fixes the bytes, not a fraction. Reads that depend on the partner and fall outside the plan (a re-mapped
+vocabulary's token rows, a fused matrix split to meet separate q/k/v, an MoE's expert map) are not held; a
+comparison against the fingerprint leaves them out and says so.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import atomic_file
-from ..sampling import DEFAULT_SAMPLE, SamplePolicy, sample_rows
+from ..sampling import FINGERPRINT_SAMPLE, SamplePolicy, sample_rows, token_blocks
 from ..sources import ModelSource, open_model
 from ..sources.fingerprint_format import FORMAT_NAME, MAGIC_KEY, VERSION, policy_to_dict
 from ..sources.tensors import TensorInfo
@@ -38,65 +41,137 @@ class FingerprintSummary:
     seconds: float
 
 
-class _Recorder:
-    """Marks, per stored tensor, the rows any read touched."""
+@dataclass(frozen=True)
+class ShapeSource:
+    """A model known by its header only (tensor shapes and dtypes, config): enough to plan a fingerprint."""
 
-    def __init__(self, src: ModelSource):
-        self.marks: dict[str, np.ndarray] = {}
-        self._undo = []
-        for f in src.files:
-            for meth in ("read_raw", "read_elements", "stream_elements"):
-                orig = getattr(f, meth)
-                setattr(f, meth, self._wrap(orig))
-                self._undo.append((f, meth))
-
-    def mark(self, info: TensorInfo, start: int, count: int) -> None:
-        n = info.shape[0] if info.shape else 1
-        m = self.marks.setdefault(info.name, np.zeros(n, bool))
-        if not info.shape or count <= 0:
-            m[:] = True
-            return
-        row_len = info.numel // n if n else 0
-        if row_len:
-            m[start // row_len: (start + count - 1) // row_len + 1] = True
-
-    def _wrap(self, orig):
-        def read(info, start, count, *args, **kw):
-            self.mark(info, start, count)
-            return orig(info, start, count, *args, **kw)
-        return read
-
-    def close(self) -> None:
-        for f, meth in self._undo:
-            f.__dict__.pop(meth, None)
+    tensors: dict[str, TensorInfo]
+    config: dict | None = None
 
 
-def rows_to_keep(src: ModelSource, policy: SamplePolicy, threads: int = 2) -> dict[str, np.ndarray | None]:
-    """Stored tensor name -> sorted rows to keep (None: the whole tensor)."""
-    from ..alignment.reads import sample_key
-    from ..api import compare
-    from ..inventory import build_inventory
+@dataclass(frozen=True)
+class FingerprintPlan:
+    rows: dict[str, np.ndarray | None]  # stored tensor name -> sorted rows kept (None: whole; empty: none)
+    layers: dict[str, tuple[int, ...] | None]  # component -> layers kept (None: all)
+    k: int  # layers kept per component
+    payload_bytes: int  # bytes of the kept rows, as stored in the fingerprint
+    by_role: dict[str, int]  # payload bytes per role ("basis" for the shared-basis rows beyond samples)
 
-    rec = _Recorder(src)
-    try:
-        compare(src, src, read_mode="sampled", sample_policy=policy, hash_files=False, threads=threads)
-    finally:
-        rec.close()
-    keys = {e.info.name: sample_key(e) for e in build_inventory(src).tensors}
-    out: dict[str, np.ndarray | None] = {}
-    for name, info in src.tensors.items():
-        m = rec.marks.get(name)
-        m = np.zeros(info.shape[0] if info.shape else 1, bool) if m is None else m
-        if info.shape and info.n_bytes:
-            own = sample_rows(keys.get(name, name), info.shape[0], info.n_bytes, policy)
-            if own is None:
-                m[:] = True
-            else:
-                m[own] = True
-        else:
-            m[:] = True
-        out[name] = None if m.all() else np.flatnonzero(m)
+
+def stored_dtype(info: TensorInfo) -> str:
+    """The dtype a fingerprint stores a tensor in: plain types as stored (BF16 stays BF16); block-quantised and
+    packed types decoded to F16 (2 bytes per element, not F32)."""
+    return info.dtype.code if not info.dtype.is_block and not info.dtype.packed else "F16"
+
+
+def _stored_row_bytes(info: TensorInfo) -> int:
+    from ..sources.dtypes import lookup
+
+    n_rows = info.shape[0] if info.shape and info.shape[0] else 1
+    code = stored_dtype(info)
+    return (lookup(code).n_bytes(info.numel) if code != info.dtype.code else info.n_bytes) // n_rows
+
+
+def _rows_of_spans(info: TensorInfo, spans) -> set[int]:
+    row_len = info.numel // info.shape[0] if info.shape and info.shape[0] else 0
+    out: set[int] = set()
+    for start, count in spans:
+        if row_len and count > 0:
+            out.update(range(start // row_len, (start + count - 1) // row_len + 1))
     return out
+
+
+def plan_fingerprint(src, policy: SamplePolicy = FINGERPRINT_SAMPLE) -> FingerprintPlan:
+    """What a fingerprint of ``src`` (a ModelSource or a ``ShapeSource``) keeps, from shapes alone."""
+    from ..alignment.budget import plan_layers, restrict
+    from ..alignment.reads import sample_key
+    from ..inventory import build_inventory
+    from ..statistics.screening import window_spans
+
+    from ..statistics.shared_basis import plan_units
+
+    inv = build_inventory(src)
+    layers = plan_layers(inv.tensors, policy)
+    kept = {e.name: e for e in restrict(inv, layers).tensors}
+    # Rows the shared-basis test reads as units (an FFN unit's gate and up rows are read at the gate's sample).
+    unit_rows: dict[str, set[int]] = {}
+    for comp in {e.component for e in kept.values()}:
+        for info, r in plan_units([e for e in kept.values() if e.component == comp], None, policy).requests():
+            unit_rows.setdefault(info.name, set()).update(np.asarray(r).tolist())
+    whole_comps = layers.whole if layers else frozenset()
+    rows: dict[str, np.ndarray | None] = {}
+    by_role: dict[str, int] = {}
+    total = 0
+    for name, info in src.tensors.items():
+        e = kept.get(name)
+        n = info.shape[0] if info.shape else 1
+        if e is None:  # a tensor of a layer the budget does not read (scalars are kept: a row-less tensor)
+            rows[name] = None if not info.shape else np.empty(0, np.int64)
+            total += 0 if info.shape else info.n_bytes
+            continue
+        basis = 0
+        if (not info.shape or e.transposed or info.strided or e.component in whole_comps or e.role == "patch_embed"
+                or (own := sample_rows(sample_key(e), n, info.n_bytes, policy)) is None):
+            rows[name] = None
+            held = n
+        else:
+            marks = set(own.tolist()) | unit_rows.get(name, set())
+            if e.role == "embedding" and len(info.shape) == 2:
+                extra = set(token_blocks(n).tolist()) - marks
+                basis = len(extra)
+                marks |= extra
+            if e.role == "other" and e.evidence:
+                marks |= _rows_of_spans(info, window_spans(info))
+            held = len(marks)
+            rows[name] = None if held >= n else np.array(sorted(marks), np.int64)
+        row_bytes = _stored_row_bytes(info)
+        total += held * row_bytes
+        by_role[e.role] = by_role.get(e.role, 0) + (held - basis) * row_bytes
+        if basis:
+            by_role["basis"] = by_role.get("basis", 0) + basis * row_bytes
+    chosen = dict(layers.chosen) if layers else {}
+    return FingerprintPlan(rows, chosen, layers.k if layers else 0, total, dict(sorted(by_role.items())))
+
+
+def planned_size(tensors: dict[str, TensorInfo], config: dict | None = None, policy: SamplePolicy = FINGERPRINT_SAMPLE,
+                 vocab: dict[str, int] | None = None) -> tuple[int, FingerprintPlan]:
+    """(bytes of the fingerprint file, the plan) of a model known by its header alone; no weights needed."""
+    plan = plan_fingerprint(ShapeSource(tensors, config), policy)
+    header = _header(tensors, plan, policy, config, vocab, {"location": "planned", "revision": None, "files": None}, {})
+    entries = {}
+    off = 0
+    for name, info in tensors.items():
+        held = plan.rows[name]
+        n = (info.shape[0] if info.shape else 1) if held is None else len(held)
+        nb = n * _stored_row_bytes(info)
+        entries[f"p{len(entries)}"] = {"dtype": stored_dtype(info), "shape": [n] + list(info.shape[1:]),
+                                       "data_offsets": [off, off + nb]}
+        off += nb
+    head = dict(entries)
+    head["__metadata__"] = {MAGIC_KEY: json.dumps(header, separators=(",", ":"))}
+    text = json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return 8 + len(text) + (-len(text) % 8) + off, plan
+
+
+def llama_like(hidden: int, layers: int, ffn: int, vocab: int, kv_heads: int | None = None, head_dim: int = 128,
+               dtype: str = "BF16") -> tuple[dict[str, TensorInfo], dict]:
+    """(tensor headers, config) of a Llama-shaped model: what ``planned_size`` needs, without any weights."""
+    from ..sources.dtypes import lookup
+
+    dt = lookup(dtype)
+    kv = (kv_heads or hidden // head_dim) * head_dim
+    shapes = {"model.embed_tokens.weight": (vocab, hidden), "lm_head.weight": (vocab, hidden), "model.norm.weight": (hidden,)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes.update({p + "self_attn.q_proj.weight": (hidden, hidden), p + "self_attn.k_proj.weight": (kv, hidden),
+                       p + "self_attn.v_proj.weight": (kv, hidden), p + "self_attn.o_proj.weight": (hidden, hidden),
+                       p + "mlp.gate_proj.weight": (ffn, hidden), p + "mlp.up_proj.weight": (ffn, hidden),
+                       p + "mlp.down_proj.weight": (hidden, ffn), p + "input_layernorm.weight": (hidden,),
+                       p + "post_attention_layernorm.weight": (hidden,)})
+    tensors = {n: TensorInfo(n, dt, s, "model.safetensors", 0, dt.n_bytes(int(np.prod(s)))) for n, s in shapes.items()}
+    config = {"model_type": "llama", "hidden_size": hidden, "num_hidden_layers": layers, "intermediate_size": ffn,
+              "vocab_size": vocab, "num_attention_heads": hidden // head_dim, "num_key_value_heads": kv // head_dim}
+    return tensors, config
 
 
 def _runs(rows: np.ndarray) -> list[list[int]]:
@@ -109,8 +184,8 @@ def _runs(rows: np.ndarray) -> list[list[int]]:
 
 
 def _payload(src: ModelSource, info: TensorInfo, rows: np.ndarray | None) -> tuple[str, np.ndarray]:
-    """(dtype code, stored bytes of the kept rows): plain types as stored, block/packed types decoded to F32."""
-    plain = not info.dtype.is_block and not info.dtype.packed
+    """(dtype code, stored bytes of the kept rows): plain types as stored, block/packed types decoded to F16."""
+    code = stored_dtype(info)
     f = src.file_of(info)
     row_len = info.numel // info.shape[0] if info.shape and info.shape[0] else info.numel
     spans = [(0, info.numel)] if rows is None else [(r0 * row_len, n * row_len) for r0, n in _runs(rows)]
@@ -118,12 +193,12 @@ def _payload(src: ModelSource, info: TensorInfo, rows: np.ndarray | None) -> tup
     for start, count in spans:
         if count == 0:
             continue
-        if plain:
+        if code == info.dtype.code:
             parts.append(np.ascontiguousarray(f.read_raw(info, start, count)).view(np.uint8).reshape(-1))
         else:
-            parts.append(np.asarray(f.read_elements(info, start, count), dtype="<f4").view(np.uint8).reshape(-1))
+            parts.append(np.asarray(f.read_elements(info, start, count), dtype="<f2").view(np.uint8).reshape(-1))
     data = np.concatenate(parts) if parts else np.empty(0, np.uint8)
-    return (info.dtype.code if plain else "F32"), data
+    return code, data
 
 
 def _vocab(src: ModelSource) -> dict[str, int] | None:
@@ -132,42 +207,59 @@ def _vocab(src: ModelSource) -> dict[str, int] | None:
     return load_vocab(src)
 
 
-def make_fingerprint(location, out, *, revision: str | None = None, policy: SamplePolicy = DEFAULT_SAMPLE,
+def _header(tensors: dict[str, TensorInfo], plan: FingerprintPlan, policy: SamplePolicy, config, vocab, source: dict,
+            claims: dict) -> dict:
+    entries = {}
+    for i, (name, info) in enumerate(tensors.items()):
+        rows = plan.rows[name]
+        entries[name] = {"dtype": stored_dtype(info), "source_dtype": info.dtype.code, "shape": list(info.shape),
+                         "n_bytes": int(info.n_bytes), "payload": f"p{i}", "rows": None if rows is None else _runs(rows)}
+    return {
+        "format": FORMAT_NAME, "version": VERSION, "policy": policy_to_dict(policy), "source": source,
+        "config": config, "vocab": vocab,
+        "vocab_sha256": None if vocab is None else hashlib.sha256(
+            json.dumps(sorted(vocab.items()), ensure_ascii=False).encode()).hexdigest(),
+        "tensors": entries, "modelkin_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "parameters": sum(i.numel for i in tensors.values()), "claims": claims,
+    }
+
+
+def make_fingerprint(location, out, *, revision: str | None = None, policy: SamplePolicy = FINGERPRINT_SAMPLE,
                      threads: int = 2, hash_files: bool = True) -> FingerprintSummary:
-    """Read ``location`` (local path, Hub id or URL) in sampled mode and write its fingerprint to ``out``."""
+    """Read ``location`` (local path, Hub id or URL) at the rows ``plan_fingerprint`` keeps and write its
+    fingerprint to ``out``. ``threads`` is accepted for compatibility (the reads are few)."""
     import time
 
+    if not policy.budgeted:
+        from ..errors import UsageError
+
+        raise UsageError("a fingerprint needs a budgeted sample policy (budget_bytes or max_layers set): it must hold "
+                         "everything its compare reads, invariant tests included")
     t0 = time.perf_counter()
     src = location if isinstance(location, ModelSource) else open_model(location, revision)
     try:
-        keep = rows_to_keep(src, policy, threads)
+        tensors = dict(sorted(src.tensors.items()))
+        plan = plan_fingerprint(src, policy)
+        if src.remote:  # one batch of ranged requests for everything kept
+            src.prefetch_rows([(info, np.arange(info.shape[0]) if plan.rows[n] is None else plan.rows[n])
+                               for n, info in tensors.items() if info.shape and info.n_bytes
+                               and (plan.rows[n] is None or len(plan.rows[n]))])
         vocab = _vocab(src)
         files = {k: asdict(v) for k, v in src.file_records().items()} if hash_files else None
-        tensors, payload_header, blobs, offset = {}, {}, [], 0
-        n_params = sum(i.numel for i in src.tensors.values())
-        for i, (name, info) in enumerate(sorted(src.tensors.items())):
-            rows = keep[name]
+        payload_header, blobs, offset = {}, [], 0
+        for i, (name, info) in enumerate(tensors.items()):
+            rows = plan.rows[name]
             code, data = _payload(src, info, rows)
-            pname = f"p{i}"
             pshape = list(info.shape) if rows is None else [len(rows)] + list(info.shape[1:])
-            payload_header[pname] = {"dtype": code, "shape": pshape, "data_offsets": [offset, offset + data.size]}
+            payload_header[f"p{i}"] = {"dtype": code, "shape": pshape, "data_offsets": [offset, offset + data.size]}
             blobs.append(data)
             offset += data.size
-            tensors[name] = {"dtype": code, "source_dtype": info.dtype.code, "shape": list(info.shape), "payload": pname,
-                             "rows": None if rows is None else _runs(rows)}
-        header = {
-            "format": FORMAT_NAME, "version": VERSION, "policy": policy_to_dict(policy),
-            "source": {"location": str(src.location), "revision": src.revision, "files": files},
-            "config": src.config, "vocab": vocab,
-            "vocab_sha256": None if vocab is None else hashlib.sha256(
-                json.dumps(sorted(vocab.items()), ensure_ascii=False).encode()).hexdigest(),
-            "tensors": tensors, "modelkin_version": __version__,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "parameters": n_params, "claims": read_claims(src),
-        }
+        header = _header(tensors, plan, policy, src.config, vocab,
+                         {"location": str(src.location), "revision": src.revision, "files": files}, read_claims(src))
         n_bytes = write_safetensors(out, payload_header, blobs, {MAGIC_KEY: json.dumps(header, separators=(",", ":"))})
-        return FingerprintSummary(str(out), n_bytes, n_params, src.n_bytes, offset, len(tensors),
-                                  sum(1 for r in keep.values() if r is None), time.perf_counter() - t0)
+        return FingerprintSummary(str(out), n_bytes, header["parameters"], src.n_bytes, offset, len(tensors),
+                                  sum(1 for r in plan.rows.values() if r is None), time.perf_counter() - t0)
     finally:
         if src is not location:
             src.close()

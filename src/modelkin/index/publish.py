@@ -16,7 +16,6 @@ modelkin computes (content-addressed), never to paths taken from the repo.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -142,10 +141,22 @@ def push(index: Index, repo_id: str, private: bool = False, to_folder: Path | No
     if to_folder is not None:
         export_index(index, to_folder)
         return str(to_folder)
+    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub.errors import HfHubHTTPError
+
     api, s = _api()
+    where = f"{s.endpoint}/datasets/{repo_id}"
     with tempfile.TemporaryDirectory(prefix="modelkin-push-") as work:
         export_index(index, Path(work) / "index")
-        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        info = api.upload_folder(repo_id=repo_id, folder_path=os.path.join(work, "index"), repo_type="dataset",
-                                 commit_message=f"modelkin index: {len(index.models())} fingerprints")
+        root = Path(work) / "index"
+        files = sorted(p for p in root.rglob("*") if p.is_file())  # one commit: readers see all of them or none
+        ops = [CommitOperationAdd(path_in_repo=p.relative_to(root).as_posix(), path_or_fileobj=str(p)) for p in files]
+        try:
+            api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+            info = api.create_commit(repo_id=repo_id, repo_type="dataset", operations=ops,
+                                     commit_message=f"modelkin index: {len(index.models())} fingerprints")
+        except HfHubHTTPError as e:
+            hint = " (set HF_TOKEN to a token that can write there)" if e.response is not None and \
+                e.response.status_code in (401, 403) else ""
+            raise PublishedIndexError(f"cannot publish: {type(e).__name__}: {str(e).splitlines()[0]}{hint}", where) from None
     return str(getattr(info, "commit_url", None) or f"{s.endpoint}/datasets/{repo_id}")

@@ -58,17 +58,9 @@ def run_jobs(fn: Callable, jobs: Iterable[tuple], *, workers: int = 1, ray_addre
         refs = [task.remote(*(ray_args(ray, j) if ray_args else j)) for j in jobs]
         yield from _stream_ray(ray, refs, jobs)
         return
-    if workers <= 1 or len(jobs) <= 1:
-        for j in jobs:
-            yield j, fn(*j)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from ..pool import run_local
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(fn, *j): j for j in jobs}
-        for fut in as_completed(futures):
-            yield futures[fut], fut.result()
+    yield from run_local(fn, jobs, workers)
 
 
 # -- fingerprints as object references ---------------------------------------------------------------

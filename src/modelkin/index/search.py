@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sampling import DEFAULT_SAMPLE
+from ..sampling import FINGERPRINT_SAMPLE
 from .store import Index, IndexedModel
 
 DEFAULT_CANDIDATES = 32
@@ -55,7 +55,7 @@ def _policy_of(index: Index):
                 return f.policy
             finally:
                 f.close()
-    return DEFAULT_SAMPLE
+    return FINGERPRINT_SAMPLE
 
 
 def query_fingerprint(index: Index, query: str, workdir: str, revision: str | None = None) -> Path:

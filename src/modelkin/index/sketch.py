@@ -46,6 +46,8 @@ def sketch_model(src: ModelSource) -> dict[str, np.ndarray]:
             continue
         rows = held.get(e.info.name)
         rows = np.arange(e.shape[0]) if rows is None else rows
+        if len(rows) == 0:  # a layer a budgeted fingerprint does not hold
+            continue
         rows = rows[np.linspace(0, len(rows) - 1, min(MAX_ROWS, len(rows))).astype(int)]
         m = src.read_rows(e.info, rows)[:, :MAX_COLS].astype(np.float64)
         i = ROLE_ORDER.index(e.role)

@@ -1,16 +1,18 @@
 """Reading modelkin fingerprints (``.mkfp``): a model's sampled rows, read back as that model.
 
-A fingerprint holds, per tensor, exactly the rows modelkin's sampled read mode reads from the model (the
-whole tensor where that mode reads it whole), in the stored dtype (block-quantised and packed types decoded
-to F32), with the tensor's original shape, plus the model's config, vocabulary, revision and file digests.
-Opened, it presents every tensor with its *original* shape; the sampled read mode cuts the same samples
-from it as from the model, and a read of a row the fingerprint does not hold fails with
-``MissingRowsError`` (the comparison then leaves that pair out and says so).
+A fingerprint holds, per tensor, the rows a sampled compare with its (budgeted) sample policy reads from the
+model (``index.fingerprint.plan_fingerprint``; none for tensors of layers the budget does not read), in the
+stored dtype (block-quantised and packed types decoded to F16), with the tensor's original shape and byte size,
+plus the model's config, vocabulary, revision and file digests. Opened, it presents every tensor with its
+*original* shape and size, so a compare plans the same samples and layers from it as from the model; a read of
+a row the fingerprint does not hold fails with ``MissingRowsError`` (the comparison then leaves that pair out
+and says so).
 
 Layout: a valid safetensors file. Payload tensors ``p0``, ``p1``… hold the kept rows; ``__metadata__``
 has one key, ``modelkin.fingerprint``, a JSON document (``version``, ``policy``, ``source``, ``config``,
-``vocab``, ``tensors``: name -> ``{dtype, source_dtype, shape, payload, rows}`` where ``rows`` is a list
-of ``[first_row, n_rows]`` runs or null for a whole tensor). Everything is validated like any untrusted
+``vocab``, ``tensors``: name -> ``{dtype, source_dtype, shape, n_bytes, payload, rows}`` where ``n_bytes`` is
+the source tensor's size and ``rows`` a list of ``[first_row, n_rows]`` runs or null for a whole tensor).
+Version 1 files (which held the rows of an unbudgeted sample) are refused with one line: make them again. Everything is validated like any untrusted
 file: no pickle, no code, bounded sizes, every row run inside the shape and matching the payload.
 """
 
@@ -31,15 +33,15 @@ from .weightfile import WeightFile
 
 MAGIC_KEY = "modelkin.fingerprint"
 FORMAT_NAME = "modelkin-fingerprint"
-VERSION = 1
+VERSION = 2
 SUFFIX = ".mkfp"
 MAX_DIMS = 8
 MAX_DIM = 1 << 40  # a dimension beyond this is not a real tensor
 MAX_RUNS = 1 << 20  # row runs per tensor
 HEADER_KEYS = {"format", "version", "policy", "source", "config", "vocab", "vocab_sha256", "tensors",
                "modelkin_version", "created", "parameters", "claims"}
-TENSOR_KEYS = {"dtype", "source_dtype", "shape", "payload", "rows"}
-POLICY_KEYS = {"fraction", "min_rows", "block_rows", "small_bytes"}
+TENSOR_KEYS = {"dtype", "source_dtype", "shape", "n_bytes", "payload", "rows"}
+POLICY_KEYS = {"fraction", "min_rows", "block_rows", "small_bytes", "budget_bytes", "max_layers", "whole_bytes"}
 
 
 class MissingRowsError(FormatError):
@@ -47,7 +49,8 @@ class MissingRowsError(FormatError):
 
 
 def policy_to_dict(p: SamplePolicy) -> dict:
-    return {"fraction": p.fraction, "min_rows": p.min_rows, "block_rows": p.block_rows, "small_bytes": p.small_bytes}
+    return {"fraction": p.fraction, "min_rows": p.min_rows, "block_rows": p.block_rows, "small_bytes": p.small_bytes,
+            "budget_bytes": p.budget_bytes, "max_layers": p.max_layers, "whole_bytes": p.whole_bytes}
 
 
 class FingerprintFile(WeightFile):
@@ -102,12 +105,14 @@ class FingerprintFile(WeightFile):
     def _check_policy(self, p) -> SamplePolicy:
         if not isinstance(p, dict) or set(p) != POLICY_KEYS:
             raise self._fail(f"fingerprint 'policy' must have exactly the keys {sorted(POLICY_KEYS)}")
-        ok = (isinstance(p["fraction"], (int, float)) and not isinstance(p["fraction"], bool) and 0 < p["fraction"] <= 1
-              and all(isinstance(p[k], int) and not isinstance(p[k], bool) and 0 <= p[k] < MAX_DIM
-                      for k in ("min_rows", "block_rows", "small_bytes")) and p["block_rows"] >= 1)
+        count = lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_DIM  # noqa: E731
+        ok = (isinstance(p["fraction"], (int, float)) and not isinstance(p["fraction"], bool) and 0 <= p["fraction"] <= 1
+              and all(count(p[k]) for k in ("min_rows", "block_rows", "small_bytes", "whole_bytes")) and p["block_rows"] >= 1
+              and all(p[k] is None or (count(p[k]) and p[k] >= 1) for k in ("budget_bytes", "max_layers")))
         if not ok:
-            raise self._fail(f"fingerprint 'policy' has values out of range: {p}")
-        return SamplePolicy(float(p["fraction"]), p["min_rows"], p["block_rows"], p["small_bytes"])
+            raise self._fail(f"fingerprint 'policy' has values out of range: {str(p)[:300]}")
+        return SamplePolicy(float(p["fraction"]), p["min_rows"], p["block_rows"], p["small_bytes"],
+                            p["budget_bytes"], p["max_layers"], p["whole_bytes"])
 
     def _check_tensor(self, name: str, e) -> TensorInfo:
         where = f"fingerprint tensor {name[:200]!r}"
@@ -124,6 +129,9 @@ class FingerprintFile(WeightFile):
             raise self._fail(f"{where}: payload is {payload.dtype.code}, header says {str(e['dtype'])[:20]}")
         if not isinstance(e["source_dtype"], str) or len(e["source_dtype"]) > 32:
             raise self._fail(f"{where}: source_dtype must be a short string")
+        n_bytes = e["n_bytes"]
+        if not isinstance(n_bytes, int) or isinstance(n_bytes, bool) or not 0 <= n_bytes <= MAX_DIM:
+            raise self._fail(f"{where}: n_bytes must be a non-negative integer")
         runs = e["rows"]
         if runs is None:
             if list(payload.shape) != shape:
@@ -138,10 +146,9 @@ class FingerprintFile(WeightFile):
         self._rows[name] = rows
         self._payload_of[name] = payload
         shape_t = tuple(shape)
-        numel = 1
-        for d in shape_t:
-            numel *= d
-        return TensorInfo(name, payload.dtype, shape_t, self.name, 0, payload.dtype.n_bytes(numel) or 0)
+        # The source tensor's size, not the payload's: the compare plans samples and layers from sizes, and must
+        # plan the same from the fingerprint as from the model.
+        return TensorInfo(name, payload.dtype, shape_t, self.name, 0, n_bytes)
 
     def _check_runs(self, where: str, runs: list, n_rows: int) -> np.ndarray:
         end, parts, total = 0, [], 0

@@ -24,9 +24,18 @@ class Format:
     not_weights: tuple[str, ...] = ()  # name patterns with a weights suffix that a folder scan skips
     # The file carries its own config, vocabulary and provenance (a fingerprint): files beside it are not read.
     self_contained: bool = False
+    # Each file is a whole model: several in one folder or repository are alternatives (quantisations,
+    # exports), not shards; the user picks one.
+    whole_file: bool = False
+    split_parts: str | None = None  # a regex on file names of a model split into several files of this format
 
     def owns(self, filename: str) -> bool:
         return filename.endswith(self.suffixes)
+
+    def split_part(self, filename: str) -> bool:
+        import re
+
+        return self.split_parts is not None and re.search(self.split_parts, filename) is not None
 
     def weights_in_folder(self, filename: str) -> bool:
         """A file a folder scan takes as weights (a file given by name is opened whatever its name)."""
@@ -66,13 +75,13 @@ def _fingerprint(transport: Transport) -> WeightFile:
 # In order of preference when a folder holds several formats (the first that has files wins).
 FORMATS: tuple[Format, ...] = (
     Format("safetensors", (".safetensors",), ".safetensors.index.json", ("model.safetensors",), _safetensors),
-    Format("gguf", (".gguf",), None, (), _gguf),
+    Format("gguf", (".gguf",), None, (), _gguf, whole_file=True, split_parts=r"-\d{5}-of-\d{5}\.gguf$"),
     Format(
         "pytorch", (".bin", ".pt", ".pth"), ".bin.index.json", ("pytorch_model.bin",), _pytorch,
         # what a Hugging Face Trainer checkpoint folder keeps beside the weights
         not_weights=("training_args.bin", "optimizer*.pt", "optimizer*.bin", "scheduler*.pt", "scaler*.pt", "rng_state*.pth"),
     ),
-    Format("onnx", (".onnx",), None, ("model.onnx",), _onnx),
+    Format("onnx", (".onnx",), None, ("model.onnx",), _onnx, whole_file=True),
     # A modelkin fingerprint is opened by its file name only (a folder of fingerprints is not one model).
     Format("fingerprint", (".mkfp",), None, (), _fingerprint, not_weights=("*",), self_contained=True),
 )
@@ -84,3 +93,13 @@ def format_of(filename: str) -> Format | None:
 
 def index_format(filename: str) -> Format | None:
     return next((f for f in FORMATS if f.index_suffix and filename.endswith(f.index_suffix)), None)
+
+
+def alternatives_message(fmt: Format, names: list[str], how: str) -> str:
+    """The one-line error for several whole-model files where one model is meant: a split model is said
+    unsupported; else the files are listed with ``how`` to pick one."""
+    shown = ", ".join(names[:12]) + (f", … ({len(names) - 12} more)" if len(names) > 12 else "")
+    if all(fmt.split_part(n) for n in names):
+        return (f"holds a {fmt.name} model split into {len(names)} files ({shown}): split {fmt.name.upper()} files are not "
+                "supported yet (merge them with llama-gguf-split --merge FIRST-PART OUT.gguf)")
+    return f"holds {len(names)} {fmt.name} files, each a whole model: {how} ({shown})"

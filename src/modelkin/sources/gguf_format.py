@@ -266,6 +266,12 @@ class GGUFFile(WeightFile):
         self._kv: dict[str, object] = {}
         self._transforms: dict[str, _Unpermute | _Offset] = {}
         raw, data_start = self._parse_header()
+        parts = self._kv.get("split.count")
+        if isinstance(parts, int) and not isinstance(parts, bool) and parts > 1:
+            # later parts carry no architecture metadata, which undoing the converter's changes needs
+            raise UnsupportedError(f"part {self._kv.get('split.no', 0) + 1 if isinstance(self._kv.get('split.no'), int) else '?'} of a "
+                                   f"GGUF split in {parts} files: split GGUFs are not supported yet (merge them with "
+                                   "llama-gguf-split --merge FIRST-PART OUT.gguf)", self.name)
         self.architecture = self._kv.get("general.architecture") if isinstance(self._kv.get("general.architecture"), str) else None
         self.arch = _table()[0].get(self.architecture or "")
         self._add_tensors(raw, data_start)

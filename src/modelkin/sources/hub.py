@@ -20,9 +20,10 @@ from urllib.parse import urljoin, urlsplit
 
 from ..atomic import write_atomic
 from ..errors import RemoteError, SourceNotFoundError
-from .formats import FORMATS, Format, format_of, index_format
+from .formats import FORMATS, Format, alternatives_message, format_of, index_format
 from .http import FetchStats, HttpFile, cache_root
 from .local import SIDE_FILES, check_weight_map, gather_tensors, parse_weight_map
+from .locations import SYNTAX, HubLocation, parse_hub
 from .model import ModelSource
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -122,6 +123,12 @@ def _listing(repo_id: str, revision: str | None, settings: HubSettings) -> RepoL
     return listing
 
 
+def _weights_files(names: list[str]) -> list[str]:
+    """Every weights file (or shard index) of a repository, at any depth."""
+    return sorted(n for n in names if index_format(n) is not None
+                  or (fmt := format_of(n)) is not None and fmt.weights_in_folder(n.rsplit("/", 1)[-1]))
+
+
 def _choose_weights(names: list[str], where: str) -> tuple[Format, str | None, list[str]]:
     """(format, shard index file or None, weights files) among a repository's top-level files."""
     top = sorted(n for n in names if "/" not in n)
@@ -130,17 +137,52 @@ def _choose_weights(names: list[str], where: str) -> tuple[Format, str | None, l
         if indexes:
             preferred = [n for n in indexes if n in {p + ".index.json" for p in fmt.preferred}]
             return fmt, (preferred or indexes)[0], []
-        singles = [n for n in fmt.preferred if n in top] or [n for n in top if fmt.owns(n)]
+        singles = [n for n in fmt.preferred if n in top] or [n for n in top if fmt.weights_in_folder(n)]
         if singles:
+            if len(singles) > 1 and fmt.whole_file:
+                raise SourceNotFoundError(alternatives_message(fmt, singles, f"pick one as {SYNTAX}"), where)
             return fmt, None, singles[:1] if singles[0] in fmt.preferred else singles
+    deeper = _weights_files(names)
+    if deeper:
+        shown = ", ".join(deeper[:12]) + (f", … ({len(deeper) - 12} more)" if len(deeper) > 12 else "")
+        raise SourceNotFoundError(f"holds no weights at its top level; pick a file as {SYNTAX} ({shown})", where)
     raise SourceNotFoundError("holds no weights modelkin can read (looked for " + ", ".join(s for f in FORMATS for s in f.suffixes) + ")", where)
 
 
-def open_hub(repo_id: str, revision: str | None = None, stats: FetchStats | None = None) -> ModelSource:
+def _pick(where: HubLocation, names: list[str], location: str) -> tuple[Format, str | None, list[str]]:
+    """(format, shard index or None, weights files) that a location names in a repository."""
+    if where.path is None and where.tag is None:
+        return _choose_weights(names, location)
+    weights = _weights_files(names)
+    shown = ", ".join(weights[:12]) + (f", … ({len(weights) - 12} more)" if len(weights) > 12 else "") or "none"
+    if where.path is not None:
+        if where.path not in names:
+            raise SourceNotFoundError(f"the repository holds no file {where.path!r} (its weights files: {shown})", location)
+        if (fmt := index_format(where.path)) is not None:
+            return fmt, where.path, []
+        if (fmt := format_of(where.path)) is None:
+            raise SourceNotFoundError(f"{where.path!r} is not a weights file or a shard index ({', '.join(s for f in FORMATS for s in f.suffixes)})", location)
+        return fmt, None, [where.path]
+    found = [n for n in weights if index_format(n) is None and where.matches(n)]
+    if not found:
+        raise SourceNotFoundError(f"no weights file of the repository matches the tag {where.tag!r} (its weights files: {shown})", location)
+    fmt = format_of(found[0])
+    if len(found) > 1:
+        raise SourceNotFoundError(alternatives_message(fmt, found, f"the tag {where.tag!r} matches several; give the file as ORG/NAME/PATH/IN/REPO"), location)
+    return fmt, None, found
+
+
+def open_hub(location: str, revision: str | None = None, stats: FetchStats | None = None) -> ModelSource:
+    """A Hub model: ``org/name``, ``org/name:TAG`` (the weights file whose path carries the quantisation
+    tag) or ``org/name/path/in/repo`` (one file); config and tokenizer files come from the weights' folder."""
+    where = parse_hub(location) or HubLocation(location)
+    repo_id = where.repo_id
     settings = HubSettings.from_env()
     listing = _listing(repo_id, revision, settings)
     by_name = {f.name: f for f in listing.files}
-    fmt, index_name, singles = _choose_weights(list(by_name), repo_id)
+    fmt, index_name, singles = _pick(where, list(by_name), location)
+    folder = (index_name or singles[0]).rpartition("/")[0]
+    prefix = folder + "/" if folder else ""
     stats = stats or FetchStats()
 
     def small(name: str) -> Path:
@@ -160,14 +202,14 @@ def open_hub(repo_id: str, revision: str | None = None, stats: FetchStats | None
 
     if index_name is not None:
         weight_map = parse_weight_map(small(index_name).read_bytes(), f"{repo_id}/{index_name}")
-        shards = {n: fmt.opener(weights(n)) for n in dict.fromkeys(weight_map.values())}
+        shards = {n: fmt.opener(weights(prefix + n)) for n in dict.fromkeys(weight_map.values())}
         check_weight_map(weight_map, shards, f"{repo_id}/{index_name}")
         files = tuple(shards.values())
     else:
         files = tuple(fmt.opener(weights(n)) for n in singles)
-    config_path = small("config.json") if "config.json" in by_name else None
-    extra = {n: small(n) for n in SIDE_FILES if n in by_name}
-    return _source(repo_id, f"{settings.endpoint}/{repo_id}", files, config_path, extra, listing.commit)
+    config_path = small(prefix + "config.json") if prefix + "config.json" in by_name else None
+    extra = {n: small(prefix + n) for n in SIDE_FILES if prefix + n in by_name}
+    return _source(location, f"{settings.endpoint}/{repo_id}", files, config_path, extra, listing.commit)
 
 
 def _download(repo_id: str, name: str, commit: str, settings: HubSettings) -> Path:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from ..errors import FormatError, ShardIndexError, SourceNotFoundError
-from .formats import FORMATS, Format, format_of, index_format
+from .formats import FORMATS, Format, alternatives_message, format_of, index_format
 from .model import ModelSource
 from .tensors import TensorInfo
 from .transport import LocalFile
@@ -56,6 +56,8 @@ def _open_folder(path: Path, location: str, fmt: Format) -> ModelSource | None:
     candidates = singles[:1] or sorted(p for p in path.iterdir() if p.is_file() and fmt.weights_in_folder(p.name))
     if not candidates:
         return None
+    if len(candidates) > 1 and fmt.whole_file:
+        raise SourceNotFoundError(alternatives_message(fmt, [p.name for p in candidates], "give the path of the one to use"), path)
     return _assemble(location, path, tuple(fmt.opener(LocalFile(p)) for p in candidates), path)
 
 

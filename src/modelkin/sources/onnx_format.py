@@ -13,7 +13,11 @@ model's folder.
 Integer weights feeding ``DequantizeLinear`` (per-tensor, per-axis or blocked), ``MatMulInteger`` (scale
 found on the Mul after it, as onnxruntime's dynamic quantisation writes it), ``QLinearMatMul`` or
 ``QLinearConv`` are dequantised on read, ``(q - zero_point) * scale``, so they compare with float weights;
-their scales and zero points are folded in and not listed. Graph constants that are not weights
+their scales and zero points are folded in and not listed. onnxruntime's weight-only block quantisation
+(``com.microsoft`` ``MatMulNBits``: 2/4/8-bit codes in blocks along K, per-block scales and packed or float
+zero points) is decoded the same way, a bounded stretch of rows at a time, into the logical [N, K] weight
+(the torch Linear's [out, in]); 3/5/6/7-bit codes and act-order ``g_idx`` are refused in one line.
+``GatherBlockQuantized`` embeddings are not decoded (said "not read"). Graph constants that are not weights
 (anonymous shape/axes integers, scalars) are not listed either.
 
 **Names.** Exporters fold ``W.T`` of a ``Linear`` into an anonymous initializer (``onnx::MatMul_123``,
@@ -73,6 +77,7 @@ def _local(code: str, storage, bits: int, packed: bool = False) -> DType:
 
 
 _U4 = _local("U4", np.uint8, 4, packed=True)
+_U2 = _local("U2", np.uint8, 2, packed=True)
 _I4 = _local("I4", np.int8, 4, packed=True)
 _F8_E4M3FNUZ = _local("F8_E4M3FNUZ", ml_dtypes.float8_e4m3fnuz, 8)
 _F8_E5M2FNUZ = _local("F8_E5M2FNUZ", ml_dtypes.float8_e5m2fnuz, 8)
@@ -350,6 +355,7 @@ class _Stored:
     shape: tuple[int, ...]  # as stored
     transposed: bool = False  # a 2-D matrix stored [in, out]: presented [out, in]
     quant: _Quant | None = None
+    row_bytes: int = 0  # MatMulNBits: bytes per logical row (blocks padded to whole bytes); 0: rows packed back to back
 
     @property
     def plain(self) -> bool:
@@ -373,7 +379,7 @@ _INTEGER_OPS = {
     "QLinearConv": (3, 4, 5, 0),
     "ConvInteger": (1, None, 3, 0),
 }
-_BIAS_INPUTS = {"Gemm": 2, "Conv": 2, "ConvTranspose": 2, "QLinearConv": 8}  # ops that add their own bias
+_BIAS_INPUTS = {"Gemm": 2, "Conv": 2, "ConvTranspose": 2, "QLinearConv": 8, "MatMulNBits": 5}  # ops that add their own bias
 # ops whose anonymous constant inputs are weights worth listing (others hold folded graph constants)
 _WEIGHT_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "Gather", "MatMulInteger", "QLinearMatMul",
                          "QLinearConv", "ConvInteger", "LayerNormalization", "BatchNormalization",
@@ -382,9 +388,16 @@ _PARAM_INPUTS = {
     "DequantizeLinear": (1, 2), "QuantizeLinear": (1, 2), "MatMulInteger": (2, 3), "ConvInteger": (2, 3),
     "QLinearMatMul": (1, 2, 4, 5, 6, 7), "QLinearConv": (1, 2, 4, 5, 6, 7), "QLinearAdd": (1, 2, 4, 5, 6, 7),
     "QLinearMul": (1, 2, 4, 5, 6, 7), "DynamicQuantizeLinear": (), "MatMulNBits": (2, 3, 4),
+    "GatherBlockQuantized": (2, 3),
 }
 # block-quantised weights of onnxruntime's contrib ops, not decoded here (listed as not read)
-_UNREAD_OPS = {"MatMulNBits": 1, "GatherBlockQuantized": 0}
+_UNREAD_OPS = {"GatherBlockQuantized": 0}
+# onnxruntime's weight-only block quantisation (com.microsoft MatMulNBits): B [N, n_blocks, blob] of packed
+# codes, blocks along K; the logical weight is [N, K], the torch Linear's [out, in]
+_NBITS_OP = "MatMulNBits"
+_NBITS_INPUTS = {"B": 1, "scales": 2, "zero_points": 3, "g_idx": 4}
+_NBITS_ELEMS = {2: _U2, 4: _U4, 8: DTYPES["U8"]}  # widths packed whole to a byte, low bits first
+_NBITS_SUFFIX = re.compile(r"_Q[2-8]$")  # onnxruntime's quantiser names B after the weight it replaced
 
 
 def anonymous(name: str) -> bool:
@@ -869,6 +882,8 @@ class OnnxFile(WeightFile):
                     quant = (dq, "DequantizeLinear")
                 elif op in _INTEGER_OPS and pos == _INTEGER_OPS[op][0]:
                     quant = (k, op)
+                elif op == _NBITS_OP and pos == _NBITS_INPUTS["B"]:
+                    quant = (k, op)
                 elif op == "Gather" and pos == 0:
                     quant = self._dequantised_gather(g, k)
             floating = any(st.elem is ELEMENT_TYPES[t] for t in FLOAT_TYPES)
@@ -916,6 +931,9 @@ class OnnxFile(WeightFile):
         node = g.nodes[k]
         inputs = list(node.input)
         rank = len(w.shape)
+        if node.op_type == _NBITS_OP:
+            scale, zero = (inputs + ["", ""])[_NBITS_INPUTS["scales"] : _NBITS_INPUTS["zero_points"] + 1]
+            return scale, zero, None, None
         if node.op_type == "DequantizeLinear":
             scale, zero = (inputs + ["", ""])[1:3]
             axis, block = g.attr(k, "axis", 1), g.attr(k, "block_size", 0)
@@ -933,6 +951,8 @@ class OnnxFile(WeightFile):
         k, how = w.quant_node
         node = g.nodes[k]
         where = f"weight {w.init!r} ({node.op_type} node {node.name or k})"
+        if node.op_type == _NBITS_OP:
+            return self._nbits(g, k, where, st, storage)
         scale_name, zero_name, axis, block = self._quant_inputs(g, w)
         if not isinstance(axis, int) or not isinstance(block, int):
             raise self._fail(f"{where}: malformed axis or block_size attribute")
@@ -982,6 +1002,64 @@ class OnnxFile(WeightFile):
             raise self._fail(f"{where}: {what} shape {list(st.shape)} does not fit weight {list(shape)} along axis {axis}")
         return _Param(values, axis, 0, st.shape)
 
+    def _nbits(self, g: _Graph, k: int, where: str, st: _Stored, storage: dict[str, _Stored]) -> _Stored:
+        """A MatMulNBits weight: B uint8 [N, n_blocks, blob_size] of ``bits``-bit codes packed low bits first
+        along K, blocks of ``block_size``; scales [N * n_blocks] or [N, n_blocks]; zero points packed the
+        same way per row of N ([N * ceil(n_blocks * bits / 8)] uint8) or unpacked in the scales' float type,
+        default 2^(bits-1); value = (code - zero point) * scale; presented as the logical [N, K]."""
+        attrs = {a: g.attr(k, a, None) for a in ("K", "N", "bits", "block_size")}
+        attrs["bits"] = 4 if attrs["bits"] is None else attrs["bits"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in attrs.values()):
+            raise self._fail(f"{where}: attributes K, N and block_size must be positive integers (found {attrs})")
+        n, kk, bits, block = attrs["N"], attrs["K"], attrs["bits"], attrs["block_size"]
+        elem = _NBITS_ELEMS.get(bits)
+        if elem is None:
+            raise self._fail(f"{where}: {bits}-bit codes are not supported (2, 4 and 8 are)")
+        if block * bits % 8:
+            raise self._fail(f"{where}: block_size {block} of {bits}-bit codes does not fill whole bytes")
+        n_blocks, blob = -(-kk // block), block * bits // 8
+        if st.elem is not DTYPES["U8"] or st.shape != (n, n_blocks, blob):
+            raise self._fail(f"{where}: B is {st.elem.code} {list(st.shape)} but K={kk}, N={n}, bits={bits}, block_size={block} "
+                             f"need U8 [{n}, {n_blocks}, {blob}]")
+        inputs = list(g.nodes[k].input) + [""] * 5
+        names = {what: inputs[i] for what, i in _NBITS_INPUTS.items()}
+        for what in ("scales", "zero_points", "g_idx"):
+            if names[what] and names[what] not in storage:
+                raise self._fail(f"{where}: its {what} {names[what]!r} is not a stored tensor")
+        if not names["scales"]:
+            raise self._fail(f"{where}: no scales input")
+        scales = self._nbits_values(where, "scales", storage[names["scales"]], (n * n_blocks,), ((n * n_blocks,), (n, n_blocks)), floating=True)
+        scale = _Param(scales, 1, block, (n, n_blocks))
+        if names["g_idx"]:
+            g_idx = storage[names["g_idx"]]
+            if g_idx.shape != (kk,) or g_idx.elem is not DTYPES["I32"]:
+                raise self._fail(f"{where}: g_idx is {g_idx.elem.code} {list(g_idx.shape)}, not I32 [{kk}]")
+            if not np.array_equal(self._read_flat(g_idx, 0, kk, raw=True), np.arange(kk) // block):
+                raise self._fail(f"{where}: g_idx reorders the blocks (act-order); such weights are not supported")
+        zp = storage.get(names["zero_points"]) if names["zero_points"] else None
+        if zp is None:
+            zero = _Param(np.array([2 ** (bits - 1)], np.float32), None, 0, ())
+            how = f"default zero point {2 ** (bits - 1)}"
+        elif zp.elem is DTYPES["U8"]:
+            per_row = -(-n_blocks * bits // 8)
+            packed = self._nbits_values(where, "zero_points", zp, (n * per_row,), ((n * per_row,), (n, per_row)), floating=False)
+            codes = _unpack(packed.astype(np.uint8).reshape(n, per_row), bits)[:, :n_blocks]
+            zero = _Param(codes.astype(np.float32).reshape(-1), 1, block, (n, n_blocks))
+            how = f"zero points packed {bits}-bit"
+        else:
+            values = self._nbits_values(where, "zero_points", zp, (n * n_blocks,), ((n * n_blocks,), (n, n_blocks)), floating=True)
+            zero = _Param(values, 1, block, (n, n_blocks))
+            how = f"zero points {zp.elem.code}"
+        scheme = f"MatMulNBits {bits}-bit blocks of {block} along K, {how}"
+        return _Stored(st.source, st.offset, st.n_bytes, elem, (n, kk), quant=_Quant(scale, zero, scheme), row_bytes=n_blocks * blob)
+
+    def _nbits_values(self, where: str, what: str, st: _Stored, numel: tuple[int], shapes: tuple, floating: bool) -> np.ndarray:
+        is_float = any(st.elem is ELEMENT_TYPES[t] for t in FLOAT_TYPES)
+        if is_float != floating or st.shape not in shapes:
+            want = " or ".join(str(list(s)) for s in shapes)
+            raise self._fail(f"{where}: {what} is {st.elem.code} {list(st.shape)}, not {'float' if floating else 'U8'} {want}")
+        return np.asarray(self._read_flat(st, 0, numel[0], raw=not floating), dtype=np.float32).reshape(-1)
+
     # -- names -------------------------------------------------------------------------------------
     def _names(self, g: _Graph, weights: list[_Weight], storage: dict[str, _Stored]) -> tuple[dict[str, str], dict[str, int]]:
         bias_owners, _ = _layouts()
@@ -1008,6 +1086,8 @@ class OnnxFile(WeightFile):
         for w in weights:
             if not anonymous(w.init):
                 name = _clean(w.init)
+                if w.quant_node is not None and g.nodes[w.quant_node[0]].op_type == _NBITS_OP:
+                    name = _NBITS_SUFFIX.sub("", name)
                 names[w.init] = name if name not in stored_names else w.init  # x.weight and x.weight_quantized
                 stored_names.add(names[w.init])
                 counts["stored"] += 1
@@ -1024,8 +1104,9 @@ class OnnxFile(WeightFile):
                 if scope is not None and _under(scope, ancestors) and claim(w, scope + ".weight", "from node scopes"):
                     continue
             pending.append(w)
-        slots = [w for w in weights if w.endpoint is not None and g.nodes[w.endpoint[0]].op_type in _MATMUL_OPS
-                 and len(storage[w.init].shape) == 2]
+        slots = [w for w in weights if w.endpoint is not None and (
+            g.nodes[w.endpoint[0]].op_type in _MATMUL_OPS and len(storage[w.init].shape) == 2
+            or g.nodes[w.endpoint[0]].op_type == _NBITS_OP and w.endpoint[1] == _NBITS_INPUTS["B"])]
         for w, name in _positional(g, slots, names, storage, named).items():
             if w.init not in names:
                 claim(w, name, "by graph position")
@@ -1039,6 +1120,8 @@ class OnnxFile(WeightFile):
     def _read_flat(self, st: _Stored, start: int, count: int, raw: bool) -> np.ndarray:
         """Stored elements [start, start+count) of the flattened stored tensor: raw values (sub-byte
         types unpacked, one per element) or decoded and dequantised floats."""
+        if st.row_bytes:
+            return self._read_rows_of_blocks(st, start, count, raw)
         bits = st.elem.bits
         b0, b1 = start * bits // 8, -(-((start + count) * bits) // 8)
         buf = np.empty(b1 - b0, np.uint8)
@@ -1061,6 +1144,28 @@ class OnnxFile(WeightFile):
         if st.quant is not None:
             out = st.quant.apply_flat(out, start, st.shape)
         return out
+
+    def _read_rows_of_blocks(self, st: _Stored, start: int, count: int, raw: bool) -> np.ndarray:
+        """Elements [start, start+count) of a MatMulNBits weight (logical [N, K]; each row ``row_bytes`` long,
+        its last block padded): the covering bytes of one row, or the covering whole rows, read through the
+        transport, unpacked, dequantised."""
+        n_cols = st.shape[1]
+        per_byte = 8 // st.elem.bits
+        r_first, r_last = start // n_cols, (start + count - 1) // n_cols
+        if r_first == r_last:
+            c0 = start - r_first * n_cols
+            b0, b1 = c0 // per_byte, -(-(c0 + count) // per_byte)
+            buf = np.empty(b1 - b0, np.uint8)
+            st.source.read_into(st.offset + r_first * st.row_bytes + b0, buf)
+            codes = _unpack(buf[None, :], st.elem.bits).reshape(-1)[c0 - b0 * per_byte : c0 - b0 * per_byte + count]
+        else:
+            buf = np.empty((r_last - r_first + 1, st.row_bytes), np.uint8)
+            st.source.read_into(st.offset + r_first * st.row_bytes, buf)
+            s = start - r_first * n_cols
+            codes = _unpack(buf, st.elem.bits)[:, :n_cols].reshape(-1)[s : s + count]
+        if raw:
+            return codes
+        return st.quant.apply_flat(codes.astype(np.float32), start, st.shape)
 
     def _logical_block(self, st: _Stored, c0: int, c1: int, r0: int, r1: int, raw: bool) -> np.ndarray:
         """Logical rows r0:r1, columns c0:c1 of a matrix stored transposed (stored rows c0:c1, columns
@@ -1228,6 +1333,16 @@ class OnnxFile(WeightFile):
             t.close()
         self._external = {}
         super().close()
+
+
+def _unpack(packed: np.ndarray, bits: int) -> np.ndarray:
+    """Rows of bytes holding ``bits``-bit codes low bits first -> rows of codes (8 // bits per byte)."""
+    if bits == 8:
+        return packed
+    per = 8 // bits
+    shifts = np.arange(0, 8, bits, dtype=np.uint8)
+    out = (packed[..., None] >> shifts) & np.uint8((1 << bits) - 1)
+    return out.reshape(*packed.shape[:-1], packed.shape[-1] * per)
 
 
 def _transpose(a: np.ndarray, step: int = 64) -> np.ndarray:

@@ -118,7 +118,7 @@ def _usable(src: ModelSource, e: TensorEntry, excluded: set[str]) -> bool:
 def component_tests(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: Inventory,
                     vocab: VocabMap | None, components: list[str], budget: int | None = None,
                     sampled: bool = False, excluded: tuple[set[str], set[str]] = (set(), set()),
-                    ) -> dict[str, list[ComponentTest]]:
+                    policy: SamplePolicy = DEFAULT_SAMPLE) -> dict[str, list[ComponentTest]]:
     """Component name -> its invariant test(s) (one per component today).
 
     ``budget``: bytes the tests may read (what ``--max-bytes`` leaves after the read plan); a test whose reads
@@ -126,27 +126,31 @@ def component_tests(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, in
     one model alone (a fingerprint records what a sampled read of its model reads, and holds just that). Unit
     rows follow the default sample policy in every mode, so sampled and full reads test the same units.
     ``excluded``: names in A and in B that screening found not to be evidence (generated, possible fixed
-    buffers, duplicates): never units, never channels.
+    buffers, duplicates): never units, never channels. ``policy``: the sample unit rows come from (the default
+    one, except under a budgeted policy: then its own sample, and no attention heads, which are read whole; the
+    basis rows are part of such a policy's budget, not capped here).
     """
-    jobs = _plan_jobs(src_a, src_b, inv_a, inv_b, vocab, components, budget, sampled, excluded)
+    jobs = _plan_jobs(src_a, src_b, inv_a, inv_b, vocab, components, budget, sampled, excluded, policy)
     _prefetch_both(src_a, src_b, list(jobs.values()))
     return {comp: [_run(job, src_a, src_b, comp)] for comp, job in jobs.items()}
 
 
 def prefetch_component_reads(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: Inventory,
-                             vocab: VocabMap | None, components: list[str], sampled: bool = False) -> None:
+                             vocab: VocabMap | None, components: list[str], sampled: bool = False,
+                             policy: SamplePolicy = DEFAULT_SAMPLE) -> None:
     """Fetch ahead what ``component_tests`` will read, before screening is known (a remote comparison runs
     this beside the metric pass): planned with nothing excluded, so it reads what the tests will read
     plus, at most, rows of tensors screening then leaves out. No byte cap: call it only without one."""
     if src_a.remote or src_b.remote:
-        jobs = _plan_jobs(src_a, src_b, inv_a, inv_b, vocab, components, None, sampled, (set(), set()))
+        jobs = _plan_jobs(src_a, src_b, inv_a, inv_b, vocab, components, None, sampled, (set(), set()), policy)
         _prefetch_both(src_a, src_b, list(jobs.values()))
 
 
 def _plan_jobs(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: Inventory, vocab: VocabMap | None,
-               components: list[str], budget: int | None, sampled: bool, excluded: tuple[set[str], set[str]]) -> dict:
+               components: list[str], budget: int | None, sampled: bool, excluded: tuple[set[str], set[str]],
+               policy: SamplePolicy) -> dict:
     """Component name -> the job that tests it, every read planned."""
-    policy_rows = DEFAULT_SAMPLE
+    policy_rows = policy
     entries = {c: ([e for e in inv_a.tensors if e.component == c and _usable(src_a, e, excluded[0])],
                    [e for e in inv_b.tensors if e.component == c and _usable(src_b, e, excluded[1])])
                for c in components}
@@ -160,7 +164,8 @@ def _plan_jobs(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: 
         if why_not is not None:
             jobs[comp] = _NotRun(not_run("shared-basis", f"{NO_BASIS}: {why_not}"))
         elif basis is not None:
-            heads = (head_counts(src_a.config), head_counts(src_b.config)) if basis.kind == "tokens" else (None, None)
+            heads = ((head_counts(src_a.config), head_counts(src_b.config)) if basis.kind == "tokens" and not policy.budgeted
+                     else (None, None))
             jobs[comp] = _shared_job(basis, ea, eb, heads if None not in heads else (None, None), True, policy_rows)
         elif comp == "projector" and (vision := own.get("vision", (None, None))[0]) is not None and vision.kind == "pixels":
             # A projector reads the vision tower's stream: its units are fingerprinted through the pixels.
@@ -204,6 +209,8 @@ def _shared_job(basis: BasisPlan, ea: list[TensorEntry], eb: list[TensorEntry], 
     """The shared-basis test, unless its basis costs more than allowed; heads only where they fit too."""
     cap = [max(EXTRA_FLOOR_BYTES, EXTRA_FRACTION * sum(e.info.n_bytes for e in es)) for es in (ea, eb)]
     extra = [_bytes(r) for r in basis.requests()]
+    if policy.budgeted:  # the basis is paid for by the budget (alignment.budget); heads are not read
+        return _SharedJob(basis, plan_units(ea, None, policy), plan_units(eb, None, policy), residual)
     if extra[0] > cap[0] or extra[1] > cap[1]:
         what = "embedding rows" if basis.kind == "tokens" else "patch embedding"
         return _NotRun(not_run("shared-basis", (

@@ -50,6 +50,9 @@ class Margins:
     group: np.ndarray  # group (layer) of the tested unit
     partner_group: np.ndarray  # group (layer) of its best match among all the other model's units
     partner: np.ndarray  # index of that match
+    # Share of the larger model's units that were fingerprinted at all (``total_l``: units of that type the model
+    # has): below 1 (units sampled in a large model), a permuted copy's counterpart may not have been looked at.
+    coverage: float = 1.0
 
 
 def split_features(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
@@ -63,8 +66,10 @@ def split_features(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
 def sibling_margins(
     fs: np.ndarray, gs: np.ndarray, fl: np.ndarray, gl: np.ndarray,
     fit: np.ndarray, score: np.ndarray, rng: np.random.Generator, max_tested: int = 512,
+    total_l: int | None = None,
 ) -> Margins | None:
-    """fs [n_s, f]: fingerprints of the smaller set S (groups gs); fl [n_l, f]: the larger set L (groups gl)."""
+    """fs [n_s, f]: fingerprints of the smaller set S (groups gs); fl [n_l, f]: the larger set L (groups gl),
+    a sample of the ``total_l`` units L has (default: all of them)."""
     n_s, n_l = fs.shape[0], fl.shape[0]
     k = min(n_s - 1, n_l)
     if k < 1 or n_s < MIN_UNITS:
@@ -90,7 +95,7 @@ def sibling_margins(
     g_sib[not_in, -1] = -np.inf  # ... and every unit sees exactly k siblings
     sib_idx = cand_s[np.argmax(g_sib, axis=1)]
     sib = np.sum(s_score[tested] * s_score[sib_idx], axis=1)
-    return Margins(cross - sib, cross_all > sib, gs[tested], gl[best_all], best_all)
+    return Margins(cross - sib, cross_all > sib, gs[tested], gl[best_all], best_all, n_l / max(total_l or n_l, n_l))
 
 
 def sign_flip_test(margin: np.ndarray) -> tuple[float, float, float] | None:
@@ -165,12 +170,17 @@ class ComponentTest:
     mean_margin: float | None = None
     null_sd_margin: float | None = None
     details: dict = field(default_factory=dict)  # JSON-ready: which side is smaller, where, channel maps
+    # Share of the larger model's units that were fingerprinted, for its least-covered unit type (1 unless
+    # units were sampled). A permuted
+    # copy shows about this share of a copy's margin (its other counterparts were never looked at), so the
+    # power to rule out a relationship is divided by it (verdict/coverage.py).
+    partner_coverage: float = 1.0
 
     def to_dict(self) -> dict:
         return {
             "test": self.name, "ran": self.ran, "reason": self.reason, "log10_p": self.log10_p, "z": self.z,
             "n_units": self.n_units, "n_counterparts": self.n_counterparts, "mean_margin": self.mean_margin,
-            "null_sd_margin": self.null_sd_margin, **self.details,
+            "null_sd_margin": self.null_sd_margin, "partner_coverage": self.partner_coverage, **self.details,
         }
 
 
@@ -188,7 +198,10 @@ def from_margins(name: str, margins: list[Margins], describe, details: dict) -> 
         return not_run(name, f"too few units to match ({d.size}; needs at least {MIN_UNITS})")
     z, log10_p, sd = res
     n_pos = int(sum(int(m.counterpart.sum()) for m in margins))
+    # The least-covered unit type bounds the claim: the pooled test fires only when most margins are positive,
+    # so a copy whose counterparts were looked at for a few unit types only could stay below it.
+    coverage = float(min(m.coverage for m in margins))
     return ComponentTest(
         name, True, describe(d.size, n_pos, float(d.mean()), z), log10_p, z, int(d.size), n_pos,
-        float(d.mean()), sd, details,
+        float(d.mean()), sd, details, coverage,
     )

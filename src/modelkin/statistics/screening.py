@@ -39,16 +39,31 @@ POSSIBLE_FIXED_BUFFER = (
 )
 
 
-def _windows(src: ModelSource, info: TensorInfo) -> list[np.ndarray]:
-    """Up to three windows of consecutive rows (start, middle, end) of the tensor seen as [rows, last axis]."""
+def window_plan(info: TensorInfo) -> tuple[int, int, int, list[int]]:
+    """(width, rows per window, columns read, first rows) of the windows ``_windows`` reads, from the shape alone."""
     dims = [d for d in info.shape if d != 1] or [1]
     width = dims[-1]
     n_rows = info.numel // max(width, 1)
-    if info.strided:  # a part of a fused matrix: a learned weight, read by rows when asked
-        return []
     k = max(1, min(WINDOW_ROWS, WINDOW_ELEMS // max(width, 1), n_rows))
     cols = min(width, WINDOW_ELEMS)
-    starts = sorted({0, max(0, n_rows // 2 - k // 2), max(0, n_rows - k)})
+    return width, k, cols, sorted({0, max(0, n_rows // 2 - k // 2), max(0, n_rows - k)})
+
+
+def window_spans(info: TensorInfo) -> list[tuple[int, int]]:
+    """(first element, count) of every read ``_windows`` makes of ``info``."""
+    if info.strided:
+        return []
+    width, k, cols, starts = window_plan(info)
+    if cols < width:
+        return [((r0 + i) * width, cols) for r0 in starts for i in range(k)]
+    return [(r0 * width, k * width) for r0 in starts]
+
+
+def _windows(src: ModelSource, info: TensorInfo) -> list[np.ndarray]:
+    """Up to three windows of consecutive rows (start, middle, end) of the tensor seen as [rows, last axis]."""
+    if info.strided:  # a part of a fused matrix: a learned weight, read by rows when asked
+        return []
+    width, k, cols, starts = window_plan(info)
     out = []
     for r0 in starts:
         block = np.stack([src.read(info, (r0 + i) * width, cols) for i in range(k)]) if cols < width else \

@@ -30,17 +30,16 @@ import numpy as np
 from ..alignment import VocabMap, logical_shape
 from ..alignment.reads import sample_key
 from ..inventory import TensorEntry
-from ..sampling import DEFAULT_SAMPLE, SamplePolicy, sample_indices, sample_rows
+from ..sampling import DEFAULT_SAMPLE, MAX_BASIS_INPUTS, SamplePolicy, sample_indices, sample_rows, token_blocks
 from ..sources import ModelSource, TensorInfo
 from .margins import ComponentTest, Margins, from_margins, not_run, sibling_margins, split_features
 
 NAME = "shared-basis"
-MAX_INPUTS = 256  # shared inputs (tokens, pixels) in the basis
+MAX_INPUTS = MAX_BASIS_INPUTS  # shared inputs (tokens, pixels) in the basis
 MAX_POOL = 1536  # units read per side and unit type
 MAX_TESTED = 512  # units of the smaller model scored per unit type
 MIN_ROWS_PER_TENSOR = 8
 MIN_SHARED_INPUTS = 32
-TOKEN_BLOCK = 16  # shared tokens are taken in blocks of consecutive ids
 
 # Matrices whose rows read the residual stream: row u is a unit whose fingerprint is its response to the
 # shared inputs. gate and up rows of one FFN unit are one unit (their fingerprints are concatenated).
@@ -88,15 +87,6 @@ class BasisPlan:
         return Basis(self.kind, xa - xa.mean(axis=0, keepdims=True), xb - xb.mean(axis=0, keepdims=True))
 
 
-def _blocks(n: int) -> np.ndarray:
-    """Key-seeded blocks of ``TOKEN_BLOCK`` consecutive positions out of n, about ``MAX_INPUTS`` in all: a
-    remote read is then a few short ranges, not hundreds of scattered rows (which a coalescing reader would
-    turn into the whole embedding)."""
-    n_blocks = -(-n // TOKEN_BLOCK)
-    chosen = sample_indices(n_blocks, -(-MAX_INPUTS // TOKEN_BLOCK), np.random.default_rng(zlib.crc32(b"shared-tokens")))
-    return np.concatenate([np.arange(b * TOKEN_BLOCK, min(n, (b + 1) * TOKEN_BLOCK)) for b in chosen])
-
-
 def token_plan(emb_a: TensorEntry, emb_b: TensorEntry, vocab: VocabMap | None, sampled: bool = False) -> BasisPlan | None:
     """Shared token strings, embedded by each model's own embedding rows (None: too few shared tokens).
 
@@ -112,10 +102,10 @@ def token_plan(emb_a: TensorEntry, emb_b: TensorEntry, vocab: VocabMap | None, s
     else:
         rows_a = rows_b = np.arange(min(emb_a.shape[0], emb_b.shape[0]))
     if sampled:
-        keep = np.isin(rows_a, _blocks(emb_a.shape[0])) & np.isin(rows_b, _blocks(emb_b.shape[0]))
+        keep = np.isin(rows_a, token_blocks(emb_a.shape[0])) & np.isin(rows_b, token_blocks(emb_b.shape[0]))
         rows_a, rows_b = rows_a[keep], rows_b[keep]
     else:
-        pick = _blocks(rows_a.size)
+        pick = token_blocks(rows_a.size)
         rows_a, rows_b = rows_a[pick], rows_b[pick]
     if rows_a.size < MIN_SHARED_INPUTS:
         return None
@@ -332,7 +322,7 @@ def shared_basis_test(src_a: ModelSource, src_b: ModelSource, basis: Basis, plan
         (fs, gs, ts), (fl, gl, tl) = ((fa, np.concatenate(a.groups), a.total), (fb, np.concatenate(b.groups), b.total))
         if small == "b":
             (fs, gs, ts), (fl, gl, tl) = (fl, gl, tl), (fs, gs, ts)
-        m = sibling_margins(fs, gs, fl, gl, fit, score, rng, MAX_TESTED)
+        m = sibling_margins(fs, gs, fl, gl, fit, score, rng, MAX_TESTED, total_l=tl)
         if m is None:
             continue
         found.append(m)

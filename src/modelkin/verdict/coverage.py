@@ -7,7 +7,9 @@
   biases (CLIP's ``logit_scale``) is listed, inconclusive, and not counted: it cannot make two independent
   models "inconclusive" overall.
 * "independent" needs an invariant test (shared-basis or channels) that ran with power: it would have seen a
-  mean margin of ``min_effect`` with 95 % power at the component's threshold.
+  mean margin of ``min_effect`` with 95 % power at the component's threshold, for a permuted copy too: when only a
+  share c of the larger model's units were fingerprinted (units sampled in a large model), a permuted copy's
+  counterparts were looked at for about that share of units, so the detectable margin is divided by c.
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ def invariant_power(ran: list[ComponentTest], log10_needed: float, min_effect: f
 
 def detectable(t: ComponentTest, log10_needed: float) -> float:
     """Smallest mean margin ``t`` would have detected at the level ``log10_needed`` with 95 % power."""
-    if t.null_sd_margin is None:
+    if t.null_sd_margin is None or t.partner_coverage <= 0:
         return float("inf")
-    return detectable_margin(t.null_sd_margin, t.n_units, log10_needed)
+    return detectable_margin(t.null_sd_margin, t.n_units, log10_needed) / t.partner_coverage
 
 
 def invariant_reason(tests: list[ComponentTest], n_tensor_tests: int, log10_needed: float, min_effect: float) -> str:
@@ -52,6 +54,12 @@ def invariant_reason(tests: list[ComponentTest], n_tensor_tests: int, log10_need
         return f"{seen}a permuted or rotated copy would go unseen: {why}"
     t = min(ran, key=lambda t: detectable(t, log10_needed))
     could = detectable(t, log10_needed)
+    if t.partner_coverage < 1 and could * t.partner_coverage <= min_effect:
+        return (
+            f"no significant match, but the {t.name} test fingerprinted only {t.partner_coverage:.1%} of the larger "
+            f"model's units (sampled), so a permuted copy's counterparts were mostly never looked at (it could detect a "
+            f"mean margin >= {could:.3f} over all units, need <= {min_effect})"
+        )
     return (
         f"no significant match, but the {t.name} test had too few units to rule out a weak relationship "
         f"(could detect a mean margin >= {could:.3f}, need <= {min_effect})"

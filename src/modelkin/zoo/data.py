@@ -2,7 +2,9 @@
 
 Nothing here touches the network.  Text comes from the Python standard library that ships with
 the interpreter (different module groups give genuinely different data distributions); images
-are coloured shapes on textured backgrounds drawn with numpy from a seed.
+are coloured shapes on textured backgrounds drawn with numpy from a seed.  Corpora use only pure-Python
+packages that every CPython installs (no tkinter or idlelib, which distributions package apart); their
+text follows the interpreter's version, so a zoo is byte-for-byte reproducible on one Python version.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ CORPORA: dict[str, tuple[str, ...]] = {
     "A": ("asyncio", "concurrent", "multiprocessing"),
     "B": ("email", "http", "urllib"),
     "C": ("pydoc_data",),
-    "D": ("tkinter", "idlelib"),
+    "D": ("xml", "importlib", "html", "wsgiref", "xmlrpc"),
     "E": ("unittest", "logging", "json"),
 }
 MAX_CHARS = 600_000  # per corpus: plenty for a few hundred steps of tiny batches
+MIN_CHARS = 150_000  # below this a corpus is too small for the zoo's training windows
 
 
 def corpus_name(key: str) -> str:
@@ -49,6 +52,9 @@ def stdlib_text(key: str, max_chars: int = MAX_CHARS) -> str:
             total += len(text)
             if total >= max_chars:
                 return "".join(parts)[:max_chars]
+    if total < min(MIN_CHARS, max_chars):
+        raise ValueError(f"corpus {key} ({', '.join(CORPORA[key])}): this Python's stdlib has only {total:,} characters "
+                         f"of them at {lib}, the zoo needs {MIN_CHARS:,}")
     return "".join(parts)
 
 
