@@ -228,3 +228,16 @@ def test_a_capped_full_remote_compare_fetches_what_the_plan_keeps(tmp_path, monk
     assert r.reads.left_out and r.reads.planned_bytes <= total // 10
     # What the plan keeps, plus the sampled rows alignment reads and the headers: far from every byte.
     assert 0 < r.reads.remote_bytes_fetched <= total // 4, (r.reads.remote_bytes_fetched, total)
+
+
+def test_closing_a_file_with_a_stalled_background_prefetch_does_not_hang(hub, monkeypatch):
+    f = _file(hub)
+    f.read_ranges([(0, 8)])
+    hub.inject("stall", kind="content", seconds=30)  # every later request hangs before its headers
+    with f.in_background():
+        f.prefetch([(0, len(WEIGHTS))])
+    time.sleep(0.2)  # the background's requests are out, and stuck
+    t0 = time.monotonic()
+    f.close()
+    assert time.monotonic() - t0 < 5
+    assert f._ahead is None

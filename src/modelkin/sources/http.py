@@ -385,7 +385,7 @@ class _Background:
     def _drive(self) -> None:
         while (job := self._next()) is not None:
             try:
-                self.file._fetch_now(*job)
+                self.file._fetch_now(*job, abort=lambda: self.stopped)
             except BaseException:  # noqa: BLE001 -- the reads fetch for themselves, and report what fails
                 with self.cond:
                     self.stopped = True
@@ -421,12 +421,15 @@ class _Background:
                 self.cond.wait()
         return bool(mine)
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float = 2.0) -> None:
+        """No new requests; the ones in flight are given ``wait_s`` to end (a stalled one ends alone: its
+        thread is a daemon, and a stopped background makes no further attempt)."""
         with self.cond:
             self.stopped = True
             self.cond.notify_all()
+        deadline = time.monotonic() + wait_s
         for t in self.threads:
-            t.join()
+            t.join(max(0.0, deadline - time.monotonic()))
 
 
 class HttpFile:
@@ -464,13 +467,15 @@ class HttpFile:
             raise self._fail("the server does not report the file's size in Content-Range (ranged reads unsupported?)")
         return int(total)
 
-    def _request(self, offset: int, n: int, check_etag: bool = True):
+    def _request(self, offset: int, n: int, check_etag: bool = True, abort: Callable[[], bool] | None = None):
         """One ranged GET, checked; transient failures are retried with backoff."""
         headers = dict(self.headers, Range=f"bytes={offset}-{offset + n - 1}")
         problem = "no attempt made"
         for attempt in range(MAX_ATTEMPTS):
             if attempt:
                 time.sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
+            if abort is not None and abort():  # a stopped background request: no more attempts
+                raise self._fail("the background prefetch was stopped")
             url = self._content_url or self.url
             try:
                 response = _session().get(url, headers=headers, follow_redirects=True, timeout=READ_TIMEOUT_SECONDS)
@@ -545,16 +550,16 @@ class HttpFile:
                 break
         return self._download(offset, n)
 
-    def _fetch_now(self, offset: int, n: int) -> None:
+    def _fetch_now(self, offset: int, n: int, abort: Callable[[], bool] | None = None) -> None:
         """A background request: into the cache unless it holds the bytes already."""
         if self._cache is not None and self._cache.holds(offset, n):
             return
-        self._download(offset, n)
+        self._download(offset, n, abort)
 
-    def _download(self, offset: int, n: int) -> bytes:
+    def _download(self, offset: int, n: int, abort: Callable[[], bool] | None = None) -> bytes:
         if self.offline:
             raise self._fail(f"HF_HUB_OFFLINE is set and bytes {offset}..{offset + n} were never fetched into the cache")
-        data = self._request(offset, n).content
+        data = self._request(offset, n, abort=abort).content
         self.stats.add(fetched=n)
         if self._cache is not None:
             self._cache.put(offset, data)
