@@ -239,7 +239,10 @@ def test_sampled_mode_reads_under_two_percent_with_the_full_verdicts(hub, big_vl
     sampled = modelkin.compare("big/donor", "big/graft")  # remote: sampled by default
     assert sampled.reads.mode == "sampled"
     assert _verdicts(sampled) == _verdicts(full) and sampled.verdict == full.verdict
-    assert full.components["vision"].verdict == "related" and full.components["text"].verdict == "independent"
+    assert full.components["vision"].verdict == "related"
+    # The independent text towers are large enough for their units to be sampled: a permuted copy could not be
+    # ruled out, so the honest answer is inconclusive, saying why (docs/method.md, "Related, independent ...").
+    assert full.components["text"].verdict == "inconclusive" and "fingerprinted only" in full.components["text"].reason
     compared = sampled.reads.full_bytes
     assert sampled.reads.remote_bytes_fetched <= 0.02 * compared, sampled.reads
     sampled_rows = [t for t in sampled.tensors if t.sampled_rows]
