@@ -200,16 +200,23 @@ def open_hub(location: str, revision: str | None = None, stats: FetchStats | Non
             relative_name=name, reported_sha256=f.sha256, stats=stats, offline=settings.offline,
         )
 
-    if index_name is not None:
-        weight_map = parse_weight_map(small(index_name).read_bytes(), f"{repo_id}/{index_name}")
-        shards = {n: fmt.opener(weights(prefix + n)) for n in dict.fromkeys(weight_map.values())}
-        check_weight_map(weight_map, shards, f"{repo_id}/{index_name}")
-        files = tuple(shards.values())
-    else:
-        files = tuple(fmt.opener(weights(n)) for n in singles)
-    config_path = small(prefix + "config.json") if prefix + "config.json" in by_name else None
-    extra = {n: small(prefix + n) for n in SIDE_FILES if prefix + n in by_name}
-    return _source(location, f"{settings.endpoint}/{repo_id}", files, config_path, extra, listing.commit)
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Config and tokenizer files are fetched while the weights' headers are read (each a round trip or two).
+    side = [n for n in ("config.json", *SIDE_FILES) if prefix + n in by_name]
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="modelkin-hub") as pool:
+        fetched = {n: pool.submit(small, prefix + n) for n in side}
+        if index_name is not None:
+            weight_map = parse_weight_map(small(index_name).read_bytes(), f"{repo_id}/{index_name}")
+            names = list(dict.fromkeys(weight_map.values()))
+            shards = dict(zip(names, pool.map(lambda n: fmt.opener(weights(prefix + n)), names)))
+            check_weight_map(weight_map, shards, f"{repo_id}/{index_name}")
+            files = tuple(shards.values())
+        else:
+            files = tuple(pool.map(lambda n: fmt.opener(weights(n)), singles))
+        paths = {n: f.result() for n, f in fetched.items()}
+    config_path = paths.pop("config.json", None)
+    return _source(location, f"{settings.endpoint}/{repo_id}", files, config_path, paths, listing.commit)
 
 
 def _download(repo_id: str, name: str, commit: str, settings: HubSettings) -> Path:
