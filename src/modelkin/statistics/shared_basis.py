@@ -37,6 +37,7 @@ from .margins import ComponentTest, Margins, from_margins, not_run, sibling_marg
 NAME = "shared-basis"
 MAX_INPUTS = MAX_BASIS_INPUTS  # shared inputs (tokens, pixels) in the basis
 MAX_POOL = 1536  # units read per side and unit type
+WHOLE_UNITS_ELEMENTS = 1 << 18  # a matrix this small has every unit read (when few enough), in every read mode
 MAX_TESTED = 512  # units of the smaller model scored per unit type
 MIN_ROWS_PER_TENSOR = 8
 MIN_SHARED_INPUTS = 32
@@ -161,8 +162,12 @@ class UnitPlan:
 
 
 def _unit_rows(e: TensorEntry, n_out: int, per: int, policy: SamplePolicy) -> np.ndarray:
-    """The units read: the key-seeded row blocks the sampled read mode fetches anyway (see ``sampling``), or,
-    for tensors it reads whole, a key-seeded sample of ``per`` rows. Decided by the tensor alone."""
+    """The units read: every unit when there are no more than ``per`` in at most ``WHOLE_UNITS_ELEMENTS`` (a
+    permuted copy's counterparts are then all looked at: ``partner_coverage`` 1), else the key-seeded row blocks the sampled read mode fetches
+    anyway (see ``sampling``), or, for tensors it reads whole, a key-seeded sample of ``per`` rows. Decided by
+    the tensor alone."""
+    if n_out <= per and e.info.numel <= WHOLE_UNITS_ELEMENTS:
+        return np.arange(n_out)
     if not e.transposed:
         rows = sample_rows(sample_key(e), n_out, e.info.n_bytes, policy)
         if rows is not None:
