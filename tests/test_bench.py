@@ -417,6 +417,7 @@ def test_bench_on_smoke_zoo(request, tmp_path):
     n_related = sum(p["label"] == "related" for p in res["pairs"])
     assert fp["found"] == fp["related_pairs"] == n_related and not fp["missed"] and not fp["false_hits"]
     assert all(p["search"]["rank"] is not None for p in res["pairs"] if p["label"] == "related")
+    assert fp["found_in_top"] == n_related  # the smoke families are small: every relative fits in a top 10
     # No false positive at any level, for the verdicts and for every test alone.
     assert all(row["false_positives"] == 0 for row in res["calibration_by_level"])
     # The two strongest published methods, as their mechanics predict.

@@ -385,8 +385,9 @@ def render(result: dict, console: Console) -> None:
         d = result["fingerprints"]
         console.print(f"Fingerprints (mean {d['mean_fingerprint_bytes'] / 1e6:.2f} MB, largest "
                       f"{d['max_fingerprint_bytes'] / 1e6:.2f} MB): same verdicts as the model compare on "
-                      f"{d['agree']}/{d['pairs']} pairs; search (top {d['top']}) found {d['found']}/{d['related_pairs']} "
-                      f"related pairs' first model, {len(d['false_hits'])} related hits on pairs labelled independent"
+                      f"{d['agree']}/{d['pairs']} pairs; search found {d['found']}/{d['related_pairs']} related pairs' first "
+                      f"model ({d['found_in_top']} in the top {d['top']}), {len(d['false_hits'])} related hits on pairs "
+                      f"labelled independent"
                       + (f"; disagree: {', '.join(d['disagreements'][:5])}" if d["disagreements"] else "")
                       + (f"; missed: {', '.join(d['missed'][:5])}" if d["missed"] else ""))
     if result.get("invariant_margins"):
