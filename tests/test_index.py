@@ -383,3 +383,25 @@ def test_an_old_version_fingerprint_gives_one_line(zoo_fps, repo_root, tmp_path,
     assert main(["compare", str(bad), str(repo_root / "examples/base")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "version 1 is not supported" in err and "make the fingerprint again" in err
+
+
+def test_raw_sketch_ranks_a_low_rank_updated_child_next_to_its_parent(tmp_path):
+    """A LoRA-style merged child (a large rank-4 update of every matrix) moves the spectrum, not the weights at
+    fixed places: its raw sketch stays closest to its parent's, above an independent model's."""
+    import numpy as np
+
+    from builders import qwen2_tensors, write_model
+    from modelkin.index.sketch import DIM, RAW_DIM, RAW_SUFFIX, sketch_model
+
+    parent = qwen2_tensors(1, hidden=64, ffn=128, vocab=256, layers=2)
+    rng = np.random.default_rng(5)
+    child = {k: (v + 3 * v.std() * (rng.normal(size=(v.shape[0], 4)) @ rng.normal(size=(4, v.shape[1]))) / 4
+                 if v.ndim == 2 else v).astype(np.float32) for k, v in parent.items()}
+    cfg = {"model_type": "qwen2"}
+    sk = {}
+    for name, t in (("parent", parent), ("child", child), ("other", qwen2_tensors(2, hidden=64, ffn=128, vocab=256, layers=2))):
+        with open_model(write_model(tmp_path / name, t, cfg)) as src:
+            sk[name] = sketch_model(src)
+    assert sk["parent"]["text"].shape == (DIM,) and sk["parent"]["text" + RAW_SUFFIX].shape == (RAW_DIM,)
+    raw = {n: s["text" + RAW_SUFFIX] for n, s in sk.items()}
+    assert float(raw["child"] @ raw["parent"]) > 0.5 > abs(float(raw["child"] @ raw["other"])) + 0.3

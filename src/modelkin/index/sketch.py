@@ -1,11 +1,19 @@
 """Cheap sketches that prune 1-vs-N search before the calibrated compare confirms.
 
-A sketch is one float32 vector per (model, component): for every canonical role, the normalised leading
-singular values of that role's held rows, averaged over layers. Singular values do not change when a
-copier permutes or rotates units or the residual stream, and move little under fine-tuning or
-quantisation, so a derived model's sketch stays close to its parent's. They are NOT evidence: independently
-trained models of one architecture have close sketches too. The sketch only orders candidates; every
-reported relation comes from ``modelkin.compare``.
+Two float32 vectors per (model, component), each a candidate list of its own (search takes the best of
+both):
+
+* the *spectral* sketch (key: the component): for every canonical role, the normalised leading singular
+  values of that role's held rows, averaged over layers. Singular values do not change when a copier
+  permutes or rotates units or the residual stream, and move little under fine-tuning or quantisation;
+* the *raw* sketch (key: component + ``:raw``): for every canonical role, the weights themselves at fixed
+  positions — the first rows a fingerprint holds of that role's lowest held layer, first columns —
+  standardised per role. Low-rank updates (LoRA), continued pre-training, merges and widening (the old units
+  keep their places) move a spectrum more than they move these values, which stay correlated with the
+  parent's; a permuted copy is the spectral sketch's to find.
+
+Neither is evidence: independently trained models of one architecture have close spectra. The sketches only
+order candidates; every reported relation comes from ``modelkin.compare``.
 """
 
 from __future__ import annotations
@@ -21,6 +29,22 @@ MAX_ROWS = 64  # held rows used per tensor
 MAX_COLS = 512
 ROLE_ORDER: tuple[str, ...] = tuple(sorted(ROLES))
 DIM = len(ROLE_ORDER) * N_SPECTRUM
+RAW_ROWS, RAW_COLS = 8, 32  # raw sketch: values per role
+RAW_SUFFIX = ":raw"
+RAW_DIM = len(ROLE_ORDER) * RAW_ROWS * RAW_COLS
+
+
+def dim_of(key: str) -> int:
+    """Length of the sketch stored under ``key`` (a component, or a component + ``RAW_SUFFIX``)."""
+    return RAW_DIM if key.endswith(RAW_SUFFIX) else DIM
+
+
+def _raw(m: np.ndarray) -> np.ndarray:
+    """First ``RAW_ROWS`` x ``RAW_COLS`` values of ``m`` (zero-padded), standardised."""
+    out = np.zeros((RAW_ROWS, RAW_COLS), np.float64)
+    out[: min(RAW_ROWS, m.shape[0]), : min(RAW_COLS, m.shape[1])] = m[:RAW_ROWS, :RAW_COLS]
+    sd = out.std()
+    return ((out - out.mean()) / sd).ravel() if sd > 0 else np.zeros(RAW_ROWS * RAW_COLS)
 
 
 def _spectrum(m: np.ndarray) -> np.ndarray:
@@ -33,7 +57,7 @@ def _spectrum(m: np.ndarray) -> np.ndarray:
 
 
 def sketch_model(src: ModelSource) -> dict[str, np.ndarray]:
-    """component -> unit-length sketch vector (float32, length ``DIM``)."""
+    """component (spectral) and component + ``RAW_SUFFIX`` (raw) -> unit-length float32 sketch vector."""
     inv = build_inventory(src)
     held = {}
     for f in src.files:
@@ -41,6 +65,7 @@ def sketch_model(src: ModelSource) -> dict[str, np.ndarray]:
             held.update({n: f.stored_rows(n) for n in f.tensors})
     acc: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
+    raw_from: dict[tuple[str, str], tuple] = {}  # (component, role) -> (layer, entry, rows) of the lowest held layer
     for e in inv.tensors:
         if not e.evidence or len(e.shape) != 2 or e.role not in ROLES or min(e.shape) < 2:
             continue
@@ -48,6 +73,10 @@ def sketch_model(src: ModelSource) -> dict[str, np.ndarray]:
         rows = np.arange(e.shape[0]) if rows is None else rows
         if len(rows) == 0:  # a layer a budgeted fingerprint does not hold
             continue
+        key = (e.component, e.role)
+        layer = -1 if e.layer is None else e.layer
+        if key not in raw_from or (layer, e.info.name) < raw_from[key][:2]:
+            raw_from[key] = (layer, e.info.name, e, np.sort(rows)[:RAW_ROWS])
         rows = rows[np.linspace(0, len(rows) - 1, min(MAX_ROWS, len(rows))).astype(int)]
         m = src.read_rows(e.info, rows)[:, :MAX_COLS].astype(np.float64)
         i = ROLE_ORDER.index(e.role)
@@ -58,9 +87,20 @@ def sketch_model(src: ModelSource) -> dict[str, np.ndarray]:
     out = {}
     for comp, v in acc.items():
         v = v / np.repeat(np.maximum(counts[comp], 1), N_SPECTRUM)
-        n = np.linalg.norm(v)
-        out[comp] = (v / n if n > 0 else v).astype(np.float32)
+        out[comp] = _unit(v)
+    raws: dict[str, np.ndarray] = {}
+    block = RAW_ROWS * RAW_COLS
+    for (comp, role), (_, _, e, rows) in raw_from.items():
+        v = raws.setdefault(comp + RAW_SUFFIX, np.zeros(RAW_DIM))
+        i = ROLE_ORDER.index(role)
+        v[i * block: (i + 1) * block] = _raw(src.read_rows(e.info, rows).astype(np.float64))
+    out.update({k: _unit(v) for k, v in raws.items()})
     return out
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(v)
+    return (v / n if n > 0 else v).astype(np.float32)
 
 
 def rank(query: np.ndarray, matrix: np.ndarray) -> np.ndarray:

@@ -202,12 +202,15 @@ class Index:
         return _record(r)
 
     def sketches(self, component: str) -> tuple[list[str], np.ndarray]:
-        """(names, [n, DIM] matrix) of every indexed model's sketch of this component."""
-        from .sketch import DIM
+        """(names, [n, dim] matrix) of every indexed model's sketch stored under ``component`` (a component's
+        spectral sketch, or its raw sketch under component + ``:raw``; sketch.py)."""
+        from .sketch import dim_of
 
+        dim = dim_of(component)
         rows = self.db.execute("SELECT name, vector FROM sketches WHERE component=? ORDER BY name", (component,)).fetchall()
+        rows = [r for r in rows if len(r[1]) == 4 * dim]  # a sketch of another layout (an older index) is skipped
         names = [r[0] for r in rows]
-        mat = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), DIM) if rows else np.empty((0, DIM), np.float32)
+        mat = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim) if rows else np.empty((0, dim), np.float32)
         return names, mat
 
     def add_sketch_rows(self, rows: list[tuple[str, dict, dict[str, np.ndarray]]]) -> None:
