@@ -36,7 +36,7 @@ from safetensors.numpy import save_file
 
 import modelkin
 from modelkin.index.fingerprint import llama_like, make_fingerprint, planned_size
-from modelkin.index.sketch import DIM
+from modelkin.index.sketch import DIM, RAW_DIM, RAW_SUFFIX
 from modelkin.index.store import Index
 from modelkin.sampling import DEFAULT_SAMPLE, FINGERPRINT_SAMPLE, SamplePolicy
 
@@ -180,22 +180,22 @@ def main() -> None:
             print(f"{pname}: parameters x{n2 / n1:.1f} -> fingerprint x{b2 / b1:.2f}")
         # -- search latency ----------------------------------------------------------------------------
         rng = np.random.default_rng(1)
-        q = rng.standard_normal(DIM).astype(np.float32)
-        q /= np.linalg.norm(q)
-        print("indexed\tprune s (load sketches + rank, median of 5)")
+        keys = {"text": DIM, "text" + RAW_SUFFIX: RAW_DIM}  # both sketches of a component (index/sketch.py)
+        q = {k: (v := rng.standard_normal(d).astype(np.float32)) / np.linalg.norm(v) for k, d in keys.items()}
+        print("indexed\tprune s (load both sketches + rank, median of 5)")
         for size in (100, 1000, 10_000):
             db = work / f"ix{size}.sqlite"
             with Index(db) as ix:
-                vecs = rng.standard_normal((size, DIM)).astype(np.float32)
-                vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-                ix.add_sketch_rows([(f"m{i}", {"text": 1}, {"text": vecs[i]}) for i in range(size)])
+                vecs = {k: rng.standard_normal((size, d)).astype(np.float32) for k, d in keys.items()}
+                vecs = {k: v / np.linalg.norm(v, axis=1, keepdims=True) for k, v in vecs.items()}
+                ix.add_sketch_rows([(f"m{i}", {"text": 1}, {k: v[i] for k, v in vecs.items()}) for i in range(size)])
             times = []
             for _ in range(5):
                 t0 = time.perf_counter()
                 with Index(db) as ix:
                     from modelkin.index.search import prune
 
-                    prune(ix, {"text": q}, 32)
+                    prune(ix, q, 32)
                 times.append(time.perf_counter() - t0)
             print(f"{size:,}\t{np.median(times):.4f}")
         t0 = time.perf_counter()

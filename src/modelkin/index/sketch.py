@@ -8,7 +8,8 @@ both):
   permutes or rotates units or the residual stream, and move little under fine-tuning or quantisation;
 * the *raw* sketch (key: component + ``:raw``): for every canonical role, the weights themselves at fixed
   positions — the first rows a fingerprint holds of that role's lowest held layer, first columns —
-  standardised per role. Low-rank updates (LoRA), continued pre-training, merges and widening (the old units
+  standardised per role, then projected to 256 numbers by a fixed random matrix (1 KB per component, so
+  10,000 models' sketches load in one read). Low-rank updates (LoRA), continued pre-training, merges and widening (the old units
   keep their places) move a spectrum more than they move these values, which stay correlated with the
   parent's; a permuted copy is the spectral sketch's to find.
 
@@ -31,7 +32,16 @@ ROLE_ORDER: tuple[str, ...] = tuple(sorted(ROLES))
 DIM = len(ROLE_ORDER) * N_SPECTRUM
 RAW_ROWS, RAW_COLS = 8, 32  # raw sketch: values per role
 RAW_SUFFIX = ":raw"
-RAW_DIM = len(ROLE_ORDER) * RAW_ROWS * RAW_COLS
+RAW_VALUES = len(ROLE_ORDER) * RAW_ROWS * RAW_COLS
+RAW_DIM = 256  # stored length: the raw values through a fixed random projection (cosines kept to about ±0.06)
+_PROJECTION: list[np.ndarray] = []
+
+
+def _project(v: np.ndarray) -> np.ndarray:
+    if not _PROJECTION:  # one fixed Gaussian matrix, the same in every process and version
+        g = np.random.default_rng(0x5CE7C4).standard_normal((RAW_VALUES, RAW_DIM))
+        _PROJECTION.append(g / np.sqrt(RAW_DIM))
+    return v @ _PROJECTION[0]
 
 
 def dim_of(key: str) -> int:
@@ -91,10 +101,10 @@ def sketch_model(src: ModelSource) -> dict[str, np.ndarray]:
     raws: dict[str, np.ndarray] = {}
     block = RAW_ROWS * RAW_COLS
     for (comp, role), (_, _, e, rows) in raw_from.items():
-        v = raws.setdefault(comp + RAW_SUFFIX, np.zeros(RAW_DIM))
+        v = raws.setdefault(comp + RAW_SUFFIX, np.zeros(RAW_VALUES))
         i = ROLE_ORDER.index(role)
         v[i * block: (i + 1) * block] = _raw(src.read_rows(e.info, rows).astype(np.float64))
-    out.update({k: _unit(v) for k, v in raws.items()})
+    out.update({k: _unit(_project(v)) for k, v in raws.items()})
     return out
 
 
