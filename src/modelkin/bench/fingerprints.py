@@ -20,21 +20,19 @@ import time
 from pathlib import Path
 
 from ..pool import run_local
+from .harness import component_verdicts
 
 SEARCH_TOP = 10
 
 
-def _verdicts(r) -> tuple[str, dict[str, str]]:
-    return r.verdict, {n: c.verdict for n, c in r.components.items()}
-
-
-def _compare(fp_a: str, fp_b: str) -> dict:
+def _compare(i: int, fp_a: str, fp_b: str) -> dict:
+    """Fingerprint against fingerprint, for live pair ``i`` (the index places the result)."""
     from ..api import compare
 
     t0 = time.perf_counter()
     r = compare(fp_a, fp_b, hash_files=False, threads=1)
-    verdict, comps = _verdicts(r)
-    return {"verdict": verdict, "components": comps, "log10_p": r.log10_p, "seconds": time.perf_counter() - t0}
+    return {"verdict": r.verdict, "components": component_verdicts(r), "log10_p": r.log10_p,
+            "seconds": time.perf_counter() - t0}
 
 
 def _search(name: str, db: str, query: str) -> dict:
@@ -65,7 +63,7 @@ def fingerprint_columns(root: Path, records: list[dict], jobs: int = 1, log=prin
         fp_seconds = time.perf_counter() - t0
         log(f"[bench] {len(models)} fingerprints in {fp_seconds:.0f} s")
         jobs_cmp = [(i, paths[r["a"]], paths[r["b"]]) for i, r in enumerate(live)]
-        for (i, _, _), out in run_local(_compare_fps, jobs_cmp, jobs):
+        for (i, _, _), out in run_local(_compare, jobs_cmp, jobs):
             live[i]["fingerprint"] = _agreement(out, live[i]["modelkin"])
         queries = sorted({r["b"] for r in live if r["label"] == "related"})
         found = {q: out for (q, _, _), out in run_local(_search, [(q, db, paths[q]) for q in queries], jobs)}
@@ -77,10 +75,6 @@ def fingerprint_columns(root: Path, records: list[dict], jobs: int = 1, log=prin
     false_hits = sorted({(q, h["name"]) for q, out in found.items() for h in out["hits"]
                          if h["verdict"] == "related" and labels.get(frozenset((q, h["name"]))) == "independent"})
     return summarize_fingerprints(live, fp_seconds, sizes, false_hits)
-
-
-def _compare_fps(i: int, fp_a: str, fp_b: str) -> dict:
-    return _compare(fp_a, fp_b)
 
 
 def _agreement(out: dict, full: dict) -> dict:

@@ -162,10 +162,14 @@ def run_pair(root: Path, pair: dict, index: int, threads: int = 2, manifest: dic
     return rec
 
 
+def component_verdicts(result) -> dict[str, str]:
+    """Component name -> verdict of a ComparisonResult."""
+    return {n: c.verdict for n, c in result.components.items()}
+
+
 def _sampled_agreement(sampled, full) -> dict:
     """Whether the sampled read gives the full read's verdicts, and what share of the bytes it read."""
-    verdicts = lambda r: {n: c.verdict for n, c in r.components.items()}
-    return {"agree": sampled.verdict == full.verdict and verdicts(sampled) == verdicts(full),
+    return {"agree": sampled.verdict == full.verdict and component_verdicts(sampled) == component_verdicts(full),
             "bytes_fraction": sampled.reads.planned_bytes / max(sampled.reads.full_bytes, 1),
             "verdict": sampled.verdict}
 
@@ -487,7 +491,6 @@ def run_bench(zoo_dir: str | Path, json_out: str | Path | None = None, threads: 
     agreement and search-recall columns (bench/fingerprints.py)."""
     root, manifest = load_manifest(zoo_dir)
     console = console or _console()
-    pairs = manifest["pairs"]
     started = time.perf_counter()
     records = run_pairs(root, manifest, threads, jobs)
     apply_measured_nulls(records)

@@ -9,15 +9,17 @@ both):
 * the *raw* sketch (key: component + ``:raw``): for every canonical role, the weights themselves at fixed
   positions — the first rows a fingerprint holds of that role's lowest held layer, first columns —
   standardised per role, then projected to 256 numbers by a fixed random matrix (1 KB per component, so
-  10,000 models' sketches load in one read). Low-rank updates (LoRA), continued pre-training, merges and widening (the old units
-  keep their places) move a spectrum more than they move these values, which stay correlated with the
-  parent's; a permuted copy is the spectral sketch's to find.
+  10,000 models' sketches load in one read). Low-rank updates (LoRA), continued pre-training, merges and
+  widening (the old units keep their places) move a spectrum more than they move these values, which stay
+  correlated with the parent's; a permuted copy is the spectral sketch's to find.
 
 Neither is evidence: independently trained models of one architecture have close spectra. The sketches only
 order candidates; every reported relation comes from ``modelkin.compare``.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -34,14 +36,12 @@ RAW_ROWS, RAW_COLS = 8, 32  # raw sketch: values per role
 RAW_SUFFIX = ":raw"
 RAW_VALUES = len(ROLE_ORDER) * RAW_ROWS * RAW_COLS
 RAW_DIM = 256  # stored length: the raw values through a fixed random projection (cosines kept to about ±0.06)
-_PROJECTION: list[np.ndarray] = []
 
 
-def _project(v: np.ndarray) -> np.ndarray:
-    if not _PROJECTION:  # one fixed Gaussian matrix, the same in every process and version
-        g = np.random.default_rng(0x5CE7C4).standard_normal((RAW_VALUES, RAW_DIM))
-        _PROJECTION.append(g / np.sqrt(RAW_DIM))
-    return v @ _PROJECTION[0]
+@functools.cache
+def _projection() -> np.ndarray:
+    """One fixed Gaussian matrix [RAW_VALUES, RAW_DIM], the same in every process and version."""
+    return np.random.default_rng(0x5CE7C4).standard_normal((RAW_VALUES, RAW_DIM)) / np.sqrt(RAW_DIM)
 
 
 def dim_of(key: str) -> int:
@@ -75,7 +75,7 @@ def sketch_model(src: ModelSource) -> dict[str, np.ndarray]:
             held.update({n: f.stored_rows(n) for n in f.tensors})
     acc: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
-    raw_from: dict[tuple[str, str], tuple] = {}  # (component, role) -> (layer, entry, rows) of the lowest held layer
+    raw_from: dict[tuple[str, str], tuple] = {}  # (component, role) -> (layer, name, entry, first rows), lowest held layer
     for e in inv.tensors:
         if not e.evidence or len(e.shape) != 2 or e.role not in ROLES or min(e.shape) < 2:
             continue
@@ -104,7 +104,7 @@ def sketch_model(src: ModelSource) -> dict[str, np.ndarray]:
         v = raws.setdefault(comp + RAW_SUFFIX, np.zeros(RAW_VALUES))
         i = ROLE_ORDER.index(role)
         v[i * block: (i + 1) * block] = _raw(src.read_rows(e.info, rows).astype(np.float64))
-    out.update({k: _unit(_project(v)) for k, v in raws.items()})
+    out.update({k: _unit(v @ _projection()) for k, v in raws.items()})
     return out
 
 

@@ -95,10 +95,19 @@ def index_format(filename: str) -> Format | None:
     return next((f for f in FORMATS if f.index_suffix and filename.endswith(f.index_suffix)), None)
 
 
+SHOWN_NAMES = 12  # file names listed in a one-line error before "… (N more)"
+
+
+def shown_names(names: list[str]) -> str:
+    """Up to ``SHOWN_NAMES`` file names, comma-separated, then how many more."""
+    more = len(names) - SHOWN_NAMES
+    return ", ".join(names[:SHOWN_NAMES]) + (f", … ({more} more)" if more > 0 else "")
+
+
 def alternatives_message(fmt: Format, names: list[str], how: str) -> str:
     """The one-line error for several whole-model files where one model is meant: a split model is said
     unsupported; else the files are listed with ``how`` to pick one."""
-    shown = ", ".join(names[:12]) + (f", … ({len(names) - 12} more)" if len(names) > 12 else "")
+    shown = shown_names(names)
     if all(fmt.split_part(n) for n in names):
         return (f"holds a {fmt.name} model split into {len(names)} files ({shown}): split {fmt.name.upper()} files are not "
                 "supported yet (merge them with llama-gguf-split --merge FIRST-PART OUT.gguf)")

@@ -20,7 +20,7 @@ from urllib.parse import urljoin, urlsplit
 
 from ..atomic import write_atomic
 from ..errors import RemoteError, SourceNotFoundError
-from .formats import FORMATS, Format, alternatives_message, format_of, index_format
+from .formats import FORMATS, Format, alternatives_message, format_of, index_format, shown_names
 from .http import FetchStats, HttpFile, cache_root
 from .local import SIDE_FILES, check_weight_map, gather_tensors, parse_weight_map
 from .locations import SYNTAX, HubLocation, parse_hub
@@ -144,7 +144,7 @@ def _choose_weights(names: list[str], where: str) -> tuple[Format, str | None, l
             return fmt, None, singles[:1] if singles[0] in fmt.preferred else singles
     deeper = _weights_files(names)
     if deeper:
-        shown = ", ".join(deeper[:12]) + (f", … ({len(deeper) - 12} more)" if len(deeper) > 12 else "")
+        shown = shown_names(deeper)
         raise SourceNotFoundError(f"holds no weights at its top level; pick a file as {SYNTAX} ({shown})", where)
     raise SourceNotFoundError("holds no weights modelkin can read (looked for " + ", ".join(s for f in FORMATS for s in f.suffixes) + ")", where)
 
@@ -154,7 +154,7 @@ def _pick(where: HubLocation, names: list[str], location: str) -> tuple[Format, 
     if where.path is None and where.tag is None:
         return _choose_weights(names, location)
     weights = _weights_files(names)
-    shown = ", ".join(weights[:12]) + (f", … ({len(weights) - 12} more)" if len(weights) > 12 else "") or "none"
+    shown = shown_names(weights) or "none"
     if where.path is not None:
         if where.path not in names:
             raise SourceNotFoundError(f"the repository holds no file {where.path!r} (its weights files: {shown})", location)

@@ -171,9 +171,8 @@ class ComponentTest:
     null_sd_margin: float | None = None
     details: dict = field(default_factory=dict)  # JSON-ready: which side is smaller, where, channel maps
     # Share of the larger model's units that were fingerprinted, for its least-covered unit type (1 unless
-    # units were sampled). A permuted
-    # copy shows about this share of a copy's margin (its other counterparts were never looked at), so the
-    # power to rule out a relationship is divided by it (verdict/coverage.py).
+    # units were sampled). A permuted copy shows about this share of a copy's margin (its other counterparts
+    # were never looked at), so the power to rule out a relationship is divided by it (verdict/coverage.py).
     partner_coverage: float = 1.0
 
     def to_dict(self) -> dict:

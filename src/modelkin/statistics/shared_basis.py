@@ -163,9 +163,9 @@ class UnitPlan:
 
 def _unit_rows(e: TensorEntry, n_out: int, per: int, policy: SamplePolicy) -> np.ndarray:
     """The units read: every unit when there are no more than ``per`` in at most ``WHOLE_UNITS_ELEMENTS`` (a
-    permuted copy's counterparts are then all looked at: ``partner_coverage`` 1), else the key-seeded row blocks the sampled read mode fetches
-    anyway (see ``sampling``), or, for tensors it reads whole, a key-seeded sample of ``per`` rows. Decided by
-    the tensor alone."""
+    permuted copy's counterparts are then all looked at: ``partner_coverage`` 1), else the key-seeded row
+    blocks the sampled read mode fetches anyway (see ``sampling``), or, for tensors it reads whole, a
+    key-seeded sample of ``per`` rows. Decided by the tensor alone."""
     if n_out <= per and e.info.numel <= WHOLE_UNITS_ELEMENTS:
         return np.arange(n_out)
     if not e.transposed:
