@@ -157,6 +157,7 @@ def main() -> None:
     ap.add_argument("--graph-models", type=int, default=8)
     ap.add_argument("--fp-size", action="store_true", help="only the planned 7B / 70B fingerprint sizes")
     ap.add_argument("--search", action="store_true", help="only the whole-search latency at 100 / 1,000 / 10,000")
+    ap.add_argument("--vectors", action="store_true", help="only pruning against FAISS and usearch (when installed)")
     ap.add_argument("--tradeoff", nargs="*", type=Path, default=None, metavar="ZOO",
                     help="only the sample-budget trade-off table, over these zoos' pairs and the examples")
     args = ap.parse_args()
@@ -167,6 +168,9 @@ def main() -> None:
     if args.search:
         with tempfile.TemporaryDirectory() as work:
             return whole_search(Path(work), args.layers)
+    if args.vectors:
+        with tempfile.TemporaryDirectory() as work:
+            return vector_libraries(Path(work))
     fp_size()
     out = {}
     with tempfile.TemporaryDirectory() as work:
@@ -278,6 +282,76 @@ def whole_search(work: Path, layers: int, sizes=(100, 1000, 10_000), n_unrelated
                 times.append(time.perf_counter() - t0)
             rank = next(((k + 1, h.verdict) for k, h in enumerate(res.hits) if h.name == "s-parent"), None)
             print(f"{size:,}\t{q}\t{np.median(times):.2f}\t{res.n_confirmed}\t{rank}")
+
+
+def vector_libraries(work: Path, sizes=(10_000, 100_000), k: int = 32) -> None:
+    """Pruning as the index does it (sketch BLOBs loaded from SQLite, ranked by one matrix product) against two
+    vector-search libraries, where installed (not dependencies of modelkin): FAISS (exact inner product,
+    ``IndexFlatIP``, read from its file) and usearch (HNSW, cosine, its file memory-mapped with ``view``).
+    Each time is a whole query from a cold open of what is on disk, median of 5; the libraries' top-k is
+    checked against the exact top-k (recall@k)."""
+    from modelkin.index.search import prune
+    from modelkin.index.sketch import RAW_SUFFIX
+
+    rng = np.random.default_rng(4)
+    keys = {"text": DIM, "text" + RAW_SUFFIX: RAW_DIM}
+    print(f"indexed\tmethod\tquery s (median of 5)\trecall@{k} of the exact top {k}")
+    for size in sizes:
+        vecs = {key: rng.standard_normal((size, d)).astype(np.float32) for key, d in keys.items()}
+        vecs = {key: v / np.linalg.norm(v, axis=1, keepdims=True) for key, v in vecs.items()}
+        q = {key: v[0] + 0.5 * rng.standard_normal(v.shape[1]).astype(np.float32) / np.sqrt(v.shape[1]) for key, v in vecs.items()}
+        q = {key: v / np.linalg.norm(v) for key, v in q.items()}
+        exact = {key: set(np.argsort(-(v @ q[key]))[:k].tolist()) for key, v in vecs.items()}
+        db = work / f"vec{size}.sqlite"
+        with Index(db) as ix:
+            ix.add_sketch_rows([(f"m{i}", {"text": 1}, {key: v[i] for key, v in vecs.items()}) for i in range(size)])
+
+        def sqlite_numpy():
+            with Index(db) as ix:
+                prune(ix, q, k)
+        runs = {"SQLite + numpy (modelkin)": (sqlite_numpy, 1.0)}
+        try:
+            import faiss
+
+            for key, v in vecs.items():
+                flat = faiss.IndexFlatIP(v.shape[1])
+                flat.add(v)
+                faiss.write_index(flat, str(work / f"faiss{size}{key}"))
+
+            def faiss_run():
+                got = {}
+                for key in vecs:
+                    flat = faiss.read_index(str(work / f"faiss{size}{key}"))
+                    got[key] = set(flat.search(q[key][None, :], k)[1][0].tolist())
+                return np.mean([len(got[key] & exact[key]) / k for key in vecs])
+            runs["FAISS IndexFlatIP (exact)"] = (faiss_run, None)
+        except ImportError:
+            print(f"{size:,}\tFAISS\tnot installed")
+        try:
+            from usearch.index import Index as UIndex
+
+            for key, v in vecs.items():
+                u = UIndex(ndim=v.shape[1], metric="cos", dtype="f32")
+                u.add(np.arange(size), v)
+                u.save(str(work / f"usearch{size}{key}"))
+
+            def usearch_run():
+                got = {}
+                for key in vecs:
+                    u = UIndex.restore(str(work / f"usearch{size}{key}"), view=True)
+                    got[key] = set(u.search(q[key], k).keys.tolist())
+                return np.mean([len(got[key] & exact[key]) / k for key in vecs])
+            runs["usearch HNSW (approximate)"] = (usearch_run, None)
+        except ImportError:
+            print(f"{size:,}\tusearch\tnot installed")
+        for name, (fn, recall) in runs.items():
+            times = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                r = fn()
+                times.append(time.perf_counter() - t0)
+            recall = recall if r is None else r
+            print(f"{size:,}\t{name}\t{np.median(times):.4f}\t{recall:.3f}")
 
 
 def _sketches_of(ix: Index, name: str) -> dict[str, np.ndarray]:

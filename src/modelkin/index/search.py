@@ -76,11 +76,11 @@ def raw_floor(n_indexed: int) -> float:
     An unrelated model's raw sketch is independent of the query's, so their cosine is about normal with sd
     ``RAW_NULL_SD`` (sketch.py); the floor is that null's (1 - 1/(n+1)) quantile. Below it, a raw similarity is
     what an unrelated model shows, and ranks nothing."""
-    from scipy.stats import norm
+    from statistics import NormalDist
 
     from .sketch import RAW_NULL_SD
 
-    return float(norm.isf(1.0 / (max(n_indexed, 1) + 1)) * RAW_NULL_SD)
+    return float(NormalDist().inv_cdf(1.0 - 1.0 / (max(n_indexed, 1) + 1)) * RAW_NULL_SD)
 
 
 @dataclass(frozen=True)
