@@ -155,8 +155,7 @@ def test_reads_during_a_background_prefetch_get_their_bytes_first_and_nothing_tw
     assert f._ahead is not None
     got = f.read_ranges([(len(WEIGHTS) - 3000, 3000), (5, 10)])  # far ahead of the background's order
     assert got == [WEIGHTS[-3000:], WEIGHTS[5:15]]
-    for t in f._ahead.threads:
-        t.join(30)
+    f._ahead.join(30)
     assert all(state == "done" for state in f._ahead.state.values())
     assert f.read_ranges([(0, len(WEIGHTS))]) == [WEIGHTS]
     assert f.stats.bytes_fetched == len(WEIGHTS) == hub.counters().bytes_by_kind["content"]
@@ -176,13 +175,13 @@ def test_a_background_prefetch_skips_what_the_cache_holds(hub):
 def test_a_failing_background_prefetch_leaves_each_read_its_own_answer(hub, monkeypatch):
     monkeypatch.setattr(http, "BACKOFF_SECONDS", 0.01)
     monkeypatch.setattr(http, "MAX_REQUEST_BYTES", 64 << 10)
+    monkeypatch.setattr(http, "MAX_CONCURRENT_REQUESTS", 4)  # 2 requests at a time: more are queued than run
     f = _file(hub)
     f.read_ranges([(0, 8)])  # the content URL is known: later requests go to the content host only
     storm = hub.inject("status", code=503, kind="content")  # every background request gives up
     with f.in_background():
         f.prefetch([(0, len(WEIGHTS))])
-    for t in f._ahead.threads:
-        t.join(30)
+    f._ahead.join(30)
     assert f._ahead.stopped  # stopped at the first failure; the reads fetch for themselves
     assert sum(state != "done" for state in f._ahead.state.values()) > 0
     storm.remove()
