@@ -141,6 +141,8 @@ def _prefetch(src: ModelSource, inv: Inventory, options: CompareOptions, mode: s
                       background=mode == SAMPLED and cap is None)
     if mode == FULL and cap is None:  # capped: the plan decides what is fetched (``_plan``)
         src.prefetch_rows(prefetch_requests(inv.tensors, components, FULL, options.sample_policy), background=True)
+    if cap is not None:  # alignment reads only what was fetched here (a step needing more is skipped); ``_plan`` lifts it
+        src.hold_fetches(True)
 
 
 def _align(src_a: ModelSource, src_b: ModelSource, options: CompareOptions):
@@ -211,6 +213,8 @@ def _plan(src_a: ModelSource, src_b: ModelSource, pairs: list, options: CompareO
 
     Under a byte cap, what was fetched since the headers (alignment's rows) counts against it, and a pair costs
     what of its reads is still to fetch."""
+    src_a.hold_fetches(False)
+    src_b.hold_fetches(False)
     cap = None if options.max_bytes is None else options.max_bytes - (stats.bytes_fetched - stats.opening_bytes)
     plan = plan_reads(pairs, _read_mode(src_a, src_b, options), cap, options.sample_policy,
                       lambda p: src_a.unfetched_bytes(p.a.info) + src_b.unfetched_bytes(p.b.info))
@@ -324,7 +328,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
             f"{n_non} matched tensors are shown but not counted as evidence (norm gains, biases, fixed buffers, "
             "tiny tensors): their similarity says nothing about lineage."
         )
-    if plan.mode == SAMPLED:
+    if plan.mode == SAMPLED and plan.planned_bytes < plan.full_bytes:  # models read whole: nothing to say
         notes.append(
             f"Sampled reads: {plan.planned_bytes / max(plan.full_bytes, 1):.1%} of the compared tensors' bytes were read "
             "(key-seeded blocks of rows). Pearson, cosine and rel-L2 of sampled tensors are estimates with 95 % "

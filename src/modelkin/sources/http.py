@@ -512,6 +512,7 @@ class HttpFile:
         self._cache = RangeCache(identity or f"{url}#{etag}") if cache else None
         self._ahead: _Background | None = None  # a prefetch running beside the reads
         self._ahead_next = False  # the next prefetch runs in the background (``in_background``)
+        self.held_only = False  # reads of bytes not fetched yet fail (MissingRowsError) instead of fetching them
         self.size = size if size is not None else self._head_size()
 
     # -- one request ----------------------------------------------------------------------------
@@ -609,6 +610,10 @@ class HttpFile:
             ahead = self._ahead
             if attempt or ahead is None or not ahead.wait_for(offset, n):
                 break
+        if self.held_only:
+            from .fingerprint_format import MissingRowsError
+
+            raise MissingRowsError(f"bytes {offset}..{offset + n} were not fetched (reads are held to what was)", self.url)
         return self._download(offset, n)
 
     def _fetch_now(self, offset: int, n: int, abort: Callable[[], bool] | None = None) -> None:

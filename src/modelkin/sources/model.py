@@ -175,6 +175,14 @@ class ModelSource:
         return missing([(stored.data_offset + start * stored.dtype.bits // 8, n * row_bytes)
                         for _, n, start in self._row_spans(info, np.arange(info.shape[0]))])
 
+    def hold_fetches(self, on: bool) -> None:
+        """While on, a read of remote bytes not fetched yet raises ``MissingRowsError`` instead of fetching them
+        (a byte cap: a step that needs more than was fetched for it is skipped, as for a fingerprint)."""
+        for f in self.files:
+            for t in f.data_transports():
+                if hasattr(t, "held_only"):
+                    t.held_only = on
+
     def iter_chunks(self, info: TensorInfo, chunk_elems: int) -> Iterator[tuple[int, np.ndarray]]:
         """(start, decoded chunk) pairs covering the tensor in order."""
         for start in range(0, info.numel, chunk_elems):
