@@ -6,6 +6,8 @@
 2. Fingerprint time vs a full self-compare of the same model.
 3. Search latency (sketch pruning: load the sketches from SQLite and rank) at 100 / 1,000 / 10,000 indexed
    synthetic sketches, and the time to confirm one candidate with the calibrated compare.
+   The whole search (prune, then confirm every candidate) at 100 / 1,000 / 10,000 indexed models, for a
+   fine-tuned and a permuted copy of an indexed model (``whole_search``).
 
 4. All-pairs lineage graph of N synthetic models (independent seeds, each with a fine-tuned copy) on a
    local Ray instance with 1 and with 2 CPUs (Ray workers): the speed-up (skipped when Ray is absent).
@@ -154,6 +156,8 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--graph-models", type=int, default=8)
     ap.add_argument("--fp-size", action="store_true", help="only the planned 7B / 70B fingerprint sizes")
+    ap.add_argument("--search", action="store_true", help="only the whole-search latency at 100 / 1,000 / 10,000")
+    ap.add_argument("--vectors", action="store_true", help="only pruning against FAISS and usearch (when installed)")
     ap.add_argument("--tradeoff", nargs="*", type=Path, default=None, metavar="ZOO",
                     help="only the sample-budget trade-off table, over these zoos' pairs and the examples")
     args = ap.parse_args()
@@ -161,6 +165,12 @@ def main() -> None:
         return fp_size()
     if args.tradeoff is not None:
         return tradeoff(args.tradeoff)
+    if args.search:
+        with tempfile.TemporaryDirectory() as work:
+            return whole_search(Path(work), args.layers)
+    if args.vectors:
+        with tempfile.TemporaryDirectory() as work:
+            return vector_libraries(Path(work))
     fp_size()
     out = {}
     with tempfile.TemporaryDirectory() as work:
@@ -201,7 +211,155 @@ def main() -> None:
         t0 = time.perf_counter()
         modelkin.compare(work / "small-fixed16.mkfp", work / "small-fixed16.mkfp", hash_files=False)
         print(f"confirming one candidate (compare of two fingerprints, 'small'): {time.perf_counter() - t0:.2f} s")
+        whole_search(work, args.layers)
         ray_speedup(work, args.graph_models, args.layers)
+
+
+def _derived(src: Path, dst: Path, seed: int, permute: bool) -> None:
+    """A copy of ``src`` with noise (sd 0.2 x the weights' sd: a fine-tune), its FFN units permuted if asked."""
+    from safetensors.numpy import load_file
+
+    t = {k: v.astype(np.float32) for k, v in load_file(str(src / "model.safetensors")).items()}
+    rng = np.random.default_rng(seed)
+    if permute:
+        for k in [k for k in t if k.endswith("mlp.gate_proj.weight")]:
+            perm = rng.permutation(t[k].shape[0])
+            p = k[: -len("gate_proj.weight")]
+            t[p + "gate_proj.weight"], t[p + "up_proj.weight"] = t[p + "gate_proj.weight"][perm], t[p + "up_proj.weight"][perm]
+            t[p + "down_proj.weight"] = t[p + "down_proj.weight"][:, perm]
+    t = {k: (v + (0.2 * v.std() * rng.standard_normal(v.shape, dtype=np.float32) if v.ndim == 2 else 0)).astype(ml_dtypes.bfloat16)
+         for k, v in t.items()}
+    dst.mkdir(parents=True, exist_ok=True)
+    save_file(t, str(dst / "model.safetensors"))
+    (dst / "config.json").write_text((src / "config.json").read_text())
+
+
+def whole_search(work: Path, layers: int, sizes=(100, 1000, 10_000), n_unrelated: int = 12) -> None:
+    """``search`` end to end (prune, then confirm each candidate with the calibrated compare) at 100 / 1,000 /
+    10,000 indexed models, in one process, for a fine-tuned and a permuted copy of an indexed model.
+
+    The index holds real fingerprints of the parent and of ``n_unrelated`` independent models (random weights
+    of one shape: their spectral sketches are alike, the hard case for the spectral sketch), and synthetic
+    entries up to the size: each points at one unrelated model's fingerprint (so confirming it is a real
+    compare), with that model's spectral sketch plus small noise and a raw sketch drawn from the null."""
+    from modelkin.index.search import search
+    from modelkin.index.sketch import RAW_SUFFIX
+
+    hidden, ffn, vocab = 256, 704, 4000
+    synthetic_llama(work / "s-parent", hidden, ffn, layers, vocab, seed=500)
+    for i in range(n_unrelated):
+        synthetic_llama(work / f"s-u{i}", hidden, ffn, layers, vocab, seed=501 + i)
+    _derived(work / "s-parent", work / "s-finetuned", 1, permute=False)
+    _derived(work / "s-parent", work / "s-permuted", 2, permute=True)
+    fps = {n: make_fingerprint(work / n, work / f"{n}.mkfp", hash_files=False).path
+           for n in ["s-parent", "s-finetuned", "s-permuted"] + [f"s-u{i}" for i in range(n_unrelated)]}
+    rng = np.random.default_rng(3)
+    print("indexed\tquery\twhole search s (median of 3)\tcandidates confirmed\tparent's rank and verdict")
+    for size in sizes:
+        db = work / f"search{size}.sqlite"
+        with Index(db) as ix:
+            real = {n: ix.add(fps[n], name=n) for n in ["s-parent"] + [f"s-u{i}" for i in range(n_unrelated)]}
+            unrelated = [n for n in real if n != "s-parent"]
+            rows, shas = [], []
+            for j in range(size - len(real)):
+                u = unrelated[j % len(unrelated)]
+                sk = {}
+                for comp, v in _sketches_of(ix, u).items():
+                    if comp.endswith(RAW_SUFFIX):
+                        w = rng.standard_normal(v.size)
+                    else:
+                        w = v + 0.002 * rng.standard_normal(v.size)
+                    sk[comp] = (w / np.linalg.norm(w)).astype(np.float32)
+                rows.append((f"syn{j}", real[u].parameters, sk))
+                shas.append(real[u].sha256)
+            ix.add_sketch_rows(rows, shas)
+        for q in ("s-finetuned", "s-permuted"):
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                with Index(db) as ix:
+                    res = search(ix, str(fps[q]))
+                times.append(time.perf_counter() - t0)
+            rank = next(((k + 1, h.verdict) for k, h in enumerate(res.hits) if h.name == "s-parent"), None)
+            print(f"{size:,}\t{q}\t{np.median(times):.2f}\t{res.n_confirmed}\t{rank}")
+
+
+def vector_libraries(work: Path, sizes=(10_000, 100_000), k: int = 32) -> None:
+    """Pruning as the index does it (sketch BLOBs loaded from SQLite, ranked by one matrix product) against two
+    vector-search libraries, where installed (not dependencies of modelkin): FAISS (exact inner product,
+    ``IndexFlatIP``, read from its file) and usearch (HNSW, cosine, its file memory-mapped with ``view``).
+    Each time is a whole query from a cold open of what is on disk, median of 5; the libraries' top-k is
+    checked against the exact top-k (recall@k)."""
+    from modelkin.index.search import prune
+    from modelkin.index.sketch import RAW_SUFFIX
+
+    rng = np.random.default_rng(4)
+    keys = {"text": DIM, "text" + RAW_SUFFIX: RAW_DIM}
+    print(f"indexed\tmethod\tquery s (median of 5)\trecall@{k} of the exact top {k}")
+    for size in sizes:
+        vecs = {key: rng.standard_normal((size, d)).astype(np.float32) for key, d in keys.items()}
+        vecs = {key: v / np.linalg.norm(v, axis=1, keepdims=True) for key, v in vecs.items()}
+        q = {key: v[0] + 0.5 * rng.standard_normal(v.shape[1]).astype(np.float32) / np.sqrt(v.shape[1]) for key, v in vecs.items()}
+        q = {key: v / np.linalg.norm(v) for key, v in q.items()}
+        exact = {key: set(np.argsort(-(v @ q[key]))[:k].tolist()) for key, v in vecs.items()}
+        db = work / f"vec{size}.sqlite"
+        with Index(db) as ix:
+            ix.add_sketch_rows([(f"m{i}", {"text": 1}, {key: v[i] for key, v in vecs.items()}) for i in range(size)])
+
+        def sqlite_numpy():
+            with Index(db) as ix:
+                prune(ix, q, k)
+        runs = {"SQLite + numpy (modelkin)": (sqlite_numpy, 1.0)}
+        try:
+            import faiss
+
+            for key, v in vecs.items():
+                flat = faiss.IndexFlatIP(v.shape[1])
+                flat.add(v)
+                faiss.write_index(flat, str(work / f"faiss{size}{key}"))
+
+            def faiss_run():
+                got = {}
+                for key in vecs:
+                    flat = faiss.read_index(str(work / f"faiss{size}{key}"))
+                    got[key] = set(flat.search(q[key][None, :], k)[1][0].tolist())
+                return np.mean([len(got[key] & exact[key]) / k for key in vecs])
+            runs["FAISS IndexFlatIP (exact)"] = (faiss_run, None)
+        except ImportError:
+            print(f"{size:,}\tFAISS\tnot installed")
+        try:
+            from usearch.index import Index as UIndex
+
+            for key, v in vecs.items():
+                u = UIndex(ndim=v.shape[1], metric="cos", dtype="f32")
+                u.add(np.arange(size), v)
+                u.save(str(work / f"usearch{size}{key}"))
+
+            def usearch_run():
+                got = {}
+                for key in vecs:
+                    u = UIndex.restore(str(work / f"usearch{size}{key}"), view=True)
+                    got[key] = set(u.search(q[key], k).keys.tolist())
+                return np.mean([len(got[key] & exact[key]) / k for key in vecs])
+            runs["usearch HNSW (approximate)"] = (usearch_run, None)
+        except ImportError:
+            print(f"{size:,}\tusearch\tnot installed")
+        for name, (fn, recall) in runs.items():
+            times = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                r = fn()
+                times.append(time.perf_counter() - t0)
+            recall = recall if r is None else r
+            print(f"{size:,}\t{name}\t{np.median(times):.4f}\t{recall:.3f}")
+
+
+def _sketches_of(ix: Index, name: str) -> dict[str, np.ndarray]:
+    out = {}
+    for (comp,) in ix.db.execute("SELECT component FROM sketches WHERE name=?", (name,)).fetchall():
+        names, mat = ix.sketches(comp)
+        out[comp] = mat[names.index(name)]
+    return out
 
 
 def ray_speedup(work: Path, n_models: int, layers: int) -> None:

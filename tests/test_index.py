@@ -198,8 +198,11 @@ def test_search_recalls_every_related_zoo_pair(zoo_index, zoo_fps, smoke_zoo, re
         for a, b, p in _pairs(smoke_zoo, repo_root):
             truth = p["components"] if p else None
             res = search(ix, str(zoo_fps[b]), top=50)
-            hit = next(h for h in res.hits if h.name == a.name)
+            hit = next((h for h in res.hits if h.name == a.name), None)
             full = modelkin.compare(a, b, read_mode="full")
+            if hit is None:  # pruned by the sketches: only a model the compare finds unrelated may be
+                assert full.verdict != "related" and (truth is None or "related" not in truth.values()), (a.name, b.name)
+                continue
             assert {c: x["verdict"] for c, x in hit.components.items()} == _verdicts(full), (a.name, b.name)
             if truth:
                 for comp, label in truth.items():
@@ -405,3 +408,86 @@ def test_raw_sketch_ranks_a_low_rank_updated_child_next_to_its_parent(tmp_path):
     assert sk["parent"]["text"].shape == (DIM,) and sk["parent"]["text" + RAW_SUFFIX].shape == (RAW_DIM,)
     raw = {n: s["text" + RAW_SUFFIX] for n, s in sk.items()}
     assert float(raw["child"] @ raw["parent"]) > 0.5 > abs(float(raw["child"] @ raw["other"])) + 0.3
+
+
+# -- pruning and the confirmation schedule --------------------------------------------------------------
+
+
+def _unit(v):
+    import numpy as np
+
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def test_raw_floor_keeps_fewer_than_one_null_model_per_index(tmp_path):
+    """The raw floor is the null's 1 - 1/(n+1) quantile: 10,000 null sketches leave about one above it."""
+    import numpy as np
+
+    from modelkin.index.search import Candidates, prune, raw_floor
+    from modelkin.index.sketch import DIM, RAW_DIM
+
+    assert raw_floor(100) < raw_floor(10_000) < raw_floor(1_000_000)
+    rng = np.random.default_rng(0)
+    n = 10_000
+    q_raw, q_spec = _unit(rng.standard_normal(RAW_DIM)), _unit(rng.standard_normal(DIM))
+    rows = [(f"m{i}", {"text": 1}, {"text": _unit(q_spec + 0.01 * rng.standard_normal(DIM)),
+                                   "text:raw": _unit(rng.standard_normal(RAW_DIM))}) for i in range(n)]
+    rows[7][2]["text:raw"] = _unit(q_raw + 0.5 * rng.standard_normal(RAW_DIM) / np.sqrt(RAW_DIM))  # a relative
+    with Index(tmp_path / "ix.sqlite") as ix:
+        ix.add_sketch_rows(rows)
+        c = prune(ix, {"text": q_spec, "text:raw": q_raw}, cap=32)
+    assert isinstance(c, Candidates) and "m7" in c.raw
+    assert len(c.raw) <= 4  # the relative and about one null model (a 5-sigma-rare count otherwise)
+    assert len(c.spectral["text"]) == 32 and not set(n for n, _ in c.spectral["text"]) & set(c.raw)
+
+
+def test_spectral_candidates_are_confirmed_in_batches_while_relatives_turn_up(monkeypatch):
+    """A spectral batch that finds no relative ends its list; one that does asks for the next batch."""
+    import modelkin.index.search as S
+    from modelkin.index.defaults import SPECTRAL_BATCH
+    from modelkin.index.store import IndexedModel
+
+    def run(related: set[str], n: int = 40) -> list[str]:
+        seen = []
+
+        def fake_confirm(q, index, rec, similarity):
+            seen.append(rec.name)
+            v = "related" if rec.name in related else "independent"
+            return S.Hit(rec.name, v, -9.0, {"text": {"verdict": v, "log10_p": -9.0, "median_unit_cosine": 0.5}},
+                         similarity, {})
+
+        monkeypatch.setattr(S, "confirm", fake_confirm)
+        names = [f"m{i}" for i in range(n)]
+        records = {x: IndexedModel(x, x, None, None, None, {}, None, {}, {}, "") for x in names + ["r"]}
+        cands = S.Candidates({"r": 0.9}, {"text": [(x, 1.0 - i / 100) for i, x in enumerate(names)]})
+        S._confirm_all(None, None, cands, records, None, workers=2)
+        return sorted(seen, key=lambda x: (len(x), x))
+
+    assert run(set()) == ["r"] + [f"m{i}" for i in range(SPECTRAL_BATCH)]  # one batch, nothing found: stop
+    assert run({"m3"}) == ["r"] + [f"m{i}" for i in range(2 * SPECTRAL_BATCH)]  # found in batch 1: one more
+    assert run({f"m{i}" for i in range(40)}) == ["r"] + [f"m{i}" for i in range(40)]  # the whole list
+
+
+def test_memo_computes_once_per_open_source_and_lets_go_with_it():
+    import gc
+
+    import numpy as np
+
+    from modelkin.sources import memo as M
+
+    class Src:
+        pass
+
+    calls = []
+    a, b = Src(), Src()
+    for src in (a, a, b):
+        v = M.memo(src, "k", lambda: calls.append(1) or np.zeros(4))
+    assert len(calls) == 2 and not v.flags.writeable  # once per source; shared values are read-only
+    big = M.MAX_BYTES // 3
+    for k in range(4):
+        M.memo(a, ("big", k), lambda: np.zeros(big, np.uint8))
+    assert M._sizes[id(a)] <= M.MAX_BYTES and ("big", 0) not in M._memos[id(a)]  # least recently used went first
+    ida = id(a)
+    del a
+    gc.collect()
+    assert ida not in M._memos and id(b) in M._memos  # a's table went with a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from dataclasses import dataclass
@@ -49,8 +50,10 @@ FINGERPRINT_SAMPLE = SamplePolicy(fraction=0.0, min_rows=16, block_rows=16, smal
                                   budget_bytes=14 << 20, max_layers=None, whole_bytes=4 << 20)
 
 
+@functools.lru_cache(maxsize=4096)
 def sample_rows(key: str, n_rows: int, n_bytes: int, policy: SamplePolicy = DEFAULT_SAMPLE) -> np.ndarray | None:
-    """Rows of a tensor to read in sampled mode, or None to read it whole.
+    """Rows of a tensor to read in sampled mode, or None to read it whole (read-only: the answer is cached, as
+    the stages ask for it again and again, and a search asks it again for every candidate).
 
     Blocks of ``block_rows`` rows at positions drawn from a generator seeded by ``key`` (the tensor's
     canonical name, the same in A and B), so both models are read at the same rows.
@@ -68,6 +71,7 @@ def sample_rows(key: str, n_rows: int, n_bytes: int, policy: SamplePolicy = DEFA
     else:
         chosen = np.sort(rng.choice(n_blocks, size=min(n_blocks, -(-want // block)), replace=False))
     rows = np.concatenate([np.arange(c * block, min(n_rows, (c + 1) * block)) for c in chosen])
+    rows.setflags(write=False)
     return rows
 
 

@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from .defaults import DEFAULT_CANDIDATES, DEFAULT_WORKERS
+
 index_app = typer.Typer(no_args_is_help=True, help="A local index of model fingerprints: add, remove, list, search.")
 
 DB_HELP = "Index database (default: $MODELKIN_INDEX, else ~/.cache/modelkin/index.sqlite)."
@@ -129,10 +131,11 @@ def index_push(
 def index_search(
     model: str = typer.Argument(..., metavar="MODEL_OR_MKFP"),
     top: int = typer.Option(10, "--top", help="Show this many models."),
-    candidates: int = typer.Option(32, "--candidates", help="Candidates per component kept by the sketch and confirmed by compare."),
+    candidates: int = typer.Option(DEFAULT_CANDIDATES, "--candidates",
+                                   help="At most this many candidates per sketch and component, confirmed by compare."),
     db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
     json_out: Optional[str] = typer.Option(None, "--json", metavar="PATH", help="Write the result as JSON ('-': stdout)."),
-    threads: int = typer.Option(1, "--threads"),
+    threads: int = typer.Option(DEFAULT_WORKERS, "--threads", help="Candidates confirmed at once."),
     revision: Optional[str] = typer.Option(None, "--revision"),
 ) -> None:
     """Which indexed models is this model derived from (or the source of)? Ranked by log10 p."""
@@ -181,7 +184,7 @@ def audit(
     index_db: Optional[str] = typer.Option(None, "--index", help=DB_HELP),
     json_out: Optional[str] = typer.Option(None, "--json", metavar="PATH", help="Write the audit as JSON ('-': stdout)."),
     html_out: Optional[str] = typer.Option(None, "--html", metavar="PATH", help="Write a self-contained HTML audit."),
-    threads: int = typer.Option(1, "--threads"),
+    threads: int = typer.Option(DEFAULT_WORKERS, "--threads", help="Indexed models compared at once."),
     revision: Optional[str] = typer.Option(None, "--revision"),
 ) -> None:
     """Which share of the model's parameters derives from which indexed model; claimed lineage vs evidence."""

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .defaults import DEFAULT_CANDIDATES
 from .store import Index
 
 GRAPH_VERSION = 1
-DEFAULT_CANDIDATES = 32
 NO_ASYMMETRY = "no asymmetry in the weights (a fine-tune, permutation, rescaling or quantised copy looks the same both ways)"
 
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..sampling import FINGERPRINT_SAMPLE
+from .defaults import DEFAULT_CANDIDATES, DEFAULT_WORKERS, SPECTRAL_BATCH
 from .store import Index, IndexedModel
 
-DEFAULT_CANDIDATES = 32
 
 
 @dataclass(frozen=True)
@@ -69,19 +70,52 @@ def query_fingerprint(index: Index, query: str, workdir: str, revision: str | No
     return out
 
 
-def prune(index: Index, sketches: dict[str, np.ndarray], n: int) -> dict[str, float]:
-    """Candidate name -> best sketch similarity over shared components, the ``n`` best per component."""
-    from .sketch import rank
+def raw_floor(n_indexed: int) -> float:
+    """Raw-sketch similarity above which fewer than one of ``n_indexed`` unrelated models is expected.
 
-    out: dict[str, float] = {}
-    for comp, q in sketches.items():
-        names, mat = index.sketches(comp)
+    An unrelated model's raw sketch is independent of the query's, so their cosine is about normal with sd
+    ``RAW_NULL_SD`` (sketch.py); the floor is that null's (1 - 1/(n+1)) quantile. Below it, a raw similarity is
+    what an unrelated model shows, and ranks nothing."""
+    from statistics import NormalDist
+
+    from .sketch import RAW_NULL_SD
+
+    return float(NormalDist().inv_cdf(1.0 - 1.0 / (max(n_indexed, 1) + 1)) * RAW_NULL_SD)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """What the sketches keep for confirmation: ``raw`` (name -> similarity) holds every model whose raw
+    sketch is above the null (``raw_floor``), at most ``cap`` per component; ``spectral`` (component -> names,
+    best first, the raw candidates left out) is confirmed in batches, a further batch only while the last one
+    found a relative (``SPECTRAL_BATCH``)."""
+
+    raw: dict[str, float]
+    spectral: dict[str, list[tuple[str, float]]]
+
+
+def prune(index: Index, sketches: dict[str, np.ndarray], cap: int) -> Candidates:
+    """Rank the index by the query's sketches (``sketch.py``) and keep what is worth confirming."""
+    from .sketch import RAW_SUFFIX, rank
+
+    raw: dict[str, float] = {}
+    ranked: dict[str, list[tuple[str, float]]] = {}
+    for key in sorted(sketches, key=lambda k: not k.endswith(RAW_SUFFIX)):  # raw sketches first
+        names, mat = index.sketches(key)
         if not names:
             continue
-        sim = rank(q, mat)
-        for i in np.argsort(-sim, kind="stable")[:n]:
-            out[names[i]] = max(out.get(names[i], -1.0), float(sim[i]))
-    return out
+        sim = rank(sketches[key], mat)
+        order = np.argsort(-sim, kind="stable")
+        if key.endswith(RAW_SUFFIX):
+            floor = raw_floor(len(names))
+            for i in order[:cap]:
+                if sim[i] < floor:
+                    break
+                raw[names[i]] = max(raw.get(names[i], -1.0), float(sim[i]))
+        else:
+            ranked[key] = [(names[i], float(sim[i])) for i in order]
+    spectral = {k: [(n, s) for n, s in v if n not in raw][:cap] for k, v in ranked.items()}
+    return Candidates(raw, spectral)
 
 
 def _vocab_overlap(a: dict | None, b: dict | None) -> float | None:
@@ -107,43 +141,72 @@ def _claimed(bases: list[str], rec: IndexedModel) -> bool:
                for b in bases)
 
 
-def confirm(qpath: Path, index: Index, rec: IndexedModel, similarity: float, threads: int = 1) -> Hit:
+def confirm(q, index: Index, rec: IndexedModel, similarity: float) -> Hit:
+    """The calibrated compare of the open query fingerprint ``q`` with one indexed model."""
     from ..api import compare
     from ..sources import open_model
 
-    with open_model(qpath) as q, open_model(index.fingerprint_path(rec.sha256)) as c:
-        r = compare(q, c, hash_files=False, threads=threads)
+    with open_model(index.fingerprint_path(rec.sha256)) as c:
+        r = compare(q, c, hash_files=False, threads=1)
         comps = {n: {"verdict": x.verdict, "log10_p": x.log10_p, "median_unit_cosine": x.median_unit_cosine}
                  for n, x in r.components.items()}
         ctx = _context(q.files[0], q.config or {}, rec, c)
     return Hit(rec.name, r.verdict, r.log10_p, comps, similarity, ctx)
 
 
-def search(index: Index, query: str, top: int = 10, candidates: int = DEFAULT_CANDIDATES, threads: int = 1,
+def _confirm_all(q, index: Index, cands: Candidates, records: dict[str, IndexedModel], skip: str | None,
+                 workers: int) -> list[Hit]:
+    """Confirm the raw candidates and each spectral list's first batch, then a spectral list's next batch
+    while its last one found a relative in that component."""
+    done: dict[str, Hit] = {}
+
+    def run(todo: dict[str, float], pool) -> None:
+        todo = {n: s for n, s in todo.items() if n in records and n not in done and records[n].sha256 != skip}
+        for hit in pool.map(lambda ns: confirm(q, index, records[ns[0]], ns[1]), todo.items()):
+            done[hit.name] = hit
+
+    def found(batch: list[tuple[str, float]], comp: str) -> bool:
+        return any(done[n].components.get(comp, {}).get("verdict") == "related" for n, _ in batch if n in done)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        starts, todo = dict.fromkeys(cands.spectral, 0), dict(cands.raw)
+        while True:
+            batches = {c: cands.spectral[c][s: s + SPECTRAL_BATCH] for c, s in starts.items()}
+            for batch in batches.values():
+                todo.update(batch)
+            run(todo, pool)
+            starts = {c: s + SPECTRAL_BATCH for c, s in starts.items()
+                      if s + SPECTRAL_BATCH < len(cands.spectral[c]) and found(batches[c], c)}
+            if not starts:
+                return list(done.values())
+            todo = {}
+
+
+def search(index: Index, query: str, top: int = 10, candidates: int = DEFAULT_CANDIDATES, threads: int = DEFAULT_WORKERS,
            revision: str | None = None, exclude_self: bool = True, confirm_all: bool = False) -> SearchResult:
+    """The indexed models related to ``query``, strongest first: the sketches keep candidates (``prune``), the
+    calibrated compare confirms each (``threads`` at once). ``confirm_all`` compares every indexed model."""
     from ..inventory import build_inventory
     from ..sources import open_model
     from .sketch import sketch_model
+    from .store import sha256_file
 
     with tempfile.TemporaryDirectory(prefix="modelkin-search-") as work:
         qpath = query_fingerprint(index, query, work, revision)
-        from .store import sha256_file
-
-        qsha = sha256_file(qpath)
+        qsha = sha256_file(qpath) if exclude_self else None
         with open_model(qpath) as q:
             if q.files[0].format_name != "fingerprint":
                 from ..errors import UsageError
 
                 raise UsageError(f"{qpath}: not a fingerprint")
             params = {c: int(sum(r.values())) for c, r in build_inventory(q).summary().items()}
+            cands = (Candidates({m.name: 0.0 for m in index.models()}, {}) if confirm_all
+                     else prune(index, sketch_model(q), candidates))
+            records = index.records([*cands.raw, *(n for order in cands.spectral.values() for n, _ in order)])
+            hits = _confirm_all(q, index, cands, records, qsha, threads)
             claims = q.files[0].claims()
-            n_cand = 1 << 30 if confirm_all else candidates
-            cands = prune(index, sketch_model(q), n_cand)
-        records = {m.name: m for m in index.models()}
-        todo = [(records[n], s) for n, s in cands.items() if n in records and not (exclude_self and records[n].sha256 == qsha)]
-        hits = [confirm(qpath, index, rec, s, threads) for rec, s in todo]
-    hits.sort(key=lambda h: (h.verdict != "related", h.log10_p, -h.sketch_similarity))
-    return SearchResult(str(query), len(records), len(todo), hits[:top], params, claims)
+    hits.sort(key=lambda h: (h.verdict != "related", h.log10_p, -h.sketch_similarity, h.name))
+    return SearchResult(str(query), index.count(), len(hits), hits[:top], params, claims)
 
 
 # -- audit ---------------------------------------------------------------------------------------------
@@ -161,7 +224,7 @@ class ComponentAudit:
                 "derived_from": self.derived_from}
 
 
-def audit(index: Index, query: str, threads: int = 1, revision: str | None = None) -> dict:
+def audit(index: Index, query: str, threads: int = DEFAULT_WORKERS, revision: str | None = None) -> dict:
     """Per component of ``query``: which indexed models its weights derive from (with p), the share of its
     parameters that has an indexed relative, and the claimed lineage against the evidence."""
     res = search(index, query, top=1 << 30, threads=threads, revision=revision, confirm_all=True)

@@ -195,6 +195,18 @@ class Index:
         rows = self.db.execute("SELECT * FROM models ORDER BY name").fetchall()
         return [_record(r) for r in rows]
 
+    def count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM models").fetchone()[0])
+
+    def records(self, names) -> dict[str, IndexedModel]:
+        """The records of those of ``names`` that are indexed (one query per 500 names)."""
+        names, out = list(dict.fromkeys(names)), {}
+        for i in range(0, len(names), 500):
+            chunk = names[i: i + 500]
+            rows = self.db.execute(f"SELECT * FROM models WHERE name IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+            out.update((r[0], _record(r)) for r in rows)
+        return out
+
     def get(self, name: str) -> IndexedModel:
         r = self.db.execute("SELECT * FROM models WHERE name=?", (name,)).fetchone()
         if r is None:
@@ -213,13 +225,15 @@ class Index:
         mat = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim) if rows else np.empty((0, dim), np.float32)
         return names, mat
 
-    def add_sketch_rows(self, rows: list[tuple[str, dict, dict[str, np.ndarray]]]) -> None:
-        """Bulk insert of (name, parameters, component -> sketch) without fingerprint files (benchmarks)."""
+    def add_sketch_rows(self, rows: list[tuple[str, dict, dict[str, np.ndarray]]], sha256: list[str] | None = None) -> None:
+        """Bulk insert of (name, parameters, component -> sketch) for benchmarks: synthetic entries whose
+        fingerprint is ``sha256[i]`` (a fingerprint already in the store) or none."""
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        shas = sha256 or ["0" * 64] * len(rows)
         self.db.execute("BEGIN IMMEDIATE")
         self.db.executemany("INSERT INTO models VALUES (?,?,?,?,?,?,?,?,?,?)", [
-            (n, "0" * 64, None, None, None, json.dumps(p), None, "{}", json.dumps({"base_model": [], "license": None}), now)
-            for n, p, _ in rows])
+            (n, sha, None, None, None, json.dumps(p), None, "{}", json.dumps({"base_model": [], "license": None}), now)
+            for (n, p, _), sha in zip(rows, shas)])
         self.db.executemany("INSERT INTO sketches VALUES (?,?,?)",
                             [(n, c, v.astype("<f4").tobytes()) for n, _, s in rows for c, v in s.items()])
         self.db.execute("COMMIT")

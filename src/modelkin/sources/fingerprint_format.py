@@ -69,6 +69,7 @@ class FingerprintFile(WeightFile):
         self._header = self._check_header(header)
         self.policy = self._check_policy(header["policy"])
         self._rows: dict[str, np.ndarray | None] = {}  # name -> sorted stored rows (None: whole)
+        self._held_rows: dict[str, np.ndarray] = {}  # name -> its payload in memory, once gathered from
         self._payload_of: dict[str, TensorInfo] = {}
         for name, entry in header["tensors"].items():
             self.tensors[name] = self._check_tensor(name, entry)
@@ -237,6 +238,28 @@ class FingerprintFile(WeightFile):
                 f"the fingerprint does not hold rows {r0}..{r1 - 1} of {info.name!r} (it holds the rows the sampled read "
                 "mode reads with its sample policy)", self.name)
         return payload, p0 * row_len + (start - r0 * row_len), count
+
+    def gather_rows(self, info: TensorInfo, rows: np.ndarray) -> np.ndarray | None:
+        """Rows ``rows`` of stored tensor ``info``, decoded, in one gather from the payload held in memory (a
+        fingerprint is small: every compare of a search reads it again and again), or None where the
+        row-by-row reads must serve (packed payloads)."""
+        payload = self._payload_of[info.name]
+        if payload.dtype.is_block or payload.dtype.packed or not info.shape:
+            return None
+        held = self._rows[info.name]
+        pos = rows
+        if held is not None and len(rows):
+            pos = np.minimum(np.searchsorted(held, rows), len(held) - 1)
+            if not np.array_equal(held[pos], rows):
+                missing = rows[held[pos] != rows]
+                raise MissingRowsError(
+                    f"the fingerprint does not hold row {int(missing[0])} of {info.name!r} (it holds the rows the sampled "
+                    "read mode reads with its sample policy)", self.name)
+        if info.name not in self._held_rows:
+            n_rows = payload.shape[0] if payload.shape else 1
+            raw = self._payload.read_raw(payload, 0, payload.numel)
+            self._held_rows[info.name] = raw.reshape(n_rows, -1)
+        return decode(self._held_rows[info.name][pos].reshape(-1), info.dtype).reshape(len(rows), -1)
 
     def read_raw(self, info: TensorInfo, start: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
         payload, s, c = self._payload_span(info, start, count)

@@ -133,9 +133,17 @@ class ModelSource:
     def read_rows(self, info: TensorInfo, rows: np.ndarray) -> np.ndarray:
         """Selected rows (first axis) of a tensor, decoded, shape (len(rows), prod(shape[1:]))."""
         row_len = self._row_len(info)
-        out = np.empty((len(rows), row_len), dtype=np.float64 if info.dtype.decoded == np.float64 else np.float32)
         stored = info.stored
         f = self.file_of(stored)
+        decoded = np.float64 if info.dtype.decoded == np.float64 else np.float32
+        if hasattr(f, "gather_rows") and not info.strided and len(rows):  # a small file held in memory
+            rows = np.asarray(rows, np.int64)
+            if rows.min() < 0 or rows.max() >= info.shape[0]:
+                raise IndexError(f"{info.name}: rows out of range {info.shape[0]}")
+            got = f.gather_rows(stored, np.asarray(info.gather, np.int64)[rows] if info.gather is not None else rows + info.row0)
+            if got is not None:
+                return got.reshape(len(rows), row_len).astype(decoded, copy=False)
+        out = np.empty((len(rows), row_len), dtype=decoded)
         for pos, n, start in self._row_spans(info, rows):
             out[pos : pos + n] = f.read_elements(stored, start, n * row_len).reshape(n, row_len)
         return out

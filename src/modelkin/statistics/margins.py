@@ -78,16 +78,18 @@ def sibling_margins(
     cand_l = np.sort(rng.choice(n_l, size=k, replace=False))
     cand_s = np.sort(rng.choice(n_s, size=k + 1, replace=False)) if k + 1 < n_s else np.arange(n_s)
     s_fit, s_score = normalise_rows(fs[:, fit]), normalise_rows(fs[:, score])
-    l_fit, l_score = normalise_rows(fl[cand_l][:, fit]), normalise_rows(fl[cand_l][:, score])
-
-    g_cross = s_fit[tested] @ l_fit.T
-    best = np.argmax(g_cross, axis=1)
-    cross = np.sum(s_score[tested] * l_score[best], axis=1)
+    all_fit, all_score = normalise_rows(fl[:, fit]), normalise_rows(fl[:, score])
+    g_all = s_fit[tested] @ all_fit.T
     # For the report: the best match among all of L's units (more candidates than the siblings had, so it
     # describes where counterparts are; it does not enter the p-value).
-    all_fit, all_score = normalise_rows(fl[:, fit]), normalise_rows(fl[:, score])
-    best_all = np.argmax(s_fit[tested] @ all_fit.T, axis=1)
+    best_all = np.argmax(g_all, axis=1)
     cross_all = np.sum(s_score[tested] * all_score[best_all], axis=1)
+
+    outside = np.ones(n_l, bool)
+    outside[cand_l] = False
+    g_all[:, outside] = -np.inf
+    best = np.argmax(g_all, axis=1)  # the best of the k candidates
+    cross = np.sum(s_score[tested] * all_score[best], axis=1)
 
     g_sib = s_fit[tested] @ s_fit[cand_s].T
     g_sib[cand_s[None, :] == tested[:, None]] = -np.inf  # a unit is not its own sibling

@@ -25,6 +25,7 @@ import numpy as np
 from ..alignment import TensorPair
 from ..metrics import TensorMetrics, same_bytes
 from ..sources import ModelSource, TensorInfo
+from ..sources.memo import memo
 
 NEAR_CONSTANT_REL_STD = 1e-6
 WINDOW_ELEMS = 1 << 14  # values read per window of the generated-tensor check
@@ -140,7 +141,7 @@ def _screen_generated(src_a: ModelSource, src_b: ModelSource, pairs: list[Tensor
         if not p.evidence or p.width_differs or i in reasons:
             continue
         for side, src, entry in (("A", src_a, p.a), ("B", src_b, p.b)):
-            why = generated_reason(src, entry.info)
+            why = memo(src, ("generated", entry.info), lambda: generated_reason(src, entry.info))
             if why is not None:
                 reasons[i] = f"{why} (in {side})"
                 break

@@ -21,6 +21,7 @@ counterpart and in which layer of the larger model it sits.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from ..alignment.reads import sample_key
 from ..inventory import TensorEntry
 from ..sampling import DEFAULT_SAMPLE, MAX_BASIS_INPUTS, SamplePolicy, sample_indices, sample_rows, token_blocks
 from ..sources import ModelSource, TensorInfo
+from ..sources.memo import memo
 from .margins import ComponentTest, Margins, from_margins, not_run, sibling_margins, split_features
 
 NAME = "shared-basis"
@@ -209,8 +211,10 @@ def plan_units(entries: list[TensorEntry], heads: tuple[int, int] | None = None,
 def collect_units(src: ModelSource, plan: UnitPlan, x: np.ndarray) -> dict[str, _Units]:
     """Fingerprints of every planned unit: its responses to the basis inputs x [n_inputs, width]."""
     out: dict[str, _Units] = {}
+    basis = hashlib.blake2b(np.ascontiguousarray(x).view(np.uint8), digest_size=16).digest() + repr(x.shape).encode()
     for g in plan.groups:
-        parts = [_fingerprints(src, m, g.rows, x) for m in g.members]
+        parts = [memo(src, ("units", m.info, m.transposed, g.rows.tobytes(), basis), lambda m=m: _fingerprints(src, m, g.rows, x))
+                 for m in g.members]
         if any(p is None for p in parts):
             continue
         units = out.setdefault(g.kind, _Units([], [], plan.totals[g.kind]))
