@@ -652,6 +652,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "modelkin-hub-stand-in/1"
     timeout = 120  # an idle keep-alive connection is closed after this
+    # Headers and body go out in separate writes: with Nagle's algorithm on, a short body waits for the client's
+    # delayed ACK of the headers (40 ms on Linux), a stall of this server's own that no real Hub adds.
+    disable_nagle_algorithm = True
 
     @property
     def hub(self) -> HubServer:

@@ -155,13 +155,37 @@ def test_reads_during_a_background_prefetch_get_their_bytes_first_and_nothing_tw
     assert f._ahead is not None
     got = f.read_ranges([(len(WEIGHTS) - 3000, 3000), (5, 10)])  # far ahead of the background's order
     assert got == [WEIGHTS[-3000:], WEIGHTS[5:15]]
-    for t in f._ahead.threads:
-        t.join(30)
+    f._ahead.join(30)
     assert all(state == "done" for state in f._ahead.state.values())
     assert f.read_ranges([(0, len(WEIGHTS))]) == [WEIGHTS]
     assert f.stats.bytes_fetched == len(WEIGHTS) == hub.counters().bytes_by_kind["content"]
     f.close()
     assert f._ahead is None
+
+
+def test_a_sampled_background_keeps_many_requests_in_flight_and_takes_more_ranges_later(hub):
+    """Small ranges (a sampled read's rows): many requests at once on the shared threads; a second background
+    prefetch adds only what the first did not ask for; every byte is fetched once, reads get theirs."""
+    hub.inject("latency", seconds=0.05, kind="content")
+    f = _file(hub)
+    f.read_ranges([(0, 8)])  # the content URL is known: later requests go to the content host only
+    first = _spread_ranges(40)[:30]
+    started = time.perf_counter()
+    with f.in_background():
+        f.prefetch(first)
+    assert time.perf_counter() - started < 0.05  # returned at once
+    later = _spread_ranges(40)[20:]  # 10 ranges queued already, 10 new
+    with f.in_background():
+        f.prefetch(later)
+    assert len(f._ahead.jobs) == 40
+    assert f.read_ranges(later[-3:]) == [WEIGHTS[o : o + n] for o, n in later[-3:]]
+    f._ahead.join(30)
+    elapsed = time.perf_counter() - started
+    assert all(state == "done" for state in f._ahead.state.values())
+    assert elapsed < 0.05 * 40 / 4  # 40 requests of 50 ms each: far more than 4 at a time
+    # (0, 8) lies inside the first range: its bytes were cached, the rest of that range fetched alone
+    assert f.stats.bytes_fetched == sum(n for _, n in _spread_ranges(40)) == hub.counters().bytes_by_kind["content"]
+    f.close()
 
 
 def test_a_background_prefetch_skips_what_the_cache_holds(hub):
@@ -176,13 +200,13 @@ def test_a_background_prefetch_skips_what_the_cache_holds(hub):
 def test_a_failing_background_prefetch_leaves_each_read_its_own_answer(hub, monkeypatch):
     monkeypatch.setattr(http, "BACKOFF_SECONDS", 0.01)
     monkeypatch.setattr(http, "MAX_REQUEST_BYTES", 64 << 10)
+    monkeypatch.setattr(http, "MAX_CONCURRENT_REQUESTS", 4)  # 2 requests at a time: more are queued than run
     f = _file(hub)
     f.read_ranges([(0, 8)])  # the content URL is known: later requests go to the content host only
     storm = hub.inject("status", code=503, kind="content")  # every background request gives up
     with f.in_background():
         f.prefetch([(0, len(WEIGHTS))])
-    for t in f._ahead.threads:
-        t.join(30)
+    f._ahead.join(30)
     assert f._ahead.stopped  # stopped at the first failure; the reads fetch for themselves
     assert sum(state != "done" for state in f._ahead.state.values()) > 0
     storm.remove()

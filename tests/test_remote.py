@@ -264,6 +264,34 @@ def test_byte_cap_leaves_tensors_out_and_says_so(big_vlms):
     assert starved.verdict == "inconclusive" and all(c.verdict == "inconclusive" for c in starved.components.values())
 
 
+def test_a_capped_remote_sampled_compare_fetches_no_more_than_the_cap(hub, big_vlms, tmp_path, monkeypatch):
+    """Alignment's rows (fetched before the plan) count against --max-bytes: bytes fetched <= cap + headers."""
+    donor, graft = big_vlms
+    hub.add_repo("big/donor", donor)
+    hub.add_repo("big/graft", graft)
+    headers = FetchStats()
+    for name in ("big/donor", "big/graft"):
+        open_model(name, stats=headers).close()
+    uncapped = modelkin.compare("big/donor", "big/graft")
+    needed = uncapped.reads.remote_bytes_fetched - headers.bytes_fetched
+    for cap in (needed // 2, needed // 5):
+        monkeypatch.setenv("MODELKIN_CACHE", str(tmp_path / f"cache-{cap}"))  # nothing fetched before
+        r = modelkin.compare("big/donor", "big/graft", max_bytes=cap)
+        assert r.reads.remote_bytes_fetched <= cap + headers.bytes_fetched, (cap, r.reads)
+        assert r.reads.remote_bytes_fetched > 0.5 * cap  # the cap is used, not avoided
+        assert r.reads.left_out and any("--max-bytes" in n for n in r.notes)
+
+
+def test_sampled_note_only_when_sampling_left_bytes_unread(hub, repo_root):
+    small = modelkin.compare(f"{EX}/base", f"{EX}/finetuned")  # remote: sampled mode, small tensors read whole
+    assert small.reads.mode == "sampled" and small.reads.planned_bytes == small.reads.full_bytes
+    assert not any("Sampled reads" in n for n in small.notes)
+    cut = modelkin.compare(repo_root / "examples/base", repo_root / "examples/finetuned", read_mode="sampled",
+                           sample_policy=AGGRESSIVE)
+    assert cut.reads.planned_bytes < cut.reads.full_bytes
+    assert any(n.startswith("Sampled reads: ") for n in cut.notes)
+
+
 # -- sampled vs full on the zoo and the examples ---------------------------------------------------------
 
 # Sample every tensor, however small, down to two blocks of 16 rows: the zoo's models are tiny, and the

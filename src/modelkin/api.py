@@ -119,6 +119,7 @@ def _open_both(a, b, options: CompareOptions, stats: FetchStats) -> tuple[ModelS
             if f.exception() is None and f.result() is not x:
                 f.result().close()
         raise next(e for e in errors if e is not None)
+    stats.opening_bytes = stats.bytes_fetched  # headers: what a byte cap does not count
     return futures[0].result(), futures[1].result()
 
 
@@ -131,11 +132,17 @@ def _prefetch(src: ModelSource, inv: Inventory, options: CompareOptions, mode: s
     if not src.remote:
         return
     components = set(options.components or ())
-    # The sampled rows first (what alignment reads); a full read then fetches every other byte beside the
-    # comparison, which reads each range as soon as it has arrived.
-    src.prefetch_rows(prefetch_requests(inv.tensors, components, SAMPLED, options.sample_policy))
-    if mode == FULL and options.max_bytes is None:  # capped: the plan decides what is fetched (``_plan``)
+    # The sampled rows (what alignment reads, and a sampled comparison's reads): in the background in sampled
+    # mode, so that alignment and the comparison start on the first rows while the others arrive. Capped, at
+    # most half the cap per model, chosen as the plan chooses (``_plan`` counts them). A full read then
+    # fetches every other byte beside the comparison, which reads each range as soon as it has arrived.
+    cap = None if options.max_bytes is None else options.max_bytes // 2
+    src.prefetch_rows(prefetch_requests(inv.tensors, components, SAMPLED, options.sample_policy, cap),
+                      background=mode == SAMPLED and cap is None)
+    if mode == FULL and cap is None:  # capped: the plan decides what is fetched (``_plan``)
         src.prefetch_rows(prefetch_requests(inv.tensors, components, FULL, options.sample_policy), background=True)
+    if cap is not None:  # alignment reads only what was fetched here (a step needing more is skipped); ``_plan`` lifts it
+        src.hold_fetches(True)
 
 
 def _align(src_a: ModelSource, src_b: ModelSource, options: CompareOptions):
@@ -201,9 +208,16 @@ def _held(step, fallback, *args):
         return fallback
 
 
-def _plan(src_a: ModelSource, src_b: ModelSource, pairs: list, options: CompareOptions) -> ReadPlan:
-    """Full or sampled reads (sampled by default for remote models), capped; remote bytes fetched ahead."""
-    plan = plan_reads(pairs, _read_mode(src_a, src_b, options), options.max_bytes, options.sample_policy)
+def _plan(src_a: ModelSource, src_b: ModelSource, pairs: list, options: CompareOptions, stats: FetchStats) -> ReadPlan:
+    """Full or sampled reads (sampled by default for remote models), capped; remote bytes fetched ahead.
+
+    Under a byte cap, what was fetched since the headers (alignment's rows) counts against it, and a pair costs
+    what of its reads is still to fetch."""
+    src_a.hold_fetches(False)
+    src_b.hold_fetches(False)
+    cap = None if options.max_bytes is None else options.max_bytes - (stats.bytes_fetched - stats.opening_bytes)
+    plan = plan_reads(pairs, _read_mode(src_a, src_b, options), cap, options.sample_policy,
+                      lambda p: src_a.unfetched_bytes(p.a.info) + src_b.unfetched_bytes(p.b.info))
     held = [p for p in plan.pairs if src_a.covers(p.a.info) and src_b.covers(p.b.info)]
     if len(held) < len(plan.pairs):  # a fingerprint lacks rows this pairing needs (e.g. a re-mapped vocabulary)
         ids = {id(p) for p in held}
@@ -211,7 +225,8 @@ def _plan(src_a: ModelSource, src_b: ModelSource, pairs: list, options: CompareO
     for src, side in ((src_a, "a"), (src_b, "b")):
         if src.remote and (plan.mode != FULL or options.max_bytes is not None):  # else fetched in the background
             src.prefetch_rows([(info, np.arange(info.shape[0])) for p in plan.pairs
-                               if (info := getattr(p, side).info).shape and info.n_bytes])
+                               if (info := getattr(p, side).info).shape and info.n_bytes],
+                              background=options.max_bytes is None)
     return plan
 
 
@@ -248,7 +263,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         keep = set(options.components)
         pairs = [p for p in pairs if p.component in keep]
         unmatched = [u for u in unmatched if u.component in keep]
-    plan = _plan(src_a, src_b, pairs, options)
+    plan = _plan(src_a, src_b, pairs, options, stats)
     pairs = list(plan.pairs)
 
     total = sum(p.a.info.n_bytes + p.b.info.n_bytes for p in pairs)
@@ -289,7 +304,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
             for i, (p, m, t) in enumerate(zip(pairs, metrics, tests))]
     if ahead is not None:
         ahead.result()  # a failed fetch fails here as it would have below
-    left = None if options.max_bytes is None else max(0, options.max_bytes - plan.planned_bytes)
+    left = None if plan.left_bytes is None else max(0, plan.left_bytes)
     excluded = ({pairs[i].a.name for i in screened}, {pairs[i].b.name for i in screened})
     invariant = component_tests(src_a, src_b, inv_a, inv_b, vocab, list(counted), left, plan.mode == "sampled", excluded,
                                 _unit_policy(options, plan.mode))
@@ -313,7 +328,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
             f"{n_non} matched tensors are shown but not counted as evidence (norm gains, biases, fixed buffers, "
             "tiny tensors): their similarity says nothing about lineage."
         )
-    if plan.mode == SAMPLED:
+    if plan.mode == SAMPLED and plan.planned_bytes < plan.full_bytes:  # models read whole: nothing to say
         notes.append(
             f"Sampled reads: {plan.planned_bytes / max(plan.full_bytes, 1):.1%} of the compared tensors' bytes were read "
             "(key-seeded blocks of rows). Pearson, cosine and rel-L2 of sampled tensors are estimates with 95 % "

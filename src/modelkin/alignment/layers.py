@@ -25,6 +25,7 @@ from ..inventory import Inventory, TensorEntry
 from ..sampling import DEFAULT_SAMPLE, SamplePolicy, sample_indices, sample_rows
 from ..sources import ModelSource
 from .names import Alignment, TensorPair, Unmatched, logical_shape, width_differs
+from .reads import row_keys
 
 SAMPLE_ROWS = 16
 SAMPLE_COLS = 256
@@ -93,6 +94,7 @@ def map_layers(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: 
     # Slots present in every layer of both models with one shape: the comparable per-layer matrices.
     common = set.intersection(*(set(d) for d in la.values()), *(set(d) for d in lb.values()))
     shapes = {}
+    keys = row_keys(inv_a.tensors)
     for slot in sorted(common):
         sa = {logical_shape(d[slot]) for d in la.values()} | {logical_shape(d[slot]) for d in lb.values()}
         if len(sa) == 1 and len(next(iter(sa))) >= 2:
@@ -101,7 +103,7 @@ def map_layers(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: 
             rows = sample_indices(shape[0], SAMPLE_ROWS, rng)
             one = next(iter(la.values()))[slot]
             # Large tensors: rows inside the blocks a sampled (remote) read fetches anyway, one request each.
-            planned = None if one.transposed else sample_rows(slot[0], shape[0], one.info.n_bytes, policy)
+            planned = None if one.transposed else sample_rows(keys.get(one.name, slot[0]), shape[0], one.info.n_bytes, policy)
             if planned is not None:
                 rows = np.unique(planned[np.linspace(0, len(planned) - 1, min(SAMPLE_ROWS, len(planned))).astype(int)])
             shapes[slot] = (rows, sample_indices(int(np.prod(shape[1:])), SAMPLE_COLS, rng))

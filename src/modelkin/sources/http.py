@@ -43,7 +43,8 @@ READ_TIMEOUT_SECONDS = 30.0
 COALESCE_GAP_BYTES = 64 << 10  # ranges closer than this are fetched in one request
 STREAM_REQUEST_BYTES = 16 << 20  # one request of a full streaming pass
 MAX_REQUEST_BYTES = 16 << 20  # coalesced ranges are split into requests of at most this size
-BACKGROUND_STREAMS = 2  # requests in flight per file of a prefetch that runs beside the reads (a full read)
+BACKGROUND_STREAMS = 2  # requests in flight per file of a prefetch that runs beside the reads, at least ...
+BACKGROUND_BYTES = 32 << 20  # ... and as many more as keep this many bytes in flight (small requests: latency)
 RECENT_BYTES = 128 << 20  # cache entries also kept in memory (all files together), most recent first
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(-?\d+)/")
@@ -258,6 +259,7 @@ class FetchStats:
         self.bytes_from_cache = 0
         self.requests = 0
         self.planned = 0  # bytes announced by prefetches (the progress bar's total)
+        self.opening_bytes = 0  # bytes fetched to open the models (headers), set once they are open
         self.on_bytes = on_bytes
 
     def add(self, fetched: int = 0, cached: int = 0, requests: int = 0) -> None:
@@ -353,25 +355,53 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 
 class _Background:
-    """A long prefetch (a full read: the whole file) that runs while the file is being read.
+    """A prefetch that runs while the file is being read: a full read's whole file, or a sampled read's rows.
 
-    ``BACKGROUND_STREAMS`` requests at a time go out in file order; a read needing a queued request makes
-    it itself at once, and a read needing one in flight waits for it: the reads get their bytes first
-    while the background keeps the link busy with the rest, and no byte is fetched twice.
+    Its requests go out in file order, on the shared fetching threads, as many at a time as keep about
+    ``BACKGROUND_BYTES`` in flight (``BACKGROUND_STREAMS`` of a full read's 16 MB requests; up to half the pool
+    of a sampled read's small ones, whose time is latency); a read needing a queued request makes it itself at
+    once, and a read needing one in flight waits for it: the reads get their bytes first while the background
+    keeps the link busy with the rest, and no byte is fetched twice. More ranges may be added (``add``).
     """
 
     def __init__(self, file: "HttpFile", jobs: list[tuple[int, int]]):
         self.file = file
         self.cond = threading.Condition()
-        self.jobs = sorted(jobs)
-        self.starts = [o for o, _ in self.jobs]
-        self.state = {j: "queued" for j in self.jobs}
-        self.order: deque = deque(self.jobs)
+        self.jobs: list[tuple[int, int]] = []
+        self.starts: list[int] = []
+        self.state: dict[tuple[int, int], str] = {}
+        self.order: deque = deque()
         self.stopped = False
-        self.threads = [threading.Thread(target=self._drive, daemon=True, name="modelkin-http-ahead")
-                        for _ in range(min(BACKGROUND_STREAMS, len(self.jobs)))]
-        for t in self.threads:
-            t.start()
+        self.drivers: list = []  # on the shared pool
+        self.threads: list[threading.Thread] = []  # of its own
+        self.live = 0  # drivers submitted and not yet finished
+        self.add(jobs)
+
+    def add(self, jobs: list[tuple[int, int]]) -> None:
+        """Queue the parts of ``jobs`` no queued or fetched request covers (in file order)."""
+        with self.cond:
+            if self.stopped:
+                return
+            new = _subtract(sorted(jobs), self.jobs)
+            if not new:
+                return
+            self.jobs = sorted(self.jobs + new)
+            self.starts = [o for o, _ in self.jobs]
+            self.state.update((j, "queued") for j in new)
+            self.order.extend(new)
+            mean = sum(n for _, n in new) / len(new)
+            streams = max(BACKGROUND_STREAMS, min(MAX_CONCURRENT_REQUESTS // 2, int(BACKGROUND_BYTES // mean)))
+            start = max(0, min(streams, len(self.order)) - self.live)
+            self.live += start
+        # Short requests (a sampled read's rows) run on the shared fetching threads, whose connections are open;
+        # a full read's long stream on threads of its own, never holding the shared ones for minutes.
+        for _ in range(start):
+            if streams > BACKGROUND_STREAMS:
+                self.drivers.append(_pool().submit(self._drive))
+            else:
+                t = threading.Thread(target=self._drive, daemon=True, name="modelkin-http-ahead")
+                t.start()
+                self.threads.append(t)
 
     def _next(self) -> tuple[int, int] | None:
         with self.cond:
@@ -380,6 +410,7 @@ class _Background:
                 if self.state[job] == "queued":
                     self.state[job] = "in flight"
                     return job
+            self.live -= 1
             return None
 
     def _drive(self) -> None:
@@ -422,14 +453,44 @@ class _Background:
         return bool(mine)
 
     def stop(self, wait_s: float = 2.0) -> None:
-        """No new requests; the ones in flight are given ``wait_s`` to end (a stalled one ends alone: its
-        thread is a daemon, and a stopped background makes no further attempt)."""
+        """No new requests; the ones in flight are given ``wait_s`` to end (a stalled one ends alone: a
+        stopped background makes no further attempt; its own threads are daemons)."""
         with self.cond:
             self.stopped = True
             self.cond.notify_all()
+        self.join(wait_s)
+
+    def join(self, wait_s: float) -> None:
+        """Wait up to ``wait_s`` for every request of the background to end."""
         deadline = time.monotonic() + wait_s
+        wait(self.drivers, timeout=wait_s)
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
+
+
+def _subtract(ranges: list[tuple[int, int]], taken: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of sorted ``ranges`` outside the sorted, disjoint ``taken`` ones."""
+    out = []
+    for offset, n in ranges:
+        pos, end = offset, offset + n
+        i = max(0, bisect.bisect_right(taken, (offset, float("inf"))) - 1)
+        while i < len(taken) and taken[i][0] < end and pos < end:
+            o, m = taken[i]
+            if o + m > pos:
+                if o > pos:
+                    out.append((pos, o - pos))
+                pos = max(pos, o + m)
+            i += 1
+        if pos < end:
+            out.append((pos, end - pos))
+    merged: list[tuple[int, int]] = []
+    for o, m in out:  # ranges may overlap each other: keep each byte once
+        if merged and o < merged[-1][0] + merged[-1][1]:
+            last = merged[-1]
+            merged[-1] = (last[0], max(last[1], o + m - last[0]))
+        else:
+            merged.append((o, m))
+    return merged
 
 
 class HttpFile:
@@ -451,6 +512,7 @@ class HttpFile:
         self._cache = RangeCache(identity or f"{url}#{etag}") if cache else None
         self._ahead: _Background | None = None  # a prefetch running beside the reads
         self._ahead_next = False  # the next prefetch runs in the background (``in_background``)
+        self.held_only = False  # reads of bytes not fetched yet fail (MissingRowsError) instead of fetching them
         self.size = size if size is not None else self._head_size()
 
     # -- one request ----------------------------------------------------------------------------
@@ -548,6 +610,10 @@ class HttpFile:
             ahead = self._ahead
             if attempt or ahead is None or not ahead.wait_for(offset, n):
                 break
+        if self.held_only:
+            from .fingerprint_format import MissingRowsError
+
+            raise MissingRowsError(f"bytes {offset}..{offset + n} were not fetched (reads are held to what was)", self.url)
         return self._download(offset, n)
 
     def _fetch_now(self, offset: int, n: int, abort: Callable[[], bool] | None = None) -> None:
@@ -569,6 +635,12 @@ class HttpFile:
     def read_into(self, offset: int, out: np.ndarray) -> None:
         view = out.reshape(-1).view(np.uint8)
         view[:] = np.frombuffer(self._fetch(offset, view.size), dtype=np.uint8)
+
+    def missing_bytes(self, ranges: Sequence[tuple[int, int]]) -> int:
+        """How many bytes of ``ranges`` reading them would still fetch (what no cache entry holds)."""
+        if self._cache is None:
+            return sum(n for _, n in ranges)
+        return sum(m for o, n in ranges for _, m in self._cache.missing(o, n))
 
     def _requests_for(self, ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
         """The requests that fetch ``ranges``: neighbours coalesced, each at most ``MAX_REQUEST_BYTES``."""
@@ -609,15 +681,19 @@ class HttpFile:
         if self._cache is None or self.offline:
             return
         jobs = self._requests_for(ranges)
-        if background and self._ahead is None:  # only what no entry holds yet (a sampled prefetch's rows)
-            self._ahead = _Background(self, [m for j in jobs for m in self._cache.missing(*j)])
+        if background:  # only what no entry holds yet (a sampled prefetch's rows)
+            missing = [m for j in jobs for m in self._cache.missing(*j)]
+            if self._ahead is None:
+                self._ahead = _Background(self, missing)
+            else:
+                self._ahead.add(missing)
             return
         _run_bounded(lambda o, n: self._fetch(o, n, keep=False), jobs, keep=False)
 
     @contextmanager
     def in_background(self):
-        """A prefetch made inside this block returns at once and runs beside the reads that follow (one
-        such prefetch per file; the reads wait for the bytes it is about to fetch, never fetch them twice)."""
+        """A prefetch made inside this block returns at once and runs beside the reads that follow (a later
+        one adds its ranges to it; the reads wait for the bytes it is about to fetch, never fetch them twice)."""
         self._ahead_next = True
         try:
             yield self

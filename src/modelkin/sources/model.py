@@ -121,17 +121,14 @@ class ModelSource:
             rows = np.asarray(info.gather, dtype=np.int64)[rows]
         else:
             rows = rows + info.row0
-        spans = []
-        i = 0
-        while i < len(rows):
-            j = i + 1
-            if not info.strided:
-                while j < len(rows) and rows[j] == rows[j - 1] + 1:
-                    j += 1
-            first = int(rows[i])
-            spans.append((i, j - i, first * stored_len + info.col0))
-            i = j
-        return spans
+        if not len(rows):
+            return []
+        if info.strided:  # a window of columns: every row is its own range
+            cuts = np.arange(len(rows) + 1)
+        else:  # runs of consecutive rows
+            cuts = np.concatenate(([0], np.flatnonzero(np.diff(rows) != 1) + 1, [len(rows)]))
+        starts = rows[cuts[:-1]] * stored_len + info.col0
+        return [(int(i), int(j - i), int(s)) for i, j, s in zip(cuts[:-1], cuts[1:], starts)]
 
     def read_rows(self, info: TensorInfo, rows: np.ndarray) -> np.ndarray:
         """Selected rows (first axis) of a tensor, decoded, shape (len(rows), prod(shape[1:]))."""
@@ -174,6 +171,25 @@ class ModelSource:
                     f.prefetch(spans)
             else:
                 f.prefetch(spans)
+
+    def unfetched_bytes(self, info: TensorInfo) -> int:
+        """Bytes that reading all of ``info`` would still fetch: all of them from a local file (a read costs its
+        bytes), from a remote one what its cache does not hold yet."""
+        stored = info.stored
+        missing = getattr(self.file_of(stored).transport, "missing_bytes", None)
+        if missing is None or not info.shape or not info.n_bytes or stored.dtype.is_block or stored.dtype.bits % 8:
+            return info.n_bytes
+        row_bytes = self._row_len(info) * stored.dtype.bits // 8
+        return missing([(stored.data_offset + start * stored.dtype.bits // 8, n * row_bytes)
+                        for _, n, start in self._row_spans(info, np.arange(info.shape[0]))])
+
+    def hold_fetches(self, on: bool) -> None:
+        """While on, a read of remote bytes not fetched yet raises ``MissingRowsError`` instead of fetching them
+        (a byte cap: a step that needs more than was fetched for it is skipped, as for a fingerprint)."""
+        for f in self.files:
+            for t in f.data_transports():
+                if hasattr(t, "held_only"):
+                    t.held_only = on
 
     def iter_chunks(self, info: TensorInfo, chunk_elems: int) -> Iterator[tuple[int, np.ndarray]]:
         """(start, decoded chunk) pairs covering the tensor in order."""
