@@ -236,7 +236,10 @@ def _derived(src: Path, dst: Path, seed: int, permute: bool) -> None:
 
 def whole_search(work: Path, layers: int, sizes=(100, 1000, 10_000), n_unrelated: int = 12) -> None:
     """``search`` end to end (prune, then confirm each candidate with the calibrated compare) at 100 / 1,000 /
-    10,000 indexed models, in one process, for a fine-tuned and a permuted copy of an indexed model.
+    10,000 indexed models, in one process, for a fine-tuned copy of an indexed model and one whose FFN units
+    were permuted first (its attention and embedding rows stay in place: random weights have alike spectra, so
+    a copy whose every unit moved could not be told from them by its spectrum; the full zoo's trained copies
+    show that route).
 
     The index holds real fingerprints of the parent and of ``n_unrelated`` independent models (random weights
     of one shape: their spectral sketches are alike, the hard case for the spectral sketch), and synthetic
