@@ -157,6 +157,7 @@ def main() -> None:
     ap.add_argument("--graph-models", type=int, default=8)
     ap.add_argument("--fp-size", action="store_true", help="only the planned 7B / 70B fingerprint sizes")
     ap.add_argument("--search", action="store_true", help="only the whole-search latency at 100 / 1,000 / 10,000")
+    ap.add_argument("--fp7b", action="store_true", help="only 7B-shaped fingerprints (virtual weights): size, compare, search")
     ap.add_argument("--vectors", action="store_true", help="only pruning against FAISS and usearch (when installed)")
     ap.add_argument("--tradeoff", nargs="*", type=Path, default=None, metavar="ZOO",
                     help="only the sample-budget trade-off table, over these zoos' pairs and the examples")
@@ -168,6 +169,9 @@ def main() -> None:
     if args.search:
         with tempfile.TemporaryDirectory() as work:
             return whole_search(Path(work), args.layers)
+    if args.fp7b:
+        with tempfile.TemporaryDirectory() as work:
+            return fingerprints_7b(Path(work))
     if args.vectors:
         with tempfile.TemporaryDirectory() as work:
             return vector_libraries(Path(work))
@@ -355,6 +359,119 @@ def vector_libraries(work: Path, sizes=(10_000, 100_000), k: int = 32) -> None:
                 times.append(time.perf_counter() - t0)
             recall = recall if r is None else r
             print(f"{size:,}\t{name}\t{np.median(times):.4f}\t{recall:.3f}")
+
+
+class VirtualWeights:
+    """A safetensors file of a Llama-shaped model that is never written: a transport (``read_into``) that
+    answers the header from memory and every weight from a counter-based hash of its position, N(0, 0.02^2)
+    in BF16 — the same value at the same place on every read. ``noise_seed``: the weights plus 0.2 x their sd
+    of independent noise (a fine-tuned copy). Only what a fingerprint reads is ever computed."""
+
+    remote = False
+
+    def __init__(self, name: str, tensors: dict, seed: int, noise_seed: int | None = None):
+        import json as _json
+
+        head, off = {}, 0
+        for n, info in sorted(tensors.items()):
+            head[n] = {"dtype": "BF16", "shape": list(info.shape), "data_offsets": [off, off + info.n_bytes]}
+            off += info.n_bytes
+        text = _json.dumps(head).encode()
+        text += b" " * (-len(text) % 8)
+        self.header = len(text).to_bytes(8, "little") + text
+        self.name, self.size, self.seed, self.noise_seed = name, len(self.header) + off, seed, noise_seed
+
+    @staticmethod
+    def _normal(seed: int, idx: np.ndarray) -> np.ndarray:
+        def mix(z):
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            return z ^ (z >> np.uint64(31))
+        base = idx.astype(np.uint64) * np.uint64(2) + np.uint64((seed * 0x9E3779B97F4A7C15) % (1 << 64))
+        u1 = ((mix(base) >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0 ** 53
+        u2 = ((mix(base + np.uint64(1)) >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0 ** 53
+        return np.sqrt(-2 * np.log(u1)) * np.cos(2 * np.pi * u2)
+
+    def read_into(self, offset: int, out: np.ndarray) -> None:
+        buf = out.reshape(-1).view(np.uint8)
+        n, h = buf.size, len(self.header)
+        if offset < h:
+            k = min(n, h - offset)
+            buf[:k] = np.frombuffer(self.header[offset: offset + k], np.uint8)
+            buf, offset, n = buf[k:], offset + k, n - k
+        if n:
+            e0, e1 = (offset - h) // 2, (offset - h + n + 1) // 2
+            idx = np.arange(e0, e1, dtype=np.uint64)
+            v = self._normal(self.seed, idx)
+            if self.noise_seed is not None:
+                v = v + 0.2 * self._normal(self.noise_seed, idx)
+            raw = (0.02 * v).astype(ml_dtypes.bfloat16).view(np.uint8)
+            lead = (offset - h) % 2
+            buf[:] = raw[lead: lead + n]
+
+    def read_ranges(self, ranges):
+        out = []
+        for o, n in ranges:
+            b = np.empty(n, np.uint8)
+            self.read_into(o, b)
+            out.append(b.tobytes())
+        return out
+
+    def stream(self, offset, n_bytes, piece_bytes):
+        for o in range(offset, offset + n_bytes, piece_bytes):
+            b = np.empty(min(piece_bytes, offset + n_bytes - o), np.uint8)
+            self.read_into(o, b)
+            yield b
+
+    def close(self) -> None:
+        pass
+
+
+def fingerprints_7b(work: Path, indexed: int = 10_000) -> None:
+    """Fingerprints of Llama-shaped 7B models (BF16, random weights) made from virtual files (``VirtualWeights``):
+    their size, the time to make one, a compare of two of them (a fine-tuned copy, an independent model), and a
+    whole search at ``indexed`` models whose every candidate is such a fingerprint."""
+    from modelkin.index.search import search
+    from modelkin.index.sketch import RAW_SUFFIX
+    from modelkin.sources.model import ModelSource
+    from modelkin.sources.safetensors_format import SafetensorsFile
+
+    tensors, config = llama_like(**SHAPES["7B"])
+    fps = {}
+    for name, seed, noise in (("parent", 7, None), ("copy", 7, 8), ("other", 9, None), ("other2", 10, None)):
+        f = SafetensorsFile(VirtualWeights(f"virtual-7b-{name}/model.safetensors", tensors, seed, noise))
+        src = ModelSource(f"virtual-7b-{name}", f"virtual-7b-{name}", (f,), dict(f.tensors), config)
+        t0 = time.perf_counter()
+        s = make_fingerprint(src, work / f"7b-{name}.mkfp", hash_files=False)
+        fps[name] = Path(s.path)
+        print(f"7B fingerprint {name}: {s.n_bytes / 1e6:.2f} MB in {time.perf_counter() - t0:.1f} s")
+    for b in ("parent", "other"):
+        modelkin.compare(fps["copy"], fps[b], hash_files=False, threads=1)  # warm
+        t0 = time.perf_counter()
+        r = modelkin.compare(fps["copy"], fps[b], hash_files=False, threads=1)
+        print(f"compare 7B fingerprints copy vs {b}: {r.verdict} (log10 p {r.log10_p:.1f}) in {time.perf_counter() - t0:.2f} s")
+    rng = np.random.default_rng(5)
+    with Index(work / "7b.sqlite") as ix:
+        real = {n: ix.add(fps[n], name=n) for n in ("parent", "other", "other2")}
+        rows, shas = [], []
+        for j in range(indexed - len(real)):
+            u = ("other", "other2")[j % 2]
+            sk = {}
+            for comp, v in _sketches_of(ix, u).items():
+                w = rng.standard_normal(v.size) if comp.endswith(RAW_SUFFIX) else v + 0.002 * rng.standard_normal(v.size)
+                sk[comp] = (w / np.linalg.norm(w)).astype(np.float32)
+            rows.append((f"syn{j}", real[u].parameters, sk))
+            shas.append(real[u].sha256)
+        ix.add_sketch_rows(rows, shas)
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        with Index(work / "7b.sqlite") as ix:
+            res = search(ix, str(fps["copy"]))
+        times.append(time.perf_counter() - t0)
+    rank = next(((k + 1, h.verdict) for k, h in enumerate(res.hits) if h.name == "parent"), None)
+    print(f"whole search among {indexed:,} indexed 7B fingerprints: {np.median(times):.2f} s (median of 3), "
+          f"{res.n_confirmed} compared, parent {rank}")
 
 
 def _sketches_of(ix: Index, name: str) -> dict[str, np.ndarray]:

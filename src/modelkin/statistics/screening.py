@@ -95,10 +95,10 @@ def generated_reason(src: ModelSource, info: TensorInfo) -> str | None:
     windows = _windows(src, info)
     if not windows or not all(np.isfinite(w).all() for w in windows):
         return None
-    values = np.unique(np.concatenate([np.unique(w) for w in windows]))
-    if values.size == 1:
-        return f"every value is {values[0]:.6g}: a constant, generated not learned"
-    if values.size == 2 and info.numel >= 2 * MIN_SEQUENCE:
+    lo, hi = min(float(w.min()) for w in windows), max(float(w.max()) for w in windows)
+    if lo == hi:
+        return f"every value is {lo:.6g}: a constant, generated not learned"
+    if info.numel >= 2 * MIN_SEQUENCE and all(np.all((w == lo) | (w == hi)) for w in windows):
         return "takes only two values: a mask or indicator pattern, generated not learned"
     for axis, where in ((0, "down every column"), (1, "along every row")):
         if all(_recurrent(w.T if axis == 0 else w) for w in windows):
