@@ -198,6 +198,7 @@ def test_search_recalls_every_related_zoo_pair(zoo_index, zoo_fps, smoke_zoo, re
         for a, b, p in _pairs(smoke_zoo, repo_root):
             truth = p["components"] if p else None
             res = search(ix, str(zoo_fps[b]), top=50)
+            assert b.name not in {h.name for h in res.hits}  # the query's own fingerprint is not its relative
             hit = next((h for h in res.hits if h.name == a.name), None)
             full = modelkin.compare(a, b, read_mode="full")
             if hit is None:  # pruned by the sketches: only a model the compare finds unrelated may be
@@ -460,7 +461,7 @@ def test_spectral_candidates_are_confirmed_in_batches_while_relatives_turn_up(mo
         names = [f"m{i}" for i in range(n)]
         records = {x: IndexedModel(x, x, None, None, None, {}, None, {}, {}, "") for x in names + ["r"]}
         cands = S.Candidates({"r": 0.9}, {"text": [(x, 1.0 - i / 100) for i, x in enumerate(names)]})
-        S._confirm_all(None, None, cands, records, None, workers=2)
+        S._confirm_all(None, None, cands, records, lambda rec: False, workers=2)
         return sorted(seen, key=lambda x: (len(x), x))
 
     assert run(set()) == ["r"] + [f"m{i}" for i in range(SPECTRAL_BATCH)]  # one batch, nothing found: stop

@@ -300,7 +300,8 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         if ahead is not None:
             wait([ahead])  # before the sources close, whatever happened here
 
-    rows = [TensorResult.from_pair(p, m, t, sample_intervals(src_a, src_b, p, m), _why_untested(p, t, screened.get(i)))
+    rows = [TensorResult.from_pair(p, m, t, sample_intervals(src_a, src_b, p, m) if options.intervals else None,
+                                   _why_untested(p, t, screened.get(i)))
             for i, (p, m, t) in enumerate(zip(pairs, metrics, tests))]
     if ahead is not None:
         ahead.result()  # a failed fetch fails here as it would have below

@@ -25,6 +25,9 @@ class CompareOptions:
     read_mode: str | None = None
     sample_policy: SamplePolicy = DEFAULT_SAMPLE  # how much of each tensor a sampled read takes
     max_bytes: int | None = None  # cap on the tensor bytes (A + B) read; pairs beyond it are left out, said so
+    # Jackknife intervals of a sampled pair's Pearson, cosine and rel-L2 (a second pass over its rows); False
+    # leaves them out of the tensor rows (an index search, which shows verdicts and p only).
+    intervals: bool = True
     revision_a: str | None = None  # Hub revision (branch, tag or commit) of A
     revision_b: str | None = None
 

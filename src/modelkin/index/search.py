@@ -147,21 +147,40 @@ def confirm(q, index: Index, rec: IndexedModel, similarity: float) -> Hit:
     from ..sources import open_model
 
     with open_model(index.fingerprint_path(rec.sha256)) as c:
-        r = compare(q, c, hash_files=False, threads=1)
+        r = compare(q, c, hash_files=False, threads=1, intervals=False)
         comps = {n: {"verdict": x.verdict, "log10_p": x.log10_p, "median_unit_cosine": x.median_unit_cosine}
                  for n, x in r.components.items()}
         ctx = _context(q.files[0], q.config or {}, rec, c)
     return Hit(rec.name, r.verdict, r.log10_p, comps, similarity, ctx)
 
 
-def _confirm_all(q, index: Index, cands: Candidates, records: dict[str, IndexedModel], skip: str | None,
+class _SameFile:
+    """Whether an indexed model is the query's own fingerprint: its sha256 against the query file's, hashed
+    only when a candidate's stored file is as large as the query file."""
+
+    def __init__(self, path: Path | None, index: Index):
+        self.path, self.index, self.sha = path, index, None
+        self.size = path.stat().st_size if path is not None else -1
+
+    def __call__(self, rec: IndexedModel) -> bool:
+        stored = self.index.fingerprint_path(rec.sha256)
+        if self.path is None or not stored.is_file() or stored.stat().st_size != self.size:
+            return False
+        if self.sha is None:
+            from .store import sha256_file
+
+            self.sha = sha256_file(self.path)
+        return rec.sha256 == self.sha
+
+
+def _confirm_all(q, index: Index, cands: Candidates, records: dict[str, IndexedModel], skip,
                  workers: int) -> list[Hit]:
     """Confirm the raw candidates and each spectral list's first batch, then a spectral list's next batch
     while its last one found a relative in that component."""
     done: dict[str, Hit] = {}
 
     def run(todo: dict[str, float], pool) -> None:
-        todo = {n: s for n, s in todo.items() if n in records and n not in done and records[n].sha256 != skip}
+        todo = {n: s for n, s in todo.items() if n in records and n not in done and not skip(records[n])}
         for hit in pool.map(lambda ns: confirm(q, index, records[ns[0]], ns[1]), todo.items()):
             done[hit.name] = hit
 
@@ -189,11 +208,9 @@ def search(index: Index, query: str, top: int = 10, candidates: int = DEFAULT_CA
     from ..inventory import build_inventory
     from ..sources import open_model
     from .sketch import sketch_model
-    from .store import sha256_file
-
     with tempfile.TemporaryDirectory(prefix="modelkin-search-") as work:
         qpath = query_fingerprint(index, query, work, revision)
-        qsha = sha256_file(qpath) if exclude_self else None
+        same_file = _SameFile(qpath if exclude_self else None, index)
         with open_model(qpath) as q:
             if q.files[0].format_name != "fingerprint":
                 from ..errors import UsageError
@@ -203,7 +220,7 @@ def search(index: Index, query: str, top: int = 10, candidates: int = DEFAULT_CA
             cands = (Candidates({m.name: 0.0 for m in index.models()}, {}) if confirm_all
                      else prune(index, sketch_model(q), candidates))
             records = index.records([*cands.raw, *(n for order in cands.spectral.values() for n, _ in order)])
-            hits = _confirm_all(q, index, cands, records, qsha, threads)
+            hits = _confirm_all(q, index, cands, records, same_file, threads)
             claims = q.files[0].claims()
     hits.sort(key=lambda h: (h.verdict != "related", h.log10_p, -h.sketch_similarity, h.name))
     return SearchResult(str(query), index.count(), len(hits), hits[:top], params, claims)

@@ -218,6 +218,8 @@ class FingerprintFile(WeightFile):
         held = self._rows[info.name]
         if held is None or len(rows) == 0:
             return True
+        if len(rows) > len(held):  # distinct rows, more than are held
+            return False
         pos = np.searchsorted(held, rows)
         return bool(np.all(pos < len(held)) and np.all(held[np.minimum(pos, len(held) - 1)] == rows))
 

@@ -203,12 +203,8 @@ class ModelSource:
         if not hasattr(f, "covers") or not info.shape:
             return True
         if info.gather is not None:
-            rows = np.asarray(info.gather, dtype=np.int64)
-        elif info.base is not None:
-            rows = np.arange(info.row0, info.row0 + info.shape[0])
-        else:
-            rows = np.arange(info.shape[0])
-        return f.covers(stored, np.unique(rows))
+            return f.covers(stored, np.unique(np.asarray(info.gather, dtype=np.int64)))
+        return f.covers(stored, np.arange(info.row0, info.row0 + info.shape[0]))  # sorted, distinct
 
     # -- identity -------------------------------------------------------------------------------
     def file_records(self, use_cache: bool = True) -> dict[str, FileDigest]:
