@@ -365,7 +365,8 @@ class VirtualWeights:
     """A safetensors file of a Llama-shaped model that is never written: a transport (``read_into``) that
     answers the header from memory and every weight from a counter-based hash of its position, N(0, 0.02^2)
     in BF16 — the same value at the same place on every read. ``noise_seed``: the weights plus 0.2 x their sd
-    of independent noise (a fine-tuned copy). Only what a fingerprint reads is ever computed."""
+    of independent noise (a fine-tuned copy). Only what a fingerprint reads is ever computed; making one reads
+    through ``read_into`` alone (a local file is neither prefetched nor streamed by it)."""
 
     remote = False
 
@@ -408,20 +409,6 @@ class VirtualWeights:
             raw = (0.02 * v).astype(ml_dtypes.bfloat16).view(np.uint8)
             lead = (offset - h) % 2
             buf[:] = raw[lead: lead + n]
-
-    def read_ranges(self, ranges):
-        out = []
-        for o, n in ranges:
-            b = np.empty(n, np.uint8)
-            self.read_into(o, b)
-            out.append(b.tobytes())
-        return out
-
-    def stream(self, offset, n_bytes, piece_bytes):
-        for o in range(offset, offset + n_bytes, piece_bytes):
-            b = np.empty(min(piece_bytes, offset + n_bytes - o), np.uint8)
-            self.read_into(o, b)
-            yield b
 
     def close(self) -> None:
         pass
