@@ -492,3 +492,30 @@ def test_memo_computes_once_per_open_source_and_lets_go_with_it():
     del a
     gc.collect()
     assert ida not in M._memos and id(b) in M._memos  # a's table went with a
+
+
+def test_gathered_reads_equal_row_reads_and_stop_at_the_memory_cap(budget_fps, repo_root, monkeypatch):
+    """A fingerprint's rows gathered from its payload in memory are the rows read one run at a time; past
+    MAX_HELD_BYTES nothing more is held and the reads go by rows."""
+    import numpy as np
+
+    import modelkin.sources.fingerprint_format as F
+
+    fp = budget_fps[repo_root / "examples/base"]
+    with open_model(fp) as src:
+        f = src.files[0]
+        infos = [i for n, i in src.tensors.items() if len(i.shape) == 2 and f.stored_rows(n) is not None
+                 and len(f.stored_rows(n))]
+        assert infos
+        gathered = {i.name: src.read_rows(i, f.stored_rows(i.name)[::-1]) for i in infos}
+        assert f._held_bytes > 0
+    monkeypatch.setattr(F, "MAX_HELD_BYTES", 0)
+    with open_model(fp) as src:
+        f = src.files[0]
+        for i in infos:
+            assert np.array_equal(src.read_rows(i, f.stored_rows(i.name)[::-1]), gathered[i.name])
+        assert f._held_bytes == 0
+        monkeypatch.setattr(F, "MAX_HELD_BYTES", 1 << 30)
+        missing = sorted(set(range(infos[0].shape[0])) - set(f.stored_rows(infos[0].name).tolist()))[:1]
+        with pytest.raises(F.MissingRowsError):  # a row the fingerprint does not hold, by the gathered path too
+            src.read_rows(infos[0], np.array(missing))

@@ -38,6 +38,7 @@ SUFFIX = ".mkfp"
 MAX_DIMS = 8
 MAX_DIM = 1 << 40  # a dimension beyond this is not a real tensor
 MAX_RUNS = 1 << 20  # row runs per tensor
+MAX_HELD_BYTES = 64 << 20  # payload bytes kept in memory for gathered reads (a budgeted fingerprint is ~15 MB)
 HEADER_KEYS = {"format", "version", "policy", "source", "config", "vocab", "vocab_sha256", "tensors",
                "modelkin_version", "created", "parameters", "claims"}
 TENSOR_KEYS = {"dtype", "source_dtype", "shape", "n_bytes", "payload", "rows"}
@@ -70,6 +71,7 @@ class FingerprintFile(WeightFile):
         self.policy = self._check_policy(header["policy"])
         self._rows: dict[str, np.ndarray | None] = {}  # name -> sorted stored rows (None: whole)
         self._held_rows: dict[str, np.ndarray] = {}  # name -> its payload in memory, once gathered from
+        self._held_bytes = 0
         self._payload_of: dict[str, TensorInfo] = {}
         for name, entry in header["tensors"].items():
             self.tensors[name] = self._check_tensor(name, entry)
@@ -258,9 +260,12 @@ class FingerprintFile(WeightFile):
                     f"the fingerprint does not hold row {int(missing[0])} of {info.name!r} (it holds the rows the sampled "
                     "read mode reads with its sample policy)", self.name)
         if info.name not in self._held_rows:
+            if self._held_bytes + payload.n_bytes > MAX_HELD_BYTES:  # a fingerprint beyond any budget: read by rows
+                return None
             n_rows = payload.shape[0] if payload.shape else 1
             raw = self._payload.read_raw(payload, 0, payload.numel)
             self._held_rows[info.name] = raw.reshape(n_rows, -1)
+            self._held_bytes += payload.n_bytes
         return decode(self._held_rows[info.name][pos].reshape(-1), info.dtype).reshape(len(rows), -1)
 
     def read_raw(self, info: TensorInfo, start: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
