@@ -308,7 +308,7 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
     left = None if plan.left_bytes is None else max(0, plan.left_bytes)
     excluded = ({pairs[i].a.name for i in screened}, {pairs[i].b.name for i in screened})
     invariant = component_tests(src_a, src_b, inv_a, inv_b, vocab, list(counted), left, plan.mode == "sampled", excluded,
-                                _unit_policy(options, plan.mode))
+                                _unit_policy(options, plan.mode), options.threads)
     components = judge_components(pairs, tests, rows, options.alpha, options.min_effect, layer_maps, expert_maps,
                                   invariant, counted)
     verdict, log10_p = overall(components)

@@ -16,6 +16,7 @@ fetched together, in parallel, before the tests read them.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,8 +119,9 @@ def _usable(src: ModelSource, e: TensorEntry, excluded: set[str]) -> bool:
 def component_tests(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: Inventory,
                     vocab: VocabMap | None, components: list[str], budget: int | None = None,
                     sampled: bool = False, excluded: tuple[set[str], set[str]] = (set(), set()),
-                    policy: SamplePolicy = DEFAULT_SAMPLE) -> dict[str, list[ComponentTest]]:
-    """Component name -> its invariant test(s) (one per component today).
+                    policy: SamplePolicy = DEFAULT_SAMPLE, threads: int = 1) -> dict[str, list[ComponentTest]]:
+    """Component name -> its invariant test(s) (one per component today), ``threads`` components at once (each
+    test's randomness is seeded by its component: the order they run in changes nothing).
 
     ``budget``: bytes the tests may read (what ``--max-bytes`` leaves after the read plan); a test whose reads
     do not fit is not run, and says so. ``sampled``: a sampled compare, where every row read must be decided by
@@ -132,7 +134,9 @@ def component_tests(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, in
     """
     jobs = _plan_jobs(src_a, src_b, inv_a, inv_b, vocab, components, budget, sampled, excluded, policy)
     _prefetch_both(src_a, src_b, list(jobs.values()))
-    return {comp: [_run(job, src_a, src_b, comp)] for comp, job in jobs.items()}
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(jobs)))) as pool:
+        done = list(pool.map(lambda kv: [_run(kv[1], src_a, src_b, kv[0])], jobs.items()))
+    return dict(zip(jobs, done))
 
 
 def prefetch_component_reads(src_a: ModelSource, src_b: ModelSource, inv_a: Inventory, inv_b: Inventory,
