@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -99,7 +100,7 @@ def prune(index: Index, sketches: dict[str, np.ndarray], cap: int) -> Candidates
     from .sketch import RAW_SUFFIX, rank
 
     raw: dict[str, float] = {}
-    ranked: dict[str, list[tuple[str, float]]] = {}
+    spectral: dict[str, list[tuple[str, float]]] = {}
     for key in sorted(sketches, key=lambda k: not k.endswith(RAW_SUFFIX)):  # raw sketches first
         names, mat = index.sketches(key)
         if not names:
@@ -112,9 +113,9 @@ def prune(index: Index, sketches: dict[str, np.ndarray], cap: int) -> Candidates
                 if sim[i] < floor:
                     break
                 raw[names[i]] = max(raw.get(names[i], -1.0), float(sim[i]))
-        else:
-            ranked[key] = [(names[i], float(sim[i])) for i in order]
-    spectral = {k: [(n, s) for n, s in v if n not in raw][:cap] for k, v in ranked.items()}
+        else:  # the raw candidates (all keys ending in RAW_SUFFIX sort first) are left out of the spectral list
+            top = (i for i in order if names[i] not in raw)
+            spectral[key] = [(names[i], float(sim[i])) for i in itertools.islice(top, cap)]
     return Candidates(raw, spectral)
 
 
