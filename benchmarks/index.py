@@ -250,7 +250,6 @@ def whole_search(work: Path, layers: int, sizes=(100, 1000, 10_000), n_unrelated
     entries up to the size: each points at one unrelated model's fingerprint (so confirming it is a real
     compare), with that model's spectral sketch plus small noise and a raw sketch drawn from the null."""
     from modelkin.index.search import search
-    from modelkin.index.sketch import RAW_SUFFIX
 
     hidden, ffn, vocab = 256, 704, 4000
     synthetic_llama(work / "s-parent", hidden, ffn, layers, vocab, seed=500)
@@ -266,20 +265,7 @@ def whole_search(work: Path, layers: int, sizes=(100, 1000, 10_000), n_unrelated
         db = work / f"search{size}.sqlite"
         with Index(db) as ix:
             real = {n: ix.add(fps[n], name=n) for n in ["s-parent"] + [f"s-u{i}" for i in range(n_unrelated)]}
-            unrelated = [n for n in real if n != "s-parent"]
-            rows, shas = [], []
-            for j in range(size - len(real)):
-                u = unrelated[j % len(unrelated)]
-                sk = {}
-                for comp, v in _sketches_of(ix, u).items():
-                    if comp.endswith(RAW_SUFFIX):
-                        w = rng.standard_normal(v.size)
-                    else:
-                        w = v + 0.002 * rng.standard_normal(v.size)
-                    sk[comp] = (w / np.linalg.norm(w)).astype(np.float32)
-                rows.append((f"syn{j}", real[u].parameters, sk))
-                shas.append(real[u].sha256)
-            ix.add_sketch_rows(rows, shas)
+            _add_synthetic(ix, [real[n] for n in real if n != "s-parent"], size - len(real), rng)
         for q in ("s-finetuned", "s-permuted"):
             times = []
             for _ in range(3):
@@ -298,7 +284,6 @@ def vector_libraries(work: Path, sizes=(10_000, 100_000), k: int = 32) -> None:
     Each time is a whole query from a cold open of what is on disk, median of 5; the libraries' top-k is
     checked against the exact top-k (recall@k)."""
     from modelkin.index.search import prune
-    from modelkin.index.sketch import RAW_SUFFIX
 
     rng = np.random.default_rng(4)
     keys = {"text": DIM, "text" + RAW_SUFFIX: RAW_DIM}
@@ -419,7 +404,6 @@ def fingerprints_7b(work: Path, indexed: int = 10_000) -> None:
     their size, the time to make one, a compare of two of them (a fine-tuned copy, an independent model), and a
     whole search at ``indexed`` models whose every candidate is such a fingerprint."""
     from modelkin.index.search import search
-    from modelkin.index.sketch import RAW_SUFFIX
     from modelkin.sources.model import ModelSource
     from modelkin.sources.safetensors_format import SafetensorsFile
 
@@ -440,16 +424,7 @@ def fingerprints_7b(work: Path, indexed: int = 10_000) -> None:
     rng = np.random.default_rng(5)
     with Index(work / "7b.sqlite") as ix:
         real = {n: ix.add(fps[n], name=n) for n in ("parent", "other", "other2")}
-        rows, shas = [], []
-        for j in range(indexed - len(real)):
-            u = ("other", "other2")[j % 2]
-            sk = {}
-            for comp, v in _sketches_of(ix, u).items():
-                w = rng.standard_normal(v.size) if comp.endswith(RAW_SUFFIX) else v + 0.002 * rng.standard_normal(v.size)
-                sk[comp] = (w / np.linalg.norm(w)).astype(np.float32)
-            rows.append((f"syn{j}", real[u].parameters, sk))
-            shas.append(real[u].sha256)
-        ix.add_sketch_rows(rows, shas)
+        _add_synthetic(ix, [real["other"], real["other2"]], indexed - len(real), rng)
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
@@ -459,6 +434,24 @@ def fingerprints_7b(work: Path, indexed: int = 10_000) -> None:
     rank = next(((k + 1, h.verdict) for k, h in enumerate(res.hits) if h.name == "parent"), None)
     print(f"whole search among {indexed:,} indexed 7B fingerprints: {np.median(times):.2f} s (median of 3), "
           f"{res.n_confirmed} compared, parent {rank}")
+
+
+def _add_synthetic(ix: Index, unrelated: list, count: int, rng: np.random.Generator) -> None:
+    """``count`` synthetic entries, each pointing at one of the ``unrelated`` indexed models' fingerprint (so
+    confirming it is a real compare), with that model's spectral sketch plus noise (sd 0.002) and a raw sketch
+    drawn from the null (independent of every other)."""
+
+    base = {rec.name: _sketches_of(ix, rec.name) for rec in unrelated}
+    rows, shas = [], []
+    for j in range(count):
+        rec = unrelated[j % len(unrelated)]
+        sk = {}
+        for comp, v in base[rec.name].items():
+            w = rng.standard_normal(v.size) if comp.endswith(RAW_SUFFIX) else v + 0.002 * rng.standard_normal(v.size)
+            sk[comp] = (w / np.linalg.norm(w)).astype(np.float32)
+        rows.append((f"syn{j}", rec.parameters, sk))
+        shas.append(rec.sha256)
+    ix.add_sketch_rows(rows, shas)
 
 
 def _sketches_of(ix: Index, name: str) -> dict[str, np.ndarray]:

@@ -15,7 +15,6 @@ from .defaults import DEFAULT_CANDIDATES, DEFAULT_WORKERS, SPECTRAL_BATCH
 from .store import Index, IndexedModel
 
 
-
 @dataclass(frozen=True)
 class Hit:
     name: str
@@ -209,6 +208,7 @@ def search(index: Index, query: str, top: int = 10, candidates: int = DEFAULT_CA
     from ..inventory import build_inventory
     from ..sources import open_model
     from .sketch import sketch_model
+
     with tempfile.TemporaryDirectory(prefix="modelkin-search-") as work:
         qpath = query_fingerprint(index, query, work, revision)
         same_file = _SameFile(qpath if exclude_self else None, index)

@@ -192,12 +192,10 @@ def _prefetch_both(src_a: ModelSource, src_b: ModelSource, jobs: list) -> None:
     batches = [(src, [r for job in jobs for r in job.requests()[side]]) for side, src in enumerate((src_a, src_b))]
     batches = [(src, reqs) for src, reqs in batches if src.remote and reqs]
     if len(batches) == 2:
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(max_workers=2) as pool:
             list(pool.map(lambda b: b[0].prefetch_rows(b[1]), batches))
-    for src, reqs in batches[:1] if len(batches) == 1 else ():
-        src.prefetch_rows(reqs)
+    elif batches:
+        batches[0][0].prefetch_rows(batches[0][1])
 
 
 def _run(job, src_a: ModelSource, src_b: ModelSource, comp: str) -> ComponentTest:

@@ -91,7 +91,12 @@ def _recurrent(seqs: np.ndarray) -> bool:
 
 
 def generated_reason(src: ModelSource, info: TensorInfo) -> str | None:
-    """Why a tensor's values look generated rather than learned, or None. Reads a few small windows."""
+    """Why a tensor's values look generated rather than learned, or None. Reads a few small windows, once per
+    open source (a search screens its query against every candidate)."""
+    return memo(src, ("generated", info), lambda: _generated_reason(src, info))
+
+
+def _generated_reason(src: ModelSource, info: TensorInfo) -> str | None:
     windows = _windows(src, info)
     if not windows or not all(np.isfinite(w).all() for w in windows):
         return None
@@ -141,7 +146,7 @@ def _screen_generated(src_a: ModelSource, src_b: ModelSource, pairs: list[Tensor
         if not p.evidence or p.width_differs or i in reasons:
             continue
         for side, src, entry in (("A", src_a, p.a), ("B", src_b, p.b)):
-            why = memo(src, ("generated", entry.info), lambda: generated_reason(src, entry.info))
+            why = generated_reason(src, entry.info)
             if why is not None:
                 reasons[i] = f"{why} (in {side})"
                 break

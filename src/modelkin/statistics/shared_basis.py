@@ -219,8 +219,9 @@ def collect_units(src: ModelSource, plan: UnitPlan, x: np.ndarray, basis: tuple 
     out: dict[str, _Units] = {}
     x32 = x.astype(np.float32)
     for g in plan.groups:
-        parts = [memo(src, ("units", m.info, m.transposed, g.rows.tobytes(), basis), lambda m=m: _fingerprints(src, m, g.rows, x32))
-                 if basis else _fingerprints(src, m, g.rows, x32) for m in g.members]
+        parts = [memo(src, ("units", m.info, m.transposed, g.rows.tobytes(), basis),
+                      lambda m=m: _fingerprints(src, m, g.rows, x32)) if basis else _fingerprints(src, m, g.rows, x32)
+                 for m in g.members]
         if any(p is None for p in parts):
             continue
         units = out.setdefault(g.kind, _Units([], [], plan.totals[g.kind]))

@@ -98,11 +98,11 @@ def bounded_scores(g: np.ndarray) -> np.ndarray:
 
     The median and MAD are those of G's first ``ROBUST_ROWS`` rows (A's units, all of B's): a row's entries
     are the same multiset whatever the order of B's units, so the permutation null of the clipped statistic
-    is as exact as that of the raw one (and 64 rows of entries estimate the spread as well as all of them). Clipping keeps a few very large
-    cross-unit cosines — two independent models each holding a unit for the same universal feature, at
-    different indices — from dominating the sum: unclipped, one such pair among 48 units makes the
-    permutation tail at 6 σ hundreds of times heavier than the normal one; clipped, it stays within a
-    factor of about 2 (tests/test_statistics.py checks it by importance sampling).
+    is as exact as that of the raw one (and 64 rows of entries estimate the spread as well as all of them).
+    Clipping keeps a few very large cross-unit cosines — two independent models each holding a unit for the
+    same universal feature, at different indices — from dominating the sum: unclipped, one such pair among 48
+    units makes the permutation tail at 6 σ hundreds of times heavier than the normal one; clipped, it stays
+    within a factor of about 2 (tests/test_statistics.py checks it by importance sampling).
     """
     head = g[:ROBUST_ROWS]
     med = float(np.median(head))
