@@ -140,20 +140,10 @@ class RangeCache:
 
     def missing(self, offset: int, n: int) -> list[tuple[int, int]]:
         """The parts of [offset, offset+n) no entry holds, in order."""
-        out, pos, end = [], offset, offset + n
         with self._lock:
             extents = self._scan()
-            i = bisect.bisect_left(extents, (offset - MAX_REQUEST_BYTES, 0))
-            while i < len(extents) and extents[i][0] < end:
-                o, m = extents[i]
-                if o + m > pos:
-                    if o > pos:
-                        out.append((pos, o - pos))
-                    pos = o + m
-                i += 1
-        if pos < end:
-            out.append((pos, end - pos))
-        return out
+            # An entry is at most MAX_REQUEST_BYTES long: none starting earlier than this reaches ``offset``.
+            return _gaps(offset, n, extents, bisect.bisect_left(extents, (offset - MAX_REQUEST_BYTES, 0)))
 
     def holds(self, offset: int, n: int) -> bool:
         """Whether entries cover bytes [offset, offset+n) (their contents are checked when read)."""
@@ -468,21 +458,25 @@ class _Background:
             t.join(max(0.0, deadline - time.monotonic()))
 
 
+def _gaps(offset: int, n: int, extents: list[tuple[int, int]], i: int = 0) -> list[tuple[int, int]]:
+    """The parts of [offset, offset+n) outside ``extents`` (sorted by start), looked at from index ``i`` on."""
+    out, pos, end = [], offset, offset + n
+    while i < len(extents) and extents[i][0] < end and pos < end:
+        o, m = extents[i]
+        if o + m > pos:
+            if o > pos:
+                out.append((pos, o - pos))
+            pos = o + m
+        i += 1
+    if pos < end:
+        out.append((pos, end - pos))
+    return out
+
+
 def _subtract(ranges: list[tuple[int, int]], taken: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """The parts of sorted ``ranges`` outside the sorted, disjoint ``taken`` ones."""
-    out = []
-    for offset, n in ranges:
-        pos, end = offset, offset + n
-        i = max(0, bisect.bisect_right(taken, (offset, float("inf"))) - 1)
-        while i < len(taken) and taken[i][0] < end and pos < end:
-            o, m = taken[i]
-            if o + m > pos:
-                if o > pos:
-                    out.append((pos, o - pos))
-                pos = max(pos, o + m)
-            i += 1
-        if pos < end:
-            out.append((pos, end - pos))
+    out = [g for offset, n in ranges
+           for g in _gaps(offset, n, taken, max(0, bisect.bisect_right(taken, (offset, float("inf"))) - 1))]
     merged: list[tuple[int, int]] = []
     for o, m in out:  # ranges may overlap each other: keep each byte once
         if merged and o < merged[-1][0] + merged[-1][1]:
