@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import replace
 
@@ -13,7 +14,6 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from threadpoolctl import threadpool_limits
 
 from . import __version__
 from .alignment import (
@@ -26,14 +26,15 @@ from .alignment.reads import FULL, SAMPLED, ReadPlan, plan_reads, prefetch_reque
 from .metrics import stream_metrics
 from .metrics.intervals import sample_intervals
 from .options import CompareOptions
+from .pool import one_blas_thread
 from .results import ComparisonResult, ModelRef, ReadSummary, TensorResult, UnmatchedTensor
 from .sampling import DEFAULT_SAMPLE
 from .sources import ModelSource, open_model
 from .sources.fingerprint_format import MissingRowsError
 from .sources.digests import DigestJobs
 from .sources.http import FetchStats
-from .statistics import find_anchor, pair_evidence
-from .statistics.evidence import realign_candidates
+from .statistics import find_anchor
+from .statistics.evidence import evidence_chunks, evidence_of, realign_candidates
 from .statistics.invariant import component_tests, prefetch_component_reads
 from .statistics.screening import screen
 from .verdict import judge_components, overall
@@ -85,7 +86,7 @@ def compare(
     try:
         options = _fingerprint_options(src_a, src_b, options)
         # modelkin parallelises over tensors itself; BLAS threads on top of that only fight for the cores.
-        with threadpool_limits(limits=1, user_api="blas"):
+        with one_blas_thread():
             return _run(src_a, src_b, options, progress, started, stats)
     finally:
         if src_a is not a:
@@ -288,10 +289,11 @@ def _run(src_a: ModelSource, src_b: ModelSource, options: CompareOptions, progre
         screened = screen(src_a, pairs, metrics, src_b)
         realign = realign_candidates(pairs)
         evidence_idx = [i for i, p in enumerate(pairs) if p.evidence and i not in screened]
+        chunks = evidence_chunks(evidence_idx)
         with ThreadPoolExecutor(max_workers=options.threads) as pool:
-            found = dict(zip(evidence_idx, pool.map(
-                lambda i: pair_evidence(src_a, src_b, pairs[i], anchors[pairs[i].component], i in realign), evidence_idx,
-            )))
+            found = dict(zip(evidence_idx, itertools.chain.from_iterable(pool.map(
+                lambda idx: evidence_of(src_a, src_b, [pairs[i] for i in idx], anchors, [i in realign for i in idx]), chunks,
+            ))))
         tests = [found.get(i) for i in range(len(pairs))]
         digest_a, digest_b = hashing.result() if hashing else (None, None)
     finally:

@@ -7,8 +7,27 @@ index's scale-out when no Ray address is given.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
+from contextlib import AbstractContextManager
+
+
+_controller = None
+_controller_lock = threading.Lock()
+
+
+def one_blas_thread() -> AbstractContextManager:
+    """BLAS limited to one thread inside the block: modelkin parallelises over tensors and models itself, and
+    BLAS threads on top only contend for the cores. The loaded BLAS libraries are found once per process (a
+    scan of them costs about 2 ms, once per compare otherwise)."""
+    global _controller
+    with _controller_lock:
+        if _controller is None:
+            from threadpoolctl import ThreadpoolController
+
+            _controller = ThreadpoolController()
+    return _controller.limit(limits=1, user_api="blas")
 
 
 def process_pool(workers: int) -> Executor:

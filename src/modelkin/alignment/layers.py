@@ -24,6 +24,7 @@ import numpy as np
 from ..inventory import Inventory, TensorEntry
 from ..sampling import DEFAULT_SAMPLE, SamplePolicy, sample_indices, sample_rows
 from ..sources import ModelSource
+from ..sources.memo import memo
 from .names import Alignment, TensorPair, Unmatched, logical_shape, width_differs
 from .reads import row_keys
 
@@ -79,7 +80,10 @@ def _signatures(src: ModelSource, layers: dict[int, dict[tuple, TensorEntry]], s
         parts = []
         for slot in slots:
             rows, cols = shapes[slot]
-            parts.append(_sample(src, layers[layer][slot], rows, cols))
+            e = layers[layer][slot]
+            # One model's own sample: the same in every compare of a search's query.
+            parts.append(memo(src, ("layer-sample", e.info, e.transposed, rows.tobytes(), cols.tobytes()),
+                              lambda e=e, rows=rows, cols=cols: _sample(src, e, rows, cols)))
         sigs.append(np.concatenate(parts))
     return order, np.array(sigs)
 

@@ -11,5 +11,7 @@ import numpy as np
 
 
 def normalise_rows(x: np.ndarray) -> np.ndarray:
-    x = x - x.mean()
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
+    """Rows (last axis) centred by the grand mean of their matrix (the last two axes), scaled to length 1; a
+    stack of matrices [..., rows, features] is normalised matrix by matrix."""
+    x = x - x.mean(axis=(-2, -1), keepdims=True)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-30)

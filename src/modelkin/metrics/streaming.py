@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from ..alignment import TensorPair, logical_shape
+from ..pool import one_blas_thread
 from ..sources import ModelSource
 from ..sources.weightfile import STREAM_PIECE_ELEMS
 
@@ -197,7 +197,7 @@ def load_numba() -> NumbaKernel | None:
 
                 kernel = NumbaKernel(_numba)
                 ref = NumpyKernel()
-                with threadpool_limits(limits=1, user_api="blas"):
+                with one_blas_thread():
                     for code, a, b in _self_check_cases(np.random.default_rng(0)):
                         if not _agree(kernel.raw(code, a, b), ref.raw(code, a, b)):
                             raise ArithmeticError(f"numba kernel disagrees with numpy on {code}")
@@ -418,7 +418,7 @@ def stream_metrics(
     # Largest units first so the pool does not end waiting on one big tensor.
     units.sort(key=lambda u: -(pairs[u[0]].numel if u[2] < 0 or pairs[u[0]].rows is not None else u[2]))
     # The pass parallelises over units itself: BLAS threads on top (the numpy kernel's ddot) only contend.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         if threads <= 1:
             results = map(work, units)
         else:

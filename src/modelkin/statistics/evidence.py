@@ -9,7 +9,7 @@ from ..alignment import TensorPair
 from ..sources import ModelSource
 from .anchored import Anchor, anchored_evidence
 from .realigned import REALIGN_ROLES, realigned_evidence
-from .unit_test import UnitTest, tensor_evidence
+from .unit_test import UnitTest, tensor_evidence_many
 
 
 # Once a test has found this much, the costlier tests after it cannot change the verdict: they are skipped.
@@ -20,6 +20,7 @@ N_TESTS = 3  # same-index, anchored, realigned: the Bonferroni factor is fixed, 
 # The realigned test is the costly one (a linear assignment over up to 2048 units per tensor). A copier
 # who permutes units does so in every layer, so a handful of tensors spread over the depth suffices.
 MAX_REALIGNED_PER_COMPONENT = 8
+CHUNK = 16  # pairs whose same-index tests one run of ``evidence_of`` computes together
 
 
 def realign_candidates(pairs: list[TensorPair]) -> set[int]:
@@ -49,9 +50,29 @@ def pair_evidence(src_a: ModelSource, src_b: ModelSource, pair: TensorPair, anch
     Tests run cheapest first; a decisive result stops the sequence. The correction factor is always
     ``N_TESTS``, so skipping never makes a p-value smaller than running everything would.
     """
+    return evidence_of(src_a, src_b, [pair], {pair.component: anchor}, [realign])[0]
+
+
+def evidence_of(src_a: ModelSource, src_b: ModelSource, pairs: list[TensorPair], anchors: dict[str, Anchor | None],
+                realign: list[bool]) -> list[UnitTest | None]:
+    """``pair_evidence`` of each pair (``anchors`` by component, ``realign`` per pair): the same-index tests of
+    all of them first, computed together (``tensor_evidence_many``), then each pair's costlier tests."""
+    same = iter(tensor_evidence_many(src_a, src_b, [p for p in pairs if not p.width_differs]))
+    return [_strongest(src_a, src_b, p, anchors[p.component], r, None if p.width_differs else next(same))
+            for p, r in zip(pairs, realign)]
+
+
+def evidence_chunks(indices: list[int]) -> list[list[int]]:
+    """``indices`` cut into runs of ``CHUNK`` pairs: a pool of workers stays balanced, a run's samples in memory
+    stay bounded, and the runs are the same whatever the number of workers."""
+    return [indices[k: k + CHUNK] for k in range(0, len(indices), CHUNK)]
+
+
+def _strongest(src_a: ModelSource, src_b: ModelSource, pair: TensorPair, anchor: Anchor | None, realign: bool,
+               same_index: UnitTest | None) -> UnitTest | None:
     runners = []
     if not pair.width_differs:  # same-index tests need equal shapes
-        runners.append(lambda: tensor_evidence(src_a, src_b, pair))
+        runners.append(lambda: same_index)
         if anchor is not None:
             runners.append(lambda: replace_test(anchored_evidence(src_a, src_b, anchor, pair), "anchored"))
     if anchor is not None and realign:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..alignment import normalise_rows
-from .pvalues import LN10
+from .pvalues import LN10, log10_half_binomial_tails
 from .realigned import log10_sign_flip_bound, log10_sign_floor, log10_sign_test
 
 MIN_UNITS = 16  # fewer scored units cannot support a test
@@ -127,8 +127,6 @@ def detectable_margin(null_sd_margin: float, n_units: int, log10_needed: float) 
     * sign test: with P(margin > 0) = Phi(d / s), the count of positive margins must reach its critical
       value with 95 % probability.
     """
-    from scipy.stats import binom  # heavy: imported where used
-
     s = null_sd_margin * math.sqrt(n_units)
     if n_units < MIN_UNITS or s <= 0 or log10_needed >= 0:
         return math.inf
@@ -136,7 +134,7 @@ def detectable_margin(null_sd_margin: float, n_units: int, log10_needed: float) 
     if n_units <= z_h * z_h:
         return math.inf
     d_flip = z_h * s / math.sqrt(n_units - z_h * z_h)
-    tails = binom.logsf(np.arange(n_units + 1) - 1, n_units, 0.5) / LN10  # log10 P(K >= k), k = 0..n
+    tails = log10_half_binomial_tails(n_units)  # log10 P(K >= k), k = 0..n
     reached = np.flatnonzero(tails <= log10_needed)
     if reached.size == 0:
         return math.inf

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
-from scipy.special import log_ndtr
+import numpy as np
+from scipy.special import gammaln, log_ndtr
 
 LN10 = math.log(10.0)
 
@@ -19,6 +21,17 @@ def log10_p_two_sided(z: float) -> float:
 def log10_permutation_floor(n_units: int) -> float:
     """log10 of 1/n!: no permutation test over n units can give a smaller p-value, whatever its z."""
     return -math.lgamma(n_units + 1) / LN10
+
+
+@lru_cache(maxsize=64)
+def log10_half_binomial_tails(n: int) -> np.ndarray:
+    """log10 P(K >= k) for K ~ Binomial(n, 1/2), k = 0..n (read-only), summed in log space: exact to rounding
+    in tails far below 1e-308."""
+    j = np.arange(n + 1)
+    log_pmf = gammaln(n + 1) - gammaln(j + 1) - gammaln(n - j + 1) - n * math.log(2.0)
+    tails = np.minimum(np.logaddexp.accumulate(log_pmf[::-1])[::-1] / LN10, 0.0)
+    tails.setflags(write=False)
+    return tails
 
 
 def log10_bonferroni(log10_ps: list[float], m: int | None = None) -> float:

@@ -41,7 +41,7 @@ from ..alignment import TensorPair, logical_shape, normalise_rows
 from ..sampling import sample_indices
 from ..sources import ModelSource
 from .anchored import Anchor
-from .pvalues import LN10
+from .pvalues import LN10, log10_half_binomial_tails
 from .unit_test import MAX_UNITS, MIN_UNITS, UnitTest
 
 # Matrices that read the residual stream, whose output rows are units a copier may reorder: FFN units,
@@ -105,10 +105,7 @@ def realigned_evidence(src_a: ModelSource, src_b: ModelSource, anchor: Anchor, p
 
 def log10_sign_test(margin: np.ndarray) -> float:
     """log10 P(K >= k) for K ~ Binomial(n, 1/2), k the number of strictly positive margins (exact)."""
-    k = int(np.count_nonzero(margin > 0))
-    from scipy.stats import binom  # heavy: imported where used
-
-    return min(0.0, float(binom.logsf(k - 1, margin.size, 0.5)) / LN10)
+    return float(log10_half_binomial_tails(margin.size)[int(np.count_nonzero(margin > 0))])
 
 
 def log10_sign_flip_bound(d: np.ndarray) -> tuple[float, float]:

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -60,17 +61,16 @@ def window_spans(info: TensorInfo) -> list[tuple[int, int]]:
     return [(r0 * width, k * width) for r0 in starts]
 
 
-def _windows(src: ModelSource, info: TensorInfo) -> list[np.ndarray]:
-    """Up to three windows of consecutive rows (start, middle, end) of the tensor seen as [rows, last axis]."""
+def _windows(src: ModelSource, info: TensorInfo) -> Iterator[np.ndarray]:
+    """Up to three windows of consecutive rows (start, middle, end) of the tensor seen as [rows, last axis],
+    each read when asked for."""
     if info.strided:  # a part of a fused matrix: a learned weight, read by rows when asked
-        return []
+        return
     width, k, cols, starts = window_plan(info)
-    out = []
     for r0 in starts:
         block = np.stack([src.read(info, (r0 + i) * width, cols) for i in range(k)]) if cols < width else \
             src.read(info, r0 * width, k * width).reshape(k, width)
-        out.append(block.astype(np.float64))
-    return out
+        yield block.astype(np.float64)
 
 
 def _recurrent(seqs: np.ndarray) -> bool:
@@ -98,7 +98,13 @@ def generated_reason(src: ModelSource, info: TensorInfo) -> str | None:
 
 def _generated_reason(src: ModelSource, info: TensorInfo) -> str | None:
     windows = _windows(src, info)
-    if not windows or not all(np.isfinite(w).all() for w in windows):
+    first = next(windows, None)
+    # Every reason below needs every window to show it: a first window that shows none (most learned weights)
+    # decides without the others being read.
+    if first is None or not np.isfinite(first).all() or not _could_be_generated(first, info):
+        return None
+    windows = [first, *windows]
+    if not all(np.isfinite(w).all() for w in windows):
         return None
     lo, hi = min(float(w.min()) for w in windows), max(float(w.max()) for w in windows)
     if lo == hi:
@@ -110,6 +116,14 @@ def _generated_reason(src: ModelSource, info: TensorInfo) -> str | None:
             return (f"a closed-form sequence {where} (an arange, a geometric series or a sinusoidal table: "
                     "x[t+1] + x[t-1] = c·x[t]): generated, not learned")
     return None
+
+
+def _could_be_generated(w: np.ndarray, info: TensorInfo) -> bool:
+    """Whether window ``w`` alone shows one of ``_generated_reason``'s patterns (all windows must show it)."""
+    lo, hi = float(w.min()), float(w.max())
+    if lo == hi or (info.numel >= 2 * MIN_SEQUENCE and np.all((w == lo) | (w == hi))):
+        return True
+    return _recurrent(w.T) or _recurrent(w)
 
 
 def screen(src_a: ModelSource, pairs: list[TensorPair], metrics: list[TensorMetrics],

@@ -254,7 +254,9 @@ def _fingerprints(src: ModelSource, entry: TensorEntry, rows: np.ndarray, x: np.
         w = src.read_rows(entry.info, rows)
     # float32 products: twice the speed of float64, a response exact to about 1e-7 of its size (float64 weights
     # are rounded to float32 here), far below any margin the tests weigh.
-    w = w.astype(np.float32, copy=False).reshape(len(rows), in_dim // width, width)
+    # One [rows x copies, width] product (a stack of [copies, width] products would be a matrix-vector
+    # product per row: half the speed), its rows regrouped by unit: [rows, copies * n_inputs], copy-major.
+    w = w.astype(np.float32, copy=False).reshape(len(rows) * (in_dim // width), width)
     return (w @ x.T).reshape(len(rows), -1).astype(np.float64)
 
 

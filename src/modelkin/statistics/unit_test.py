@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,7 @@ MIN_UNITS = 16  # fewer exchangeable units cannot give a trustworthy normal appr
 MIN_FEATURES = 4
 CLIP_ROBUST_SD = 3.0  # cosines beyond this many robust standard deviations count as this many (bounded_scores)
 ROBUST_ROWS = 64  # rows of G (A's units) whose entries give bounded_scores its median and MAD
+BATCH_ELEMS = 1 << 18  # unit cosines (8 bytes each) per batch of tensor_evidence_many: larger ones leave the cache, slower
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,27 +76,40 @@ EVIDENCE_CLASS = {"same-index": "permutation", "anchored": "permutation", "reali
 
 def unit_permutation_test(xa: np.ndarray, xb: np.ndarray, axis: int = 0) -> UnitTest | None:
     """xa, xb: (n_units, n_features) with row i of xa and row i of xb the same unit position."""
-    n, m = xa.shape
+    return unit_permutation_tests(xa[None], xb[None], axis)[0]
+
+
+def unit_permutation_tests(xa: np.ndarray, xb: np.ndarray, axis: int = 0) -> list[UnitTest | None]:
+    """``unit_permutation_test`` of each of k pairs of one shape, xa and xb [k, n_units, n_features], computed
+    together: the same statistics in a few array operations instead of a few per pair."""
+    k, n, m = xa.shape
     if n < MIN_UNITS or m < MIN_FEATURES:
-        return None
-    g = normalise_rows(xa) @ normalise_rows(xb).T
-    raw_trace = float(np.trace(g))
+        return [None] * k
+    g = normalise_rows(xa) @ np.swapaxes(normalise_rows(xb), 1, 2)
+    raw_trace = np.einsum("kii->k", g)
     g = bounded_scores(g)
-    trace = float(np.trace(g))
-    mean = float(g.sum()) / n
-    d = g - g.mean(axis=1, keepdims=True) - g.mean(axis=0, keepdims=True) + g.mean()
-    var = float((d * d).sum()) / (n - 1)
-    if var <= 0 or not math.isfinite(var):
-        return None
-    z = (trace - mean) / math.sqrt(var)
-    # A normal approximation to the permutation tail (exact mean and variance); the exact permutation
-    # p-value can never fall below 1/n!.
-    log10_p = max(log10_p_two_sided(z), log10_permutation_floor(n))
-    return UnitTest(axis, n, m, raw_trace, raw_trace / n, z, log10_p, math.sqrt(var) / n)
+    trace = np.einsum("kii->k", g)
+    mean = g.sum(axis=(1, 2)) / n
+    d = g - g.mean(axis=2, keepdims=True) - g.mean(axis=1, keepdims=True) + g.mean(axis=(1, 2), keepdims=True)
+    var = (d * d).sum(axis=(1, 2)) / (n - 1)
+    floor = log10_permutation_floor(n)
+    out: list[UnitTest | None] = []
+    for i in range(k):
+        v = float(var[i])
+        if v <= 0 or not math.isfinite(v):
+            out.append(None)
+            continue
+        z = (float(trace[i]) - float(mean[i])) / math.sqrt(v)
+        # A normal approximation to the permutation tail (exact mean and variance); the exact permutation
+        # p-value can never fall below 1/n!.
+        log10_p = max(log10_p_two_sided(z), floor)
+        out.append(UnitTest(axis, n, m, float(raw_trace[i]), float(raw_trace[i]) / n, z, log10_p, math.sqrt(v) / n))
+    return out
 
 
 def bounded_scores(g: np.ndarray) -> np.ndarray:
-    """G with every entry clipped to median ± CLIP_ROBUST_SD robust standard deviations (1.4826 × MAD).
+    """G with every entry clipped to median ± CLIP_ROBUST_SD robust standard deviations (1.4826 × MAD); a
+    stack of matrices [..., n, n] is clipped matrix by matrix.
 
     The median and MAD are those of G's first ``ROBUST_ROWS`` rows (A's units, all of B's): a row's entries
     are the same multiset whatever the order of B's units, so the permutation null of the clipped statistic
@@ -104,14 +119,15 @@ def bounded_scores(g: np.ndarray) -> np.ndarray:
     units makes the permutation tail at 6 σ hundreds of times heavier than the normal one; clipped, it stays
     within a factor of about 2 (tests/test_statistics.py checks it by importance sampling).
     """
-    head = g[:ROBUST_ROWS]
-    med = float(np.median(head))
-    scale = 1.4826 * float(np.median(np.abs(head - med)))
-    if scale <= 0:
-        scale = float(g.std())
-    if scale <= 0 or not math.isfinite(scale):
-        return g
-    return np.clip(g, med - CLIP_ROBUST_SD * scale, med + CLIP_ROBUST_SD * scale)
+    head = g[..., :ROBUST_ROWS, :].reshape(*g.shape[:-2], -1)
+    med = np.median(head, axis=-1)
+    scale = 1.4826 * np.median(np.abs(head - med[..., None]), axis=-1)
+    if not np.all(scale > 0):  # no spread among the head's entries: G's standard deviation instead
+        scale = np.where(scale > 0, scale, g.std(axis=(-2, -1)))
+    live = (scale > 0) & np.isfinite(scale)  # no spread to clip by: G as it is
+    lo = np.where(live, med - CLIP_ROBUST_SD * scale, -np.inf)[..., None, None]
+    hi = np.where(live, med + CLIP_ROBUST_SD * scale, np.inf)[..., None, None]
+    return np.clip(g, lo, hi)
 
 
 def sample_pair(src_a: ModelSource, src_b: ModelSource, pair: TensorPair) -> tuple[np.ndarray, np.ndarray]:
@@ -139,19 +155,38 @@ def sample_pair(src_a: ModelSource, src_b: ModelSource, pair: TensorPair) -> tup
 
 def tensor_evidence(src_a: ModelSource, src_b: ModelSource, pair: TensorPair) -> UnitTest | None:
     """The most conservative unit test over the pair's exchangeable axes (smallest |z|)."""
+    return tensor_evidence_many(src_a, src_b, [pair])[0]
+
+
+def tensor_evidence_many(src_a: ModelSource, src_b: ModelSource, pairs: list[TensorPair]) -> list[UnitTest | None]:
+    """``tensor_evidence`` of each pair: every pair sampled, then the unit tests of one axis and shape run
+    together (``unit_permutation_tests``, in batches of at most ``BATCH_ELEMS`` unit cosines)."""
+    found: list[dict[int, UnitTest]] = [{} for _ in pairs]  # per pair: its axes' tests, by position in its axes
+    batches: dict[tuple, list[tuple[int, int, np.ndarray, np.ndarray]]] = defaultdict(list)
+    for i, pair in enumerate(pairs):
+        axes = _unit_axes(pair)
+        if not axes:
+            continue
+        a, b = sample_pair(src_a, src_b, pair)
+        for pos, ax in enumerate(axes):
+            xa = np.moveaxis(a, ax, 0).reshape(a.shape[ax], -1)
+            xb = np.moveaxis(b, ax, 0).reshape(b.shape[ax], -1)
+            batches[(ax, xa.shape, xb.shape)].append((i, pos, xa, xb))
+    for (ax, shape_a, _), items in batches.items():
+        step = max(1, BATCH_ELEMS // (shape_a[0] * shape_a[0]))
+        for s in range(0, len(items), step):
+            part = items[s: s + step]
+            tests = unit_permutation_tests(np.stack([x[2] for x in part]), np.stack([x[3] for x in part]), ax)
+            for (i, pos, _, _), t in zip(part, tests):
+                if t is not None:
+                    found[i][pos] = t
+    # Of equal |z|, the test of the axis listed first is kept.
+    return [min((ts[p] for p in sorted(ts)), key=lambda t: abs(t.z)) if ts else None for ts in found]
+
+
+def _unit_axes(pair: TensorPair) -> tuple[int, ...]:
+    """The axes whose indices are exchangeable units in both tensors' roles (A's when none is in both)."""
     if len(pair.a.shape) < 2:
-        return None
-    axes = tuple(ax for ax in ROLES[pair.a.role].unit_axes if ax in ROLES[pair.b.role].unit_axes) or ROLES[pair.a.role].unit_axes
-    if not axes:
-        return None
-    a, b = sample_pair(src_a, src_b, pair)
-    tests = []
-    for ax in axes:
-        xa = np.moveaxis(a, ax, 0).reshape(a.shape[ax], -1)
-        xb = np.moveaxis(b, ax, 0).reshape(b.shape[ax], -1)
-        t = unit_permutation_test(xa, xb, ax)
-        if t is not None:
-            tests.append(t)
-    if not tests:
-        return None
-    return min(tests, key=lambda t: abs(t.z))
+        return ()
+    a, b = ROLES[pair.a.role].unit_axes, ROLES[pair.b.role].unit_axes
+    return tuple(ax for ax in a if ax in b) or a
