@@ -339,7 +339,10 @@ def test_planned_fingerprint_size_is_flat_from_7b_to_70b():
     assert sizes["7B"] <= 16_000_000
     # The 70B's fingerprint is no larger than the 7B's plus its larger header (vocabulary, tensor list).
     assert sizes["70B"] <= sizes["7B"] + (headers["70B"] - headers["7B"])
-    assert plans["70B"].payload_bytes <= 14 << 20 and plans["7B"].payload_bytes <= 14 << 20
+    rows = {n: p.payload_bytes - p.by_role["products"] for n, p in plans.items()}  # the budget bounds the rows kept
+    assert rows["70B"] <= 14 << 20 and rows["7B"] <= 14 << 20
+    # The units' responses to the basis rows, held beside them: under 1 MB (they save every compare computing them).
+    assert 0 < plans["70B"].by_role["products"] < plans["7B"].by_role["products"] < 1_000_000
     assert 1 <= plans["70B"].k < plans["7B"].k < 32
     assert plans["7B"].by_role["basis"] <= 256 * 4096 * 2  # at most 256 token rows, bf16 kept as bf16
     # The unbudgeted 1 %-of-rows sample (fingerprint version 1) was ten times larger at 7B and grew with the model.
@@ -380,6 +383,82 @@ def test_budgeted_fingerprint_reads_k_layers_and_compares_as_the_models(repo_roo
         f = src.files[0]
         other = f"model.layers.{1 - kept}.mlp.up_proj.weight"
         assert f.stored_rows(other).size == 0 and src.tensors[other].shape == (128, 64)
+
+
+@pytest.fixture(scope="module")
+def wide_fps(tmp_path_factory):
+    """A model whose FFN is too wide to be read whole (its units are sampled, their products held), a fine-tuned
+    child and an unrelated model, fingerprinted with ``BUDGET``."""
+    from builders import perturb, qwen2_tensors, write_model
+
+    work = tmp_path_factory.mktemp("wide")
+    config = {"model_type": "qwen2", "hidden_size": 128, "intermediate_size": 2304, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1024}
+    base = qwen2_tensors(31, hidden=128, ffn=2304, vocab=1024)
+    models = {"base": base, "child": perturb(base, 0.3), "other": qwen2_tensors(32, hidden=128, ffn=2304, vocab=1024)}
+    return {n: Path(make_fingerprint(write_model(work / n, t, config), work / f"{n}.mkfp", policy=BUDGET,
+                                     hash_files=False).path) for n, t in models.items()}
+
+
+def test_products_are_the_units_responses_and_change_no_verdict(wide_fps, monkeypatch):
+    """A fingerprint holds its sampled units' products with the token-block basis rows: they equal the products
+    of the rows it holds, answer only what they cover, and a compare using them decides as one that does not."""
+    import numpy as np
+
+    import modelkin.sources.fingerprint_format as F
+    from modelkin.sampling import token_blocks
+
+    with open_model(wide_fps["base"]) as src:
+        f = src.files[0]
+        products = f.header["products"]
+        assert f.header["version"] == 3 and any("up_proj" in n for n in products)
+        for name, entry in products.items():
+            info, emb = src.tensors[name], src.tensors[entry["basis"]]
+            rows, cols = f.stored_rows(name), token_blocks(emb.shape[0])
+            held = src.row_products(info, rows, emb, cols)
+            want = src.read_rows(info, rows) @ src.read_rows(emb, cols).T
+            assert held.dtype == np.float32 and np.allclose(held, want, rtol=1e-5, atol=1e-5)
+            assert np.array_equal(src.row_products(info, rows[::2], emb, cols[1::3]), held[::2][:, 1::3])
+            missing = sorted(set(range(info.shape[0])) - set(rows.tolist()))[:1]
+            assert src.row_products(info, np.array(missing), emb, cols) is None
+            outside = sorted(set(range(emb.shape[0])) - set(cols.tolist()))[:1]
+            assert src.row_products(info, rows, emb, np.array(outside)) is None
+    pairs = [("base", "child"), ("base", "other"), ("child", "other")]
+    used = [modelkin.compare(wide_fps[a], wide_fps[b], hash_files=False) for a, b in pairs]
+    monkeypatch.setattr(F.FingerprintFile, "row_products", lambda *a: None)
+    computed = [modelkin.compare(wide_fps[a], wide_fps[b], hash_files=False) for a, b in pairs]
+    assert _verdicts(used[0])["text"] == "related" and _verdicts(used[1])["text"] != "related"
+    for x, y in zip(used, computed):
+        assert _verdicts(x) == _verdicts(y) and x.log10_p == pytest.approx(y.log10_p, rel=1e-6, abs=1e-6)
+        sx, sy = (next(t for c in r.components.values() for t in c.invariant_tests) for r in (x, y))
+        assert sx["ran"] and sx["log10_p"] == pytest.approx(sy["log10_p"], rel=1e-6, abs=1e-6)
+
+
+HOSTILE_PRODUCTS = {
+    "basis": (lambda e: e.update(basis="nope"), "must be matrices"),
+    "payload": (lambda e: e.update(payload="p0"), "not an F32 tensor|payload shape"),
+    "keys": (lambda e: e.update(extra=1), "exactly the keys"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_PRODUCTS))
+def test_hostile_products_fail_in_one_line(case, wide_fps, tmp_path):
+    edit, message = HOSTILE_PRODUCTS[case]
+    bad = _rewrite(wide_fps["base"], tmp_path / "bad.mkfp", lambda h: edit(next(iter(h["products"].values()))))
+    with pytest.raises(FormatError, match=message):
+        open_model(bad)
+
+
+def test_a_version_2_fingerprint_without_products_is_read(wide_fps, tmp_path):
+    def v2(h):
+        h.update(version=2)
+        h.pop("products")
+
+    old = _rewrite(wide_fps["child"], tmp_path / "v2.mkfp", v2)
+    with open_model(old) as src:
+        assert not src.files[0]._products
+    r2, r3 = (modelkin.compare(wide_fps["base"], b, hash_files=False) for b in (old, wide_fps["child"]))
+    assert _verdicts(r2) == _verdicts(r3) == {"text": "related"}
 
 
 def test_an_old_version_fingerprint_gives_one_line(zoo_fps, repo_root, tmp_path, capsys):

@@ -179,3 +179,29 @@ def test_importance_sampler_agrees_with_plain_permutations():
     perms = np.argsort(r.random((40000, 32)), axis=1)
     p_mc = float(np.mean(g[np.arange(32), perms].sum(axis=1) >= threshold))
     assert abs(p_is - p_mc) < 4 * math.hypot(se, math.sqrt(p_mc * (1 - p_mc) / 40000))
+
+
+def test_unit_tests_computed_together_equal_one_at_a_time():
+    """A batch of unit tests gives each pair exactly its own test, whatever else is in the batch."""
+    from modelkin.statistics.unit_test import unit_permutation_tests
+
+    r = np.random.default_rng(5)
+    for n, m in [(16, 256), (256, 16), (40, 7), (8, 50)]:
+        a = r.normal(size=(6, n, m))
+        b = a * r.uniform(0, 1, size=(6, 1, 1)) + r.normal(size=(6, n, m))
+        together = unit_permutation_tests(a, b, axis=1)
+        assert together == [unit_permutation_test(a[i], b[i], 1) for i in range(6)]
+        assert together[2:4] == unit_permutation_tests(a[2:4], b[2:4], axis=1)
+
+
+def test_half_binomial_tails_are_exact_and_reach_the_far_tail():
+    from math import comb, log10
+
+    from modelkin.statistics.pvalues import log10_half_binomial_tails
+
+    for n in (1, 7, 16, 40):
+        tails = log10_half_binomial_tails(n)
+        exact = [log10(sum(comb(n, j) for j in range(k, n + 1)) / 2**n) for k in range(n + 1)]
+        assert np.allclose(tails, exact, rtol=1e-12, atol=1e-12)
+    far = log10_half_binomial_tails(3000)  # 2^-3000: far below what a float holds, as a log it is exact
+    assert far[-1] == pytest.approx(-3000 * log10(2), rel=1e-12) and np.all(np.diff(far) <= 0) and far[0] == 0.0

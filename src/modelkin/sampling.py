@@ -92,10 +92,13 @@ TOKEN_BLOCK = 16  # shared-basis tokens are taken in blocks of consecutive ids
 MAX_BASIS_INPUTS = 256  # shared inputs (tokens, pixels) in the basis
 
 
+@functools.lru_cache(maxsize=64)
 def token_blocks(n: int) -> np.ndarray:
     """Key-seeded blocks of ``TOKEN_BLOCK`` consecutive positions out of n, about ``MAX_BASIS_INPUTS`` in all: a
     remote read is then a few short ranges, not hundreds of scattered rows (which a coalescing reader would turn
-    into the whole embedding)."""
+    into the whole embedding). Sorted; read-only (cached)."""
     n_blocks = -(-n // TOKEN_BLOCK)
     chosen = sample_indices(n_blocks, -(-MAX_BASIS_INPUTS // TOKEN_BLOCK), np.random.default_rng(zlib.crc32(b"shared-tokens")))
-    return np.concatenate([np.arange(b * TOKEN_BLOCK, min(n, (b + 1) * TOKEN_BLOCK)) for b in chosen])
+    out = np.concatenate([np.arange(b * TOKEN_BLOCK, min(n, (b + 1) * TOKEN_BLOCK)) for b in chosen])
+    out.setflags(write=False)
+    return out

@@ -54,8 +54,10 @@ class FingerprintPlan:
     rows: dict[str, np.ndarray | None]  # stored tensor name -> sorted rows kept (None: whole; empty: none)
     layers: dict[str, tuple[int, ...] | None]  # component -> layers kept (None: all)
     k: int  # layers kept per component
-    payload_bytes: int  # bytes of the kept rows, as stored in the fingerprint
-    by_role: dict[str, int]  # payload bytes per role ("basis" for the shared-basis rows beyond samples)
+    payload_bytes: int  # bytes of the kept rows and products, as stored in the fingerprint
+    by_role: dict[str, int]  # payload bytes per role ("basis" for the shared-basis rows beyond samples,
+    # "products" for the unit responses)
+    products: dict[str, str]  # matrix -> the embedding whose token blocks its kept rows' products are held with
 
 
 def stored_dtype(info: TensorInfo) -> str:
@@ -129,8 +131,50 @@ def plan_fingerprint(src, policy: SamplePolicy = FINGERPRINT_SAMPLE) -> Fingerpr
         by_role[e.role] = by_role.get(e.role, 0) + (held - basis) * row_bytes
         if basis:
             by_role["basis"] = by_role.get("basis", 0) + basis * row_bytes
+    products = _product_plan(kept, rows)
+    for name, emb in products.items():
+        nb = len(rows[name]) * len(token_blocks(src.tensors[emb].shape[0])) * 4
+        total += nb
+        by_role["products"] = by_role.get("products", 0) + nb
     chosen = dict(layers.chosen) if layers else {}
-    return FingerprintPlan(rows, chosen, layers.k if layers else 0, total, dict(sorted(by_role.items())))
+    return FingerprintPlan(rows, chosen, layers.k if layers else 0, total, dict(sorted(by_role.items())), products)
+
+
+MAX_PRODUCT_ROWS = 64  # kept rows of a matrix beyond which its products are not held (computed in the compare)
+
+
+def _product_plan(kept: dict, rows: dict[str, np.ndarray | None]) -> dict[str, str]:
+    """Matrices whose units the shared-basis test reads through the component's token embedding, and that
+    embedding: their kept rows' products with its token blocks are held (``products``), the responses every
+    compare of the fingerprint would otherwise compute again. Whole or widely kept matrices are left out."""
+    from ..statistics.shared_basis import UNIT_TYPE
+
+    out = {}
+    for comp in sorted({e.component for e in kept.values()}):
+        members = [e for e in kept.values() if e.component == comp]
+        emb = next((e for e in members if e.role == "embedding" and len(e.shape) >= 2), None)
+        if emb is None or len(emb.shape) != 2 or emb.transposed or emb.info.base is not None:
+            continue
+        for e in members:
+            r = rows.get(e.name)
+            if (e.role in UNIT_TYPE and e.evidence and len(e.shape) == 2 and not e.transposed and e.info.base is None
+                    and e.shape[1] == emb.shape[1] and r is not None and 0 < len(r) <= MAX_PRODUCT_ROWS):
+                out[e.name] = emb.name
+    return out
+
+
+def _products(src: ModelSource, plan: FingerprintPlan) -> dict[str, np.ndarray]:
+    """The kept rows of each planned matrix times its embedding's token-block rows (float32), as read from
+    ``src``: what ``ModelSource.row_products`` of the fingerprint answers."""
+    bases: dict[str, np.ndarray] = {}
+    out = {}
+    for name, emb in plan.products.items():
+        if emb not in bases:
+            info = src.tensors[emb]
+            bases[emb] = src.read_rows(info, token_blocks(info.shape[0])).astype(np.float32, copy=False)
+        w = src.read_rows(src.tensors[name], plan.rows[name]).astype(np.float32, copy=False)
+        out[name] = np.ascontiguousarray(w @ bases[emb].T, dtype=np.float32)
+    return out
 
 
 def planned_size(tensors: dict[str, TensorInfo], config: dict | None = None, policy: SamplePolicy = FINGERPRINT_SAMPLE,
@@ -147,6 +191,10 @@ def planned_size(tensors: dict[str, TensorInfo], config: dict | None = None, pol
         entries[f"p{len(entries)}"] = {"dtype": stored_dtype(info), "shape": [n] + list(info.shape[1:]),
                                        "data_offsets": [off, off + nb]}
         off += nb
+    for i, (name, emb) in enumerate(plan.products.items()):
+        shape = [len(plan.rows[name]), len(token_blocks(tensors[emb].shape[0]))]
+        entries[f"q{i}"] = {"dtype": "F32", "shape": shape, "data_offsets": [off, off + 4 * shape[0] * shape[1]]}
+        off += 4 * shape[0] * shape[1]
     head = dict(entries)
     head["__metadata__"] = {MAGIC_KEY: json.dumps(header, separators=(",", ":"))}
     text = json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -222,6 +270,7 @@ def _header(tensors: dict[str, TensorInfo], plan: FingerprintPlan, policy: Sampl
         "tensors": entries, "modelkin_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "parameters": sum(i.numel for i in tensors.values()), "claims": claims,
+        "products": {name: {"payload": f"q{i}", "basis": emb} for i, (name, emb) in enumerate(plan.products.items())},
     }
 
 
@@ -253,6 +302,11 @@ def make_fingerprint(location, out, *, revision: str | None = None, policy: Samp
             code, data = _payload(src, info, rows)
             pshape = list(info.shape) if rows is None else [len(rows)] + list(info.shape[1:])
             payload_header[f"p{i}"] = {"dtype": code, "shape": pshape, "data_offsets": [offset, offset + data.size]}
+            blobs.append(data)
+            offset += data.size
+        for i, (name, prod) in enumerate(_products(src, plan).items()):
+            data = prod.view(np.uint8).reshape(-1)
+            payload_header[f"q{i}"] = {"dtype": "F32", "shape": list(prod.shape), "data_offsets": [offset, offset + data.size]}
             blobs.append(data)
             offset += data.size
         header = _header(tensors, plan, policy, src.config, vocab,

@@ -12,8 +12,13 @@ Layout: a valid safetensors file. Payload tensors ``p0``, ``p1``… hold the kep
 has one key, ``modelkin.fingerprint``, a JSON document (``version``, ``policy``, ``source``, ``config``,
 ``vocab``, ``tensors``: name -> ``{dtype, source_dtype, shape, n_bytes, payload, rows}`` where ``n_bytes`` is
 the source tensor's size and ``rows`` a list of ``[first_row, n_rows]`` runs or null for a whole tensor).
-Version 1 files (which held the rows of an unbudgeted sample) are refused with one line: make them again. Everything is validated like any untrusted
-file: no pickle, no code, bounded sizes, every row run inside the shape and matching the payload.
+Version 3 adds ``products``: tensor name -> ``{payload, basis}``, the kept rows of a matrix that reads the
+residual stream times the embedding rows of the shared-basis test (``sampling.token_blocks`` of the embedding
+``basis``), float32 [kept rows, token blocks]: its units' responses to the basis inputs, computed once when the
+fingerprint is made instead of in every compare. Version 2 files (without them) are read as they are; version 1
+files (which held the rows of an unbudgeted sample) are refused with one line: make them again. Everything is
+validated like any untrusted file: no pickle, no code, bounded sizes, every row run inside the shape and
+matching the payload.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import json
 import numpy as np
 
 from ..errors import FormatError
-from ..sampling import SamplePolicy
+from ..sampling import SamplePolicy, token_blocks
 from .digests import FileDigest
 from .dtypes import decode
 from .safetensors_format import SafetensorsFile
@@ -33,15 +38,17 @@ from .weightfile import WeightFile
 
 MAGIC_KEY = "modelkin.fingerprint"
 FORMAT_NAME = "modelkin-fingerprint"
-VERSION = 2
+VERSION = 3
+READABLE_VERSIONS = (2, 3)  # version 2: no ``products``
 SUFFIX = ".mkfp"
 MAX_DIMS = 8
 MAX_DIM = 1 << 40  # a dimension beyond this is not a real tensor
 MAX_RUNS = 1 << 20  # row runs per tensor
 MAX_HELD_BYTES = 64 << 20  # payload bytes kept in memory for gathered reads (a budgeted fingerprint is ~15 MB)
 HEADER_KEYS = {"format", "version", "policy", "source", "config", "vocab", "vocab_sha256", "tensors",
-               "modelkin_version", "created", "parameters", "claims"}
+               "modelkin_version", "created", "parameters", "claims", "products"}
 TENSOR_KEYS = {"dtype", "source_dtype", "shape", "n_bytes", "payload", "rows"}
+PRODUCT_KEYS = {"payload", "basis"}
 POLICY_KEYS = {"fraction", "min_rows", "block_rows", "small_bytes", "budget_bytes", "max_layers", "whole_bytes"}
 
 
@@ -75,6 +82,12 @@ class FingerprintFile(WeightFile):
         self._payload_of: dict[str, TensorInfo] = {}
         for name, entry in header["tensors"].items():
             self.tensors[name] = self._check_tensor(name, entry)
+        self._products: dict[str, tuple[str, TensorInfo]] = {}  # name -> (basis tensor, payload)
+        products = header.get("products") or {}
+        if not isinstance(products, dict):
+            raise self._fail("fingerprint 'products' must be a JSON object")
+        for name, entry in products.items():
+            self._products[name] = self._check_products(name, entry)
         self.metadata = {"fingerprint_version": str(header["version"]), "source": str(header["source"].get("location"))}
 
     # -- validation -------------------------------------------------------------------------------
@@ -83,9 +96,9 @@ class FingerprintFile(WeightFile):
             raise self._fail("fingerprint header is not a JSON object")
         if h.get("format") != FORMAT_NAME:
             raise self._fail(f"fingerprint header names format {h.get('format')!r}, expected {FORMAT_NAME!r}")
-        if h.get("version") != VERSION:
-            raise self._fail(f"fingerprint version {h.get('version')!r} is not supported (this modelkin reads version {VERSION}); "
-                             "make the fingerprint again with this modelkin")
+        if h.get("version") not in READABLE_VERSIONS:
+            raise self._fail(f"fingerprint version {h.get('version')!r} is not supported (this modelkin reads versions "
+                             f"{', '.join(map(str, READABLE_VERSIONS))}); make the fingerprint again with this modelkin")
         unknown = set(h) - HEADER_KEYS
         if unknown:
             raise self._fail(f"fingerprint header has unknown keys {sorted(unknown)}")
@@ -152,6 +165,22 @@ class FingerprintFile(WeightFile):
         # The source tensor's size, not the payload's: the compare plans samples and layers from sizes, and must
         # plan the same from the fingerprint as from the model.
         return TensorInfo(name, payload.dtype, shape_t, self.name, 0, n_bytes)
+
+    def _check_products(self, name: str, e) -> tuple[str, TensorInfo]:
+        where = f"fingerprint products of {name[:200]!r}"
+        if not isinstance(e, dict) or set(e) != PRODUCT_KEYS:
+            raise self._fail(f"{where}: entry must have exactly the keys {sorted(PRODUCT_KEYS)}")
+        info, basis = self.tensors.get(name), self.tensors.get(e["basis"]) if isinstance(e["basis"], str) else None
+        if info is None or basis is None or len(info.shape) != 2 or len(basis.shape) != 2:
+            raise self._fail(f"{where}: the tensor and its basis must be matrices of the fingerprint")
+        payload = self._payload.tensors.get(e["payload"]) if isinstance(e["payload"], str) else None
+        if payload is None or payload.dtype.code != "F32":
+            raise self._fail(f"{where}: payload {str(e['payload'])[:100]!r} is not an F32 tensor of the file")
+        held = self._rows[name]
+        want = [info.shape[0] if held is None else len(held), len(token_blocks(basis.shape[0]))]
+        if list(payload.shape) != want:
+            raise self._fail(f"{where}: payload shape {list(payload.shape)}, expected {want}")
+        return e["basis"], payload
 
     def _check_runs(self, where: str, runs: list, n_rows: int) -> np.ndarray:
         end, parts, total = 0, [], 0
@@ -284,4 +313,24 @@ class FingerprintFile(WeightFile):
 
     def prefetch(self, spans) -> None:
         return None
+
+    def row_products(self, info: TensorInfo, rows: np.ndarray, basis: TensorInfo, basis_rows: np.ndarray) -> np.ndarray | None:
+        """Rows ``rows`` of matrix ``info`` times rows ``basis_rows`` of ``basis``, transposed (float32), where the
+        fingerprint holds them (``products``: rows it keeps, basis rows among the token blocks); else None."""
+        got = self._products.get(info.name)
+        if got is None or got[0] != basis.name:
+            return None
+        held, cols = self._rows[info.name], token_blocks(basis.shape[0])
+        pos_r = rows if held is None else np.minimum(np.searchsorted(held, rows), len(held) - 1)
+        pos_c = np.minimum(np.searchsorted(cols, basis_rows), len(cols) - 1)
+        if (held is not None and not np.array_equal(held[pos_r], rows)) or not np.array_equal(cols[pos_c], basis_rows):
+            return None
+        key = "products:" + info.name
+        if key not in self._held_rows:
+            payload = got[1]
+            if self._held_bytes + payload.n_bytes > MAX_HELD_BYTES:
+                return None
+            self._held_rows[key] = decode(self._payload.read_raw(payload, 0, payload.numel), payload.dtype).reshape(payload.shape)
+            self._held_bytes += payload.n_bytes
+        return self._held_rows[key][np.ix_(pos_r, pos_c)]
 

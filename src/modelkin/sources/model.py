@@ -183,6 +183,17 @@ class ModelSource:
         return missing([(stored.data_offset + start * stored.dtype.bits // 8, n * row_bytes)
                         for _, n, start in self._row_spans(info, np.arange(info.shape[0]))])
 
+    def row_products(self, info: TensorInfo, rows: np.ndarray, basis: TensorInfo, basis_rows: np.ndarray) -> np.ndarray | None:
+        """Rows ``rows`` of matrix ``info`` times rows ``basis_rows`` of matrix ``basis``, transposed (float32
+        [len(rows), len(basis_rows)]), where a file holds them computed (a fingerprint's ``products``); None
+        otherwise: read the rows and multiply."""
+        if info.base is not None or basis.base is not None:  # views of fused or sampled tensors: never held
+            return None
+        f = self.file_of(info)
+        if not hasattr(f, "row_products") or self.file_of(basis) is not f:
+            return None
+        return f.row_products(info, np.asarray(rows, np.int64), basis, np.asarray(basis_rows, np.int64))
+
     def hold_fetches(self, on: bool) -> None:
         """While on, a read of remote bytes not fetched yet raises ``MissingRowsError`` instead of fetching them
         (a byte cap: a step that needs more than was fetched for it is skipped, as for a fingerprint)."""

@@ -30,6 +30,7 @@ def log10_half_binomial_tails(n: int) -> np.ndarray:
     j = np.arange(n + 1)
     log_pmf = gammaln(n + 1) - gammaln(j + 1) - gammaln(n - j + 1) - n * math.log(2.0)
     tails = np.minimum(np.logaddexp.accumulate(log_pmf[::-1])[::-1] / LN10, 0.0)
+    tails[0] = 0.0  # P(K >= 0) = 1, not its rounding
     tails.setflags(write=False)
     return tails
 

@@ -63,6 +63,8 @@ class Basis:
     b: np.ndarray
     # What each side's inputs are (its embedding tensor and the rows or pixels read): equal keys, equal inputs.
     keys: tuple[tuple, tuple] = ((), ())
+    # Token inputs: each side's embedding and its rows (a source may hold its units' responses to them).
+    tokens: tuple[tuple[TensorInfo, np.ndarray] | None, tuple[TensorInfo, np.ndarray] | None] = (None, None)
 
     @property
     def n_inputs(self) -> int:
@@ -91,7 +93,8 @@ class BasisPlan:
         pick = b"" if self.pick is None else np.asarray(self.pick).tobytes()
         keys = ((self.kind, self.emb_a.info, np.asarray(self.rows_a).tobytes(), pick),
                 (self.kind, self.emb_b.info, np.asarray(self.rows_b).tobytes(), pick))
-        return Basis(self.kind, xa - xa.mean(axis=0, keepdims=True), xb - xb.mean(axis=0, keepdims=True), keys)
+        tokens = ((self.emb_a.info, self.rows_a), (self.emb_b.info, self.rows_b)) if self.kind == "tokens" else (None, None)
+        return Basis(self.kind, xa - xa.mean(axis=0, keepdims=True), xb - xb.mean(axis=0, keepdims=True), keys, tokens)
 
 
 def token_plan(emb_a: TensorEntry, emb_b: TensorEntry, vocab: VocabMap | None, sampled: bool = False) -> BasisPlan | None:
@@ -212,15 +215,18 @@ def plan_units(entries: list[TensorEntry], heads: tuple[int, int] | None = None,
     return UnitPlan(tuple(groups), head_plan, totals)
 
 
-def collect_units(src: ModelSource, plan: UnitPlan, x: np.ndarray, basis: tuple = ()) -> dict[str, _Units]:
+def collect_units(src: ModelSource, plan: UnitPlan, x: np.ndarray, basis: tuple = (),
+                  tokens: tuple[TensorInfo, np.ndarray] | None = None) -> dict[str, _Units]:
     """Fingerprints of every planned unit: its responses to the basis inputs x [n_inputs, width]. ``basis``
     names those inputs (``Basis.keys``): a unit's responses to the same inputs are computed once per open
-    source (a search compares one query with many models); without it they are computed here."""
+    source (a search compares one query with many models); without it they are computed here. ``tokens``:
+    the embedding and rows x was read from, when x is token embeddings (``Basis.tokens``)."""
     out: dict[str, _Units] = {}
     x32 = x.astype(np.float32)
     for g in plan.groups:
         parts = [memo(src, ("units", m.info, m.transposed, g.rows.tobytes(), basis),
-                      lambda m=m: _fingerprints(src, m, g.rows, x32)) if basis else _fingerprints(src, m, g.rows, x32)
+                      lambda m=m: _fingerprints(src, m, g.rows, x32, tokens)) if basis
+                 else _fingerprints(src, m, g.rows, x32, tokens)
                  for m in g.members]
         if any(p is None for p in parts):
             continue
@@ -239,15 +245,23 @@ class _Units:
     total: int = 0  # units the model has (before sampling)
 
 
-def _fingerprints(src: ModelSource, entry: TensorEntry, rows: np.ndarray, x: np.ndarray) -> np.ndarray | None:
+def _fingerprints(src: ModelSource, entry: TensorEntry, rows: np.ndarray, x: np.ndarray,
+                  tokens: tuple[TensorInfo, np.ndarray] | None = None) -> np.ndarray | None:
     """Responses [len(rows), copies * n_inputs] of the given rows to the basis inputs x [n_inputs, width].
 
     A row as wide as k times the basis width reads k concatenated copies of the stream (a patch merger).
+    ``tokens``: the embedding rows x is, centred: a source holding the rows' products with them (a fingerprint)
+    answers from those, centred the same way (a response is linear in its input).
     """
     in_dim = logical_shape(entry)[1]
     width = x.shape[1]
     if in_dim % width:
         return None
+    if tokens is not None and in_dim == width and not entry.transposed:
+        held = src.row_products(entry.info, rows, *tokens)
+        if held is not None:
+            u = held.astype(np.float64)
+            return u - u.mean(axis=1, keepdims=True)
     if entry.transposed:  # stored [in, out]: logical rows are stored columns
         w = src.read_rows(entry.info, np.arange(entry.shape[0]))[:, rows].T
     else:
@@ -312,14 +326,14 @@ def _head_units(src: ModelSource, plan: UnitPlan, x: np.ndarray) -> _Units | Non
 
 def _residual_units(x: np.ndarray) -> _Units:
     """The embedding's own dimensions: the fingerprint of dimension j is column j of the embedded inputs."""
-    return _Units([np.full(x.shape[1], -1)], [x.T.copy()], x.shape[1])
+    return _Units([np.full(x.shape[1], -1)], [x.T], x.shape[1])  # a view: the test stacks its prints (a copy)
 
 
 def shared_basis_test(src_a: ModelSource, src_b: ModelSource, basis: Basis, plan_a: UnitPlan, plan_b: UnitPlan,
                       seed: str, residual: bool = True) -> ComponentTest:
     """Match every unit type present in both models through the basis; pool the margins (see ``margins``)."""
-    ua = collect_units(src_a, plan_a, basis.a, basis.keys[0])
-    ub = collect_units(src_b, plan_b, basis.b, basis.keys[1])
+    ua = collect_units(src_a, plan_a, basis.a, basis.keys[0], basis.tokens[0])
+    ub = collect_units(src_b, plan_b, basis.b, basis.keys[1], basis.tokens[1])
     ua, ub = {k: v for k, v in ua.items() if v is not None}, {k: v for k, v in ub.items() if v is not None}
     if residual:
         ua["residual"], ub["residual"] = _residual_units(basis.a), _residual_units(basis.b)

@@ -89,9 +89,13 @@ def unit_permutation_tests(xa: np.ndarray, xb: np.ndarray, axis: int = 0) -> lis
     raw_trace = np.einsum("kii->k", g)
     g = bounded_scores(g)
     trace = np.einsum("kii->k", g)
-    mean = g.sum(axis=(1, 2)) / n
-    d = g - g.mean(axis=2, keepdims=True) - g.mean(axis=1, keepdims=True) + g.mean(axis=(1, 2), keepdims=True)
-    var = (d * d).sum(axis=(1, 2)) / (n - 1)
+    total = g.sum(axis=(1, 2))
+    mean = total / n
+    # Σ D² of the double-centred G without forming it: Σ G² − n Σ_i r_i² − n Σ_j c_j² + n² m² (r, c the row and
+    # column means, m the grand mean). Its terms are of the size of Σ D² for cosines (nothing cancels).
+    rows, cols = g.sum(axis=2) / n, g.sum(axis=1) / n
+    ss = (g * g).sum(axis=(1, 2)) - n * (rows * rows).sum(axis=1) - n * (cols * cols).sum(axis=1) + total * total / (n * n)
+    var = ss / (n - 1)
     floor = log10_permutation_floor(n)
     out: list[UnitTest | None] = []
     for i in range(k):
