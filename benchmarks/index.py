@@ -426,14 +426,14 @@ def fingerprints_7b(work: Path, indexed: int = 10_000) -> None:
         real = {n: ix.add(fps[n], name=n) for n in ("parent", "other", "other2")}
         _add_synthetic(ix, [real["other"], real["other2"]], indexed - len(real), rng)
     times = []
-    for _ in range(3):
+    for _ in range(5):
         t0 = time.perf_counter()
         with Index(work / "7b.sqlite") as ix:
             res = search(ix, str(fps["copy"]))
         times.append(time.perf_counter() - t0)
     rank = next(((k + 1, h.verdict) for k, h in enumerate(res.hits) if h.name == "parent"), None)
-    print(f"whole search among {indexed:,} indexed 7B fingerprints: {np.median(times):.2f} s (median of 3), "
-          f"{res.n_confirmed} compared, parent {rank}")
+    print(f"whole search among {indexed:,} indexed 7B fingerprints: {np.median(times):.2f} s (median of 5; "
+          f"{min(times):.2f} to {max(times):.2f}), {res.n_confirmed} compared, parent {rank}")
 
 
 def _add_synthetic(ix: Index, unrelated: list, count: int, rng: np.random.Generator) -> None:

@@ -131,7 +131,7 @@ def plan_fingerprint(src, policy: SamplePolicy = FINGERPRINT_SAMPLE) -> Fingerpr
         by_role[e.role] = by_role.get(e.role, 0) + (held - basis) * row_bytes
         if basis:
             by_role["basis"] = by_role.get("basis", 0) + basis * row_bytes
-    products = _product_plan(kept, rows)
+    products = _product_plan(kept, rows) if policy.budgeted else {}  # a fingerprint's policy is budgeted
     for name, emb in products.items():
         nb = len(rows[name]) * len(token_blocks(src.tensors[emb].shape[0])) * 4
         total += nb
