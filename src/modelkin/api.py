@@ -14,7 +14,6 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-
 from . import __version__
 from .alignment import (
     VocabMap, align_by_name, map_experts, map_layers, map_vocab, repair_by_layers, split_fused,
