@@ -214,6 +214,24 @@ def test_search_recalls_every_related_zoo_pair(zoo_index, zoo_fps, smoke_zoo, re
                 (h.verdict != "related", h.log10_p) for h in res.hits if h.name == n))
 
 
+def test_a_search_leaves_the_process_blas_setting_as_it_found_it(zoo_index, zoo_fps, repo_root):
+    """A search compares candidates on two threads, each compare limiting BLAS to one thread: the limit is set and
+    lifted by the search's own thread (limits set and restored on the workers left BLAS at one thread for good)."""
+    import numpy  # noqa: F401  (loads the BLAS library)
+    from threadpoolctl import threadpool_info
+
+    def blas():
+        return sorted(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+    before = blas()
+    if not before or max(before) < 2:
+        pytest.skip("no BLAS library running more than one thread")
+    with Index(zoo_index) as ix:
+        for _ in range(3):
+            res = search(ix, str(zoo_fps[repo_root / "examples/finetuned"]), threads=2)
+            assert res.n_confirmed >= 2 and blas() == before
+
+
 def test_index_cli_add_list_remove_search(zoo_fps, repo_root, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MODELKIN_INDEX", str(tmp_path / "ix.sqlite"))
     ex = repo_root / "examples"

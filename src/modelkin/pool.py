@@ -2,7 +2,8 @@
 
 ``spawn`` workers (never ``fork``: the parent may hold threads, open files or torch's OpenMP state), results
 yielded as jobs finish.  Used by the bench (pairs), the zoo builder (models whose parents are built) and the
-index's scale-out when no Ray address is given.
+index's scale-out when no Ray address is given. Also the one BLAS thread modelkin's own threads run with
+(``one_blas_thread``).
 """
 
 from __future__ import annotations
@@ -10,24 +11,39 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
-from contextlib import AbstractContextManager
+from contextlib import contextmanager
 
 
-_controller = None
-_controller_lock = threading.Lock()
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_controller = None  # the loaded BLAS libraries, looked up once per process (about 2 ms a look-up)
+_blas_limiter = None  # the limit in force while any thread is inside ``one_blas_thread``
 
 
-def one_blas_thread() -> AbstractContextManager:
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
     """BLAS limited to one thread inside the block: modelkin parallelises over tensors and models itself, and
-    BLAS threads on top only contend for the cores. The loaded BLAS libraries are found once per process (a
-    scan of them costs about 2 ms, once per compare otherwise)."""
-    global _controller
-    with _controller_lock:
-        if _controller is None:
-            from threadpoolctl import ThreadpoolController
+    BLAS threads on top only contend for the cores. Blocks on several threads at once share one limit, set when
+    the first enters and lifted when the last leaves; code that runs blocks on worker threads (a search's
+    compares) enters one itself first, so that one thread sets and lifts it: limits set and lifted on the
+    workers left the process's BLAS at one thread for good (OpenBLAS)."""
+    global _blas_users, _blas_controller, _blas_limiter
+    with _blas_lock:
+        if _blas_users == 0:
+            if _blas_controller is None:
+                from threadpoolctl import ThreadpoolController
 
-            _controller = ThreadpoolController()
-    return _controller.limit(limits=1, user_api="blas")
+                _blas_controller = ThreadpoolController()
+            _blas_limiter = _blas_controller.limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
 
 
 def process_pool(workers: int) -> Executor:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..pool import one_blas_thread
 from ..sampling import FINGERPRINT_SAMPLE
 from .defaults import DEFAULT_CANDIDATES, DEFAULT_WORKERS, SPECTRAL_BATCH
 from .store import Index, IndexedModel
@@ -221,7 +222,8 @@ def search(index: Index, query: str, top: int = 10, candidates: int = DEFAULT_CA
             cands = (Candidates({m.name: 0.0 for m in index.models()}, {}) if confirm_all
                      else prune(index, sketch_model(q), candidates))
             records = index.records([*cands.raw, *(n for order in cands.spectral.values() for n, _ in order)])
-            hits = _confirm_all(q, index, cands, records, same_file, threads)
+            with one_blas_thread():  # set here, where it is lifted: the compares on the workers share it
+                hits = _confirm_all(q, index, cands, records, same_file, threads)
             claims = q.files[0].claims()
     hits.sort(key=lambda h: (h.verdict != "related", h.log10_p, -h.sketch_similarity, h.name))
     return SearchResult(str(query), index.count(), len(hits), hits[:top], params, claims)
