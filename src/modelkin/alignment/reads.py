@@ -42,7 +42,7 @@ def _sampled(p: TensorPair, policy: SamplePolicy, keys: dict[str, str]) -> Tenso
         return p
     if not ia.shape or not ib.shape:
         return p
-    key = keys.get(p.a.name) or sample_key(p.a)
+    key = row_key(keys, p.a)
     rows_a = sample_rows(key, ia.shape[0], ia.n_bytes, policy)
     rows_b = sample_rows(key, ib.shape[0], ib.n_bytes, policy)
     if rows_a is None or rows_b is None:
@@ -73,11 +73,16 @@ def row_keys(entries: Iterable) -> dict[str, str]:
     return out
 
 
+def row_key(keys: dict[str, str], entry) -> str:
+    """The key ``entry``'s sampled rows are drawn with: its partner's (``row_keys``) or its own."""
+    return keys.get(entry.name) or sample_key(entry)
+
+
 def pair_bytes(p: TensorPair) -> int:
     return p.a.info.n_bytes + p.b.info.n_bytes
 
 
-def _spread(items: list, place: Callable = lambda p: (p.evidence, p.a.layer)) -> list:
+def _spread(items: list, place: Callable) -> list:
     """Evidence first, then round-robin over layers, so a cap keeps a little of every depth. ``place``: an item's
     (evidence, layer)."""
     by_layer: dict[object, list] = {}
@@ -92,6 +97,16 @@ def _spread(items: list, place: Callable = lambda p: (p.evidence, p.a.layer)) ->
     return out
 
 
+def _fit(items: list, cost: Callable, cap: int, place: Callable = lambda p: (p.evidence, p.a.layer)) -> tuple[set[int], int]:
+    """(ids of the items kept, what they cost): in ``_spread`` order, each item that still fits under ``cap``."""
+    kept, spent = set(), 0
+    for item in _spread(items, place):
+        if spent + (c := cost(item)) <= cap:
+            kept.add(id(item))
+            spent += c
+    return kept, spent
+
+
 def plan_reads(pairs: list[TensorPair], mode: str, max_bytes: int | None = None,
                policy: SamplePolicy = DEFAULT_SAMPLE, cost: Callable[[TensorPair], int] = pair_bytes) -> ReadPlan:
     """``max_bytes``: what the pairs' reads may cost in all, each pair's by ``cost`` (its bytes, or what of them
@@ -101,11 +116,7 @@ def plan_reads(pairs: list[TensorPair], mode: str, max_bytes: int | None = None,
     full_bytes = sum(pair_bytes(p) for p in pairs)
     if max_bytes is None:
         return ReadPlan(mode, tuple(planned), (), sum(pair_bytes(p) for p in planned), full_bytes)
-    kept_ids, spent = set(), 0
-    for p in _spread(planned):
-        if spent + (c := cost(p)) <= max_bytes:
-            kept_ids.add(id(p))
-            spent += c
+    kept_ids, spent = _fit(planned, cost, max_bytes)
     kept = tuple(p for p in planned if id(p) in kept_ids)
     left = tuple(p for p in planned if id(p) not in kept_ids)
     return ReadPlan(mode, kept, left, sum(pair_bytes(p) for p in kept),
@@ -127,15 +138,10 @@ def prefetch_requests(entries, components: set[str] | None, mode: str,
         info = e.info
         if not info.shape or not info.n_bytes or (components and e.component not in components):
             continue
-        rows = (sample_rows(keys.get(e.name) or sample_key(e), info.shape[0], info.n_bytes, policy)
-                if mode == SAMPLED else None)
+        rows = sample_rows(row_key(keys, e), info.shape[0], info.n_bytes, policy) if mode == SAMPLED else None
         out.append((e, np.arange(info.shape[0]) if rows is None else rows))
     if max_bytes is not None:
-        kept, total = set(), 0
-        for e, rows in _spread(out, lambda r: (r[0].evidence, r[0].layer)):
-            n = len(rows) * (e.info.n_bytes // e.info.shape[0])
-            if total + n <= max_bytes:
-                kept.add(e.name)
-                total += n
-        out = [(e, rows) for e, rows in out if e.name in kept]
+        kept, _ = _fit(out, lambda r: len(r[1]) * (r[0].info.n_bytes // r[0].info.shape[0]), max_bytes,
+                       lambda r: (r[0].evidence, r[0].layer))
+        out = [r for r in out if id(r) in kept]
     return [(e.info, rows) for e, rows in out]

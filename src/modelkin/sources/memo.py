@@ -44,7 +44,7 @@ def memo(src: object, key: Hashable, compute: Callable[[], T]) -> T:
     value = compute()
     if hasattr(value, "setflags"):  # shared between compares: nobody may write into it
         value.setflags(write=False)
-    size = int(getattr(value, "nbytes", 0)) + 64
+    size = _size(value)
     if size > MAX_BYTES:
         return value
     with _lock:
@@ -53,5 +53,10 @@ def memo(src: object, key: Hashable, compute: Callable[[], T]) -> T:
             _sizes[sid] += size
         while _sizes[sid] > MAX_BYTES:
             _, old = table.popitem(last=False)
-            _sizes[sid] -= int(getattr(old, "nbytes", 0)) + 64
+            _sizes[sid] -= _size(old)
     return value
+
+
+def _size(value: object) -> int:
+    """What an entry counts against ``MAX_BYTES``: an array's bytes, and a little for any entry."""
+    return int(getattr(value, "nbytes", 0)) + 64
